@@ -1,0 +1,1 @@
+"""Machinery of the suite: data with provenance, experiment specs, training, artifacts."""

@@ -1,0 +1,90 @@
+"""Result files, each written atomically: a reader sees the old file or the new one, never half."""
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path` (same suffix); move it into place if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Some writers require the suffix (Keras's `.weights.h5`, matplotlib's format from `.png`).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_history_csv(path: Path, rows: list[dict]) -> None:
+    """One row per epoch with HISTORY_COLUMNS; floats at full precision so reruns compare exactly."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: (repr(row[key]) if isinstance(row[key], float) else row[key]) for key in HISTORY_COLUMNS}
+                     for row in rows)
+    write_text(path, buffer.getvalue())
+
+
+def plot_curves(rows: list[dict], metric: str, path: Path, title: str) -> None:
+    """Training and validation `metric` against epoch (1-based, as Keras prints it)."""
+    epochs = [row["epoch"] for row in rows]
+    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    axes.plot(epochs, [row[metric] for row in rows], "o-", label=metric)
+    axes.plot(epochs, [row[f"val_{metric}"] for row in rows], "s--", label=f"val_{metric}")
+    axes.set(title=title, xlabel="epoch", ylabel=metric)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp)
+    plt.close(figure)
+
+
+def draw_model(model, out_dir: Path) -> str:
+    """model.png from plot_model(show_shapes=True); without graphviz, model.dot. Always model_summary.txt."""
+    import keras
+    from keras.src.utils.model_visualization import check_graphviz
+
+    lines = []
+    model.summary(print_fn=lambda line, **_: lines.append(line), line_length=100)
+    write_text(out_dir / "model_summary.txt", "\n".join(lines) + "\n")
+    if check_graphviz():
+        with atomic_path(out_dir / "model.png") as tmp:
+            keras.utils.plot_model(model, to_file=str(tmp), show_shapes=True, show_layer_names=True)
+        return "model.png"
+    dot = keras.utils.model_to_dot(model, show_shapes=True, show_layer_names=True)
+    write_text(out_dir / "model.dot", dot.to_string())
+    print("[plot] graphviz's `dot` program not found: wrote model.dot and model_summary.txt instead of "
+          "model.png; install graphviz (Debian/Ubuntu: apt-get install graphviz) for the picture", flush=True)
+    return "model.dot"

@@ -1,0 +1,77 @@
+"""Resumable training: after every epoch, the model's state and the history so far, kept atomically.
+
+Layout of the state folder (removed when the run finishes):
+    epoch-0003.weights.h5   weights and optimizer state after epoch 3
+    state.json              {fingerprint, epochs_done, weights file, history rows, dropout RNG states, seconds}
+state.json is replaced only after the weights file it names is complete, and older weights files
+are deleted only after that, so a kill at any moment leaves a consistent pair.
+"""
+import json
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from backprop_suite.artifacts import HISTORY_COLUMNS, atomic_path, write_json
+from backprop_suite.errors import SuiteError
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    def __init__(self, state_dir: Path, fingerprint: dict):
+        super().__init__()
+        self.state_dir, self.fingerprint = Path(state_dir), fingerprint
+        self.rows: list[dict] = []
+        self.seconds = 0.0  # training time of the epochs in `rows`, across interruptions
+        self._epoch_start = 0.0
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last finished epoch's state into `model`; the number of epochs already done."""
+        self.set_model(model)
+        if not self.state_file.exists():
+            return 0
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError) as error:
+            raise SuiteError(f"{self.state_file}: unreadable resume state ({error}); "
+                             "rerun with --restart to discard it") from None
+        if state.get("fingerprint") != self.fingerprint:
+            raise SuiteError(f"{self.state_dir} holds an interrupted run with a different spec or data; "
+                             "rerun with --restart to discard it")
+        model.optimizer.build(model.trainable_variables)  # so that load_weights restores its slots
+        model.load_weights(self.state_dir / state["weights"])
+        for generator, saved in zip(dropout_seed_generators(model), state["rng_states"], strict=True):
+            generator.state.assign(np.asarray(saved, dtype=generator.state.dtype))
+        self.rows, self.seconds = state["rows"], state["seconds"]
+        return state["epochs_done"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._epoch_start
+        self.rows.append({"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_COLUMNS[1:]}})
+        weights_name = f"epoch-{epoch + 1:04d}.weights.h5"
+        with atomic_path(self.state_dir / weights_name) as tmp:
+            self.model.save_weights(str(tmp))
+        write_json(self.state_file, {
+            "fingerprint": self.fingerprint, "epochs_done": epoch + 1, "weights": weights_name,
+            "rows": self.rows, "seconds": self.seconds,
+            "rng_states": [g.state.numpy().tolist() for g in dropout_seed_generators(self.model)],
+        })
+        for old in self.state_dir.glob("epoch-*.weights.h5"):
+            if old.name != weights_name:
+                old.unlink()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def dropout_seed_generators(model: keras.Model) -> list:
+    """The seed generators of the model's random layers: their state is not in the weights file."""
+    return [layer.seed_generator for layer in model.layers if getattr(layer, "seed_generator", None) is not None]

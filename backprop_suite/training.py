@@ -1,0 +1,120 @@
+"""Train an experiment with Keras `fit` and write its results folder."""
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from backprop_suite import artifacts
+from backprop_suite.checkpoint import EpochCheckpoint
+from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
+from backprop_suite.errors import SpecError
+from backprop_suite.experiment import ExperimentSpec
+from backprop_suite.provenance import REPO_ROOT, environment
+from models import build_model
+
+RESULTS_DIR = REPO_ROOT / "results"
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+
+
+def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:
+    """Batches for epochs first_epoch..epochs-1; epoch e's order depends only on (seed, e).
+
+    So a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
+    """
+    x, y = tf.constant(x), tf.constant(y)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(x, out_type=tf.int64)[0]), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    return (tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+            .map(lambda index: (tf.gather(x, index), tf.gather(y, index))).prefetch(tf.data.AUTOTUNE))
+
+
+def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
+    try:
+        model = build_model(spec.model, **spec.model_options)
+    except (ValueError, TypeError) as error:
+        raise SpecError(f"{spec.path} [model]: {error}") from None
+    model.compile(optimizer=OPTIMIZERS[spec.optimizer](learning_rate=spec.learning_rate),
+                  loss=spec.loss, metrics=["accuracy"])
+    return model
+
+
+def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,
+                     restart: bool = False) -> dict:
+    """Train `spec`, resuming an interrupted run of it; write results_root/<name>/ and return metrics.json."""
+    out_dir = Path(results_root) / spec.name
+    keras.utils.set_random_seed(spec.seed)
+    if spec.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    dataset = load_dataset(spec.dataset, data_path)
+    fit_split, val_split = held_out_validation(dataset.train, spec.validation_fraction)
+    model = build_compiled_model(spec)
+    input_shape = model.input_shape[1:]
+    (x_fit, y_fit), validation, (x_test, y_test) = (
+        to_model_inputs(split, input_shape) for split in (fit_split, val_split, dataset.test))
+
+    checkpoint = EpochCheckpoint(out_dir / ".in_progress", {"spec": spec.resolved(), "data_sha256": dataset.sha256})
+    if restart:
+        checkpoint.discard()
+    first_epoch = checkpoint.restore(model)
+    if first_epoch:
+        print(f"[train] {spec.name}: resuming after epoch {first_epoch}/{spec.epochs} "
+              f"from {checkpoint.state_dir}", flush=True)
+    print(f"[train] {spec.name}: {spec.model} ({model.count_params():,} parameters) on {dataset.name} "
+          f"({len(fit_split)} train / {len(val_split)} validation / {len(dataset.test)} test)", flush=True)
+    if first_epoch < spec.epochs:
+        model.fit(shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs),
+                  epochs=spec.epochs, initial_epoch=first_epoch,
+                  steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
+                  callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
+    evaluation_start = time.perf_counter()
+    test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    measured = {"test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
+                "parameters": model.count_params()}
+    record = results_record(spec, dataset, len(fit_split), len(val_split), checkpoint.rows, measured)
+    record["wall_time_s"] = round(checkpoint.seconds + time.perf_counter() - evaluation_start, 2)
+    record["resumed_after_epoch"] = first_epoch or None
+    write_results(out_dir, spec, model, checkpoint.rows, record)
+    checkpoint.discard()
+    print(f"[train] {spec.name}: test_accuracy {test_accuracy:.4f}, test_loss {test_loss:.4f}; "
+          f"verdict: {record['verdict']}; results in {out_dir}", flush=True)
+    return record
+
+
+def results_record(spec, dataset, n_fit, n_validation, rows, measured) -> dict:
+    """metrics.json: what was measured, against which expectation, on what data and machine."""
+    applicable = [e for e in spec.expected if e.dataset == dataset.name]
+    checks = [{"expected": e.describe(), "measured": measured[e.metric], "met": e.is_met_by(measured[e.metric]),
+               "source": e.source} for e in applicable]
+    if not checks:
+        verdict = f"measured only (no expectation for dataset {dataset.name})"
+    else:
+        verdict = "reproduced" if all(c["met"] for c in checks) else "failed"
+    return {
+        "experiment": spec.name, "question": spec.question, "claims": list(spec.claims),
+        "verdict": verdict, "checks": checks,
+        "metrics": {**measured, **{f"final_{k}": rows[-1][k] for k in artifacts.HISTORY_COLUMNS[1:]},
+                    "epochs": len(rows)},
+        "data": {**dataset.provenance(), "fit_samples": n_fit, "validation_samples": n_validation},
+        "spec_file": str(spec.path.relative_to(REPO_ROOT)) if spec.path.is_relative_to(REPO_ROOT) else str(spec.path),
+        "spec_sha256": spec.sha256, "spec": spec.resolved(),
+        "seed": spec.seed, "deterministic": spec.deterministic,
+        "environment": environment(),
+    }
+
+
+def write_results(out_dir: Path, spec, model, rows, record) -> None:
+    artifacts.write_history_csv(out_dir / "history.csv", rows)
+    artifacts.plot_curves(rows, "accuracy", out_dir / "acc.png", f"{spec.name}: model accuracy")
+    artifacts.plot_curves(rows, "loss", out_dir / "loss.png", f"{spec.name}: model loss")
+    record["model_drawing"] = artifacts.draw_model(model, out_dir)
+    with artifacts.atomic_path(out_dir / "spec.toml") as tmp:
+        shutil.copyfile(spec.path, tmp)
+    artifacts.write_json(out_dir / "metrics.json", record)  # last: its presence marks a finished run

@@ -1,0 +1,28 @@
+"""Keras definitions of the notes' models, and the registry that scripts and tests build them from."""
+import inspect
+
+from models.mlp import build_deep_mlp, build_two_layer_net
+from models.mnist_cnn import build_mnist_cnn
+from models.net_222 import build_net_222
+
+MODEL_BUILDERS = {
+    "mnist_cnn": build_mnist_cnn,  # C003-1
+    "two_layer_net": build_two_layer_net,  # C001-2, C002-1
+    "deep_mlp": build_deep_mlp,  # C003-6
+    "net_222": build_net_222,  # C000-1
+}
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The options a model's builder takes, with their defaults."""
+    return {p.name: p.default for p in inspect.signature(MODEL_BUILDERS[name]).parameters.values()}
+
+
+def build_model(name: str, **options):
+    """Build a registered model; ValueError names an unknown model or option."""
+    if name not in MODEL_BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_BUILDERS)}")
+    unknown = sorted(set(options) - set(model_options(name)))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; it takes: {', '.join(model_options(name))}")
+    return MODEL_BUILDERS[name](**options)
