@@ -21,7 +21,8 @@ from backprop_suite.errors import SuiteError
 class EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, state_dir: Path, fingerprint: dict):
         super().__init__()
-        self.state_dir, self.fingerprint = Path(state_dir), fingerprint
+        self.state_dir = Path(state_dir)
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from state.json
         self.rows: list[dict] = []
         self.seconds = 0.0  # training time of the epochs in `rows`, across interruptions
         self._epoch_start = 0.0

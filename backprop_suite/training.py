@@ -71,7 +71,7 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
           f"({len(fit_split)} train / {len(val_split)} validation / {len(dataset.test)} test)", flush=True)
     if first_epoch < spec.epochs:
         model.fit(shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs),
-                  epochs=spec.epochs, initial_epoch=first_epoch,
+                  epochs=spec.epochs, initial_epoch=first_epoch, shuffle=False,  # shuffled_batches did
                   steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
                   callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
     evaluation_start = time.perf_counter()

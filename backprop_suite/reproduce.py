@@ -1,0 +1,32 @@
+"""The main job: train every experiment of a profile and print one summary table."""
+from pathlib import Path
+
+from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
+from backprop_suite.training import train_experiment
+
+
+def specs_of_profile(profile: str, only: list[str] | None = None) -> list[ExperimentSpec]:
+    """The specs in experiments/ with this profile (or exactly those named in `only`), sorted by name."""
+    if only:
+        return [load_spec(name) for name in only]
+    specs = [load_spec(path) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
+    return [spec for spec in specs if spec.profile == profile]
+
+
+def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: str | None = None) -> list[dict]:
+    records = []
+    for number, spec in enumerate(specs, 1):
+        print(f"\n=== [{number}/{len(specs)}] {spec.name} ({', '.join(spec.claims)}): {spec.question}", flush=True)
+        records.append(train_experiment(spec, results_root, data_path))
+    return records
+
+
+def summary_table(records: list[dict]) -> str:
+    """A fixed-width table: experiment, claims, data, test accuracy, verdict."""
+    header = ("experiment", "claims", "data", "test acc", "verdict")
+    rows = [(r["experiment"], " ".join(r["claims"]), f"{r['data']['name']} ({r['data']['train_samples']})",
+             f"{r['metrics']['test_accuracy']:.4f}", r["verdict"]) for r in records]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (header, *rows)]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"
+
+
+@pytest.fixture(autouse=True)
+def isolated_keras_home(tmp_path, monkeypatch):
+    """Never read the user's Keras cache, never try to download: each test sees only its own files."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file's bytes, built from the format description (not from the suite's reader)."""
+    header = bytes([0, 0, type_code, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_folder(folder: Path, train: tuple, test: tuple, gzipped: bool = False) -> dict[str, Path]:
+    """The four MNIST IDX files for (images, labels) pairs; returns their paths by role."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"train-images-idx3-ubyte": train[0], "train-labels-idx1-ubyte": train[1],
+              "t10k-images-idx3-ubyte": test[0], "t10k-labels-idx1-ubyte": test[1]}
+    paths = {}
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        path = folder / (f"{name}.gz" if gzipped else name)
+        path.write_bytes(gzip.compress(data) if gzipped else data)
+        paths[name] = path
+    return paths
+
+
+def random_digits(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)

@@ -1,0 +1,161 @@
+"""Training through the real entry points: it learns, its artifacts are well formed, it is
+reproducible, and a killed run resumes to exactly the history of an uninterrupted one."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import matplotlib.image
+import pytest
+from conftest import REPO_ROOT
+
+from backprop_suite.artifacts import HISTORY_COLUMNS, draw_model
+from backprop_suite.experiment import load_spec
+from backprop_suite.training import train_experiment
+from models import build_model
+
+TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
+
+
+def tiny_spec(tmp_path, name="tiny", model='name = "two_layer_net"\nhidden_size = 32', epochs=3,
+              optimizer="adam", learning_rate=0.01, batch_size=64):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""\
+question = "Does a short run learn?"
+claims = ["C002-1"]
+profile = "quick"
+[model]
+{model}
+[data]
+dataset = "mnist-5k"
+[training]
+optimizer = "{optimizer}"
+learning_rate = {learning_rate}
+loss = "categorical_crossentropy"
+batch_size = {batch_size}
+epochs = {epochs}
+seed = 7
+[[expected]]
+dataset = "mnist-5k"
+metric = "test_accuracy"
+at_least = 0.5
+source = "chance is 0.1"
+""")
+    return load_spec(path)
+
+
+def read_history(path):
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("short_run")
+    os.environ["BACKPROP_SUITE_OFFLINE"] = "1"
+    record = train_experiment(tiny_spec(tmp_path), tmp_path / "results")
+    return record, tmp_path / "results" / "tiny"
+
+
+def test_short_run_learns_well_above_chance(short_run):
+    record, out = short_run
+    losses = [float(row["loss"]) for row in read_history(out / "history.csv")]
+    assert losses[-1] < 0.7 * losses[0]
+    assert record["metrics"]["test_accuracy"] > 0.8  # chance is 0.1 on ten balanced classes
+    assert record["verdict"] == "reproduced"
+
+
+def test_history_csv_has_one_row_per_epoch_with_fixed_columns(short_run):
+    _, out = short_run
+    rows = read_history(out / "history.csv")
+    assert list(rows[0]) == list(HISTORY_COLUMNS)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert all(0 <= float(row["val_accuracy"]) <= 1 for row in rows)
+
+
+def test_metrics_json_records_metrics_data_provenance_versions_and_machine(short_run):
+    record, out = short_run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert {"experiment", "claims", "verdict", "checks", "metrics", "data", "spec", "seed", "wall_time_s",
+            "environment"} <= set(saved)
+    assert saved["data"]["name"] == "mnist-5k" and len(saved["data"]["sha256"]) == 64
+    assert (saved["data"]["fit_samples"], saved["data"]["validation_samples"], saved["data"]["test_samples"]) \
+        == (3600, 400, 1000)
+    assert {"tensorflow", "keras", "python", "cpu_count"} <= set(saved["environment"])
+    assert not (out / ".in_progress").exists()
+
+
+def test_plots_are_pngs_that_open(short_run):
+    _, out = short_run
+    for name in ("acc.png", "loss.png", "model.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and min(image.shape[:2]) > 100, name
+
+
+def test_same_seed_and_data_give_an_identical_history_csv(tmp_path, short_run):
+    _, first = short_run
+    train_experiment(tiny_spec(tmp_path), tmp_path / "again")
+    assert (tmp_path / "again" / "tiny" / "history.csv").read_bytes() == (first / "history.csv").read_bytes()
+
+
+def run_train_script(*args, **kwargs):
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def test_killed_run_resumes_to_the_history_of_an_uninterrupted_run(tmp_path):
+    # The CNN has dropout: an exact match needs the optimizer state and the dropout RNG state restored too.
+    spec = tiny_spec(tmp_path, "cnn", model='name = "mnist_cnn"', epochs=4, batch_size=128, learning_rate=0.001)
+    state_file = tmp_path / "killed" / "cnn" / ".in_progress" / "state.json"
+    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), str(spec.path), "--results-dir",
+                                str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_after = json.loads(state_file.read_text())["epochs_done"]
+    assert killed_after < 4 and not (tmp_path / "killed" / "cnn" / "metrics.json").exists()
+
+    resumed = run_train_script(spec.path, "--results-dir", tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after epoch {killed_after}/4" in resumed.stdout
+
+    train_experiment(spec, tmp_path / "uninterrupted")
+    resumed_history = (tmp_path / "killed" / "cnn" / "history.csv").read_text()
+    assert resumed_history == (tmp_path / "uninterrupted" / "cnn" / "history.csv").read_text()
+    metrics = json.loads((tmp_path / "killed" / "cnn" / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == killed_after and metrics["metrics"]["epochs"] == 4
+
+
+def test_resuming_with_a_changed_spec_is_refused(tmp_path):
+    spec = tiny_spec(tmp_path, epochs=1)
+    state_dir = tmp_path / "results" / "tiny" / ".in_progress"
+    state_dir.mkdir(parents=True)
+    (state_dir / "state.json").write_text(json.dumps({"fingerprint": {"spec": "something else"}}))
+    result = run_train_script(spec.path, "--results-dir", tmp_path / "results")
+    assert result.returncode == 2 and "different spec or data; rerun with --restart" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no_such_experiment"], "error: unknown experiment 'no_such_experiment'"),
+    (["c003_1_mnist_cnn", "--data-path", "/nonexistent/mnist.npz"], "error: /nonexistent/mnist.npz: file not found"),
+])
+def test_script_reports_bad_input_in_one_line_without_a_traceback(args, message):
+    result = run_train_script(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr
+
+
+def test_without_graphviz_the_model_is_drawn_as_dot_with_a_hint(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` program on this PATH
+    assert draw_model(build_model("two_layer_net"), tmp_path) == "model.dot"
+    assert (tmp_path / "model.dot").read_text().startswith("digraph")
+    assert "affine1" in (tmp_path / "model_summary.txt").read_text()
+    assert "apt-get install graphviz" in capsys.readouterr().out
