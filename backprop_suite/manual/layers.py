@@ -1,0 +1,170 @@
+"""Manual layers: `forward` keeps what `backward` needs; `backward(dout)` returns dx and sets grads.
+
+Conventions (Keras's, so that weights copy straight from `layer.get_weights()`): NHWC tensors, conv
+kernels (kh, kw, c_in, c_out), Dense W as (in, out), inverted dropout (kept units scaled by
+1/(1 − rate)), losses averaged over the batch. Only forward TensorFlow ops are used (matmul,
+conv2d, reshape, ...): never a tape, tf.gradients or a *Grad / conv2d_backprop_* kernel, which
+would check TensorFlow against itself. `dout` is never modified in place.
+"""
+import tensorflow as tf
+
+
+class Affine:
+    """y = x·W + b (Keras Dense without its activation)."""
+
+    def __init__(self, name: str, W: tf.Tensor, b: tf.Tensor):
+        self.name, self.W, self.b = name, W, b
+
+    def forward(self, x):
+        self.x = x
+        return tf.matmul(x, self.W) + self.b
+
+    def backward(self, dout):
+        # dL/dW = xᵀ·dout, dL/db = Σ_n dout, dL/dx = dout·Wᵀ  (C002-4; C002-3 entrywise)
+        self.grads = {"kernel": tf.matmul(self.x, dout, transpose_a=True), "bias": tf.reduce_sum(dout, axis=0)}
+        return tf.matmul(dout, self.W, transpose_b=True)
+
+
+class ReLU:
+    def forward(self, x):
+        self.mask = x > 0
+        return tf.where(self.mask, x, tf.zeros_like(x))
+
+    def backward(self, dout):
+        # Gradient passes where x > 0 (C002-3). At exactly x = 0 it is 0: the book's `x <= 0`
+        # zeroing, which TensorFlow's ReluGrad follows; the slide's `x < 0` would pass it (C002-4).
+        return tf.where(self.mask, dout, tf.zeros_like(dout))
+
+
+class Sigmoid:
+    def forward(self, x):
+        self.y = tf.sigmoid(x)
+        return self.y
+
+    def backward(self, dout):
+        return dout * self.y * (1 - self.y)  # σ′ = y(1 − y)  (C004-4)
+
+
+class Tanh:
+    def forward(self, x):
+        self.y = tf.tanh(x)
+        return self.y
+
+    def backward(self, dout):
+        return dout * (1 - self.y**2)  # tanh′ = 1 − y²
+
+
+class Identity:
+    def forward(self, x):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class Dropout:
+    """Inverted dropout with a given 0/1 mask (None: inference, the identity)."""
+
+    def __init__(self, name: str, rate: float):
+        self.name, self.rate = name, rate
+
+    def forward(self, x, mask=None):
+        self.scale = None if mask is None else tf.cast(mask, x.dtype) / (1 - self.rate)
+        return x if self.scale is None else x * self.scale
+
+    def backward(self, dout):
+        return dout if self.scale is None else dout * self.scale  # the forward's mask, reused
+
+
+class Flatten:
+    def forward(self, x):
+        self.shape = tf.shape(x)
+        return tf.reshape(x, (self.shape[0], -1))
+
+    def backward(self, dout):
+        return tf.reshape(dout, self.shape)
+
+
+class MaxPool2D:
+    """Non-overlapping p×p max pooling (stride p, valid padding: leftover rows/columns dropped)."""
+
+    def __init__(self, pool: int):
+        self.p = pool
+
+    def forward(self, x):
+        n, h, w, c = x.shape
+        p, ho, wo = self.p, x.shape[1] // self.p, x.shape[2] // self.p
+        self.in_shape = (n, h, w, c)
+        windows = tf.reshape(x[:, :ho * p, :wo * p, :], (n, ho, p, wo, p, c))
+        windows = tf.reshape(tf.transpose(windows, (0, 1, 3, 5, 2, 4)), (n, ho, wo, c, p * p))
+        # Ties: tf.argmax picks the first maximum in row-major window order, as TF's MaxPoolGrad does.
+        self.argmax = tf.argmax(windows, axis=-1)
+        return tf.reduce_max(windows, axis=-1)
+
+    def backward(self, dout):
+        # The whole gradient goes to the arg-max of each window; the other inputs get 0.
+        n, h, w, c = self.in_shape
+        p, ho, wo = self.p, h // self.p, w // self.p
+        routed = tf.one_hot(self.argmax, p * p, dtype=dout.dtype) * dout[..., None]  # (n, ho, wo, c, p²)
+        routed = tf.transpose(tf.reshape(routed, (n, ho, wo, c, p, p)), (0, 1, 4, 2, 5, 3))
+        return tf.pad(tf.reshape(routed, (n, ho * p, wo * p, c)), [[0, 0], [0, h - ho * p], [0, w - wo * p], [0, 0]])
+
+
+class Conv2D:
+    """Valid, stride-1 cross-correlation y[n,i,j,o] = Σ_{a,b,c} x[n,i+a,j+b,c]·K[a,b,c,o] + b[o]."""
+
+    def __init__(self, name: str, K: tf.Tensor, b: tf.Tensor):
+        self.name, self.K, self.b = name, K, b
+
+    def forward(self, x):
+        self.x = x
+        return tf.nn.conv2d(x, self.K, strides=1, padding="VALID") + self.b
+
+    def backward(self, dout):
+        kh, kw, c_in, c_out = self.K.shape
+        # dL/dK[a,b,c,o] = Σ_{n,i,j} x[n,i+a,j+b,c]·dout[n,i,j,o]: input patches correlated with dout.
+        patches = tf.image.extract_patches(self.x, [1, kh, kw, 1], [1, 1, 1, 1], [1, 1, 1, 1], "VALID")
+        dK = tf.matmul(tf.reshape(patches, (-1, kh * kw * c_in)), tf.reshape(dout, (-1, c_out)), transpose_a=True)
+        self.grads = {"kernel": tf.reshape(dK, (kh, kw, c_in, c_out)), "bias": tf.reduce_sum(dout, axis=(0, 1, 2))}
+        # dL/dx = full convolution of dout with K: pad by (k − 1), correlate with K rotated 180°
+        # and with its channel axes swapped (c_out → c_in).
+        padded = tf.pad(dout, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+        rotated = tf.transpose(self.K[::-1, ::-1, :, :], (0, 1, 3, 2))
+        return tf.nn.conv2d(padded, rotated, strides=1, padding="VALID")
+
+
+class SoftmaxCrossEntropy:
+    """L = −(1/N) Σ_n Σ_k t log y, y = softmax(u) per row; computed from the logits u, stably."""
+
+    def forward(self, u, t):
+        self.t, self.n = t, tf.cast(tf.shape(u)[0], u.dtype)
+        log_y = u - tf.reduce_logsumexp(u, axis=-1, keepdims=True)  # log-softmax without overflow
+        self.y = tf.exp(log_y)
+        return -tf.reduce_sum(t * log_y) / self.n
+
+    def backward(self):
+        return (self.y - self.t) / self.n  # δ = (y − t)/N  (C004-3, C002-4; uses Σ_k t_k = 1)
+
+
+class SigmoidBinaryCrossEntropy:
+    """L = mean over batch and units of −t log y − (1 − t) log(1 − y), y = σ(u); computed from u."""
+
+    def forward(self, u, t):
+        self.t, self.count = t, tf.cast(tf.size(u), u.dtype)
+        self.y = tf.sigmoid(u)
+        # −t log σ(u) − (1 − t) log(1 − σ(u)) = softplus(u) − t·u, which never takes log(0).
+        return tf.reduce_sum(tf.nn.softplus(u) - t * u) / self.count
+
+    def backward(self):
+        return (self.y - self.t) / self.count  # δ = y − t, averaged  (C004-2, C003-2)
+
+
+class IdentityHalfSquaredError:
+    """E = (1/N) Σ_n ½ Σ_k (u − t)² with the identity output y = u (the note's E for N = 1)."""
+
+    def forward(self, u, t):
+        self.y, self.t, self.n = u, t, tf.cast(tf.shape(u)[0], u.dtype)
+        return 0.5 * tf.reduce_sum((u - t) ** 2) / self.n
+
+    def backward(self):
+        return (self.y - self.t) / self.n  # δ = y − d  (C004-1, C000-1)

@@ -1,0 +1,127 @@
+"""A manual-backprop twin of a Keras Sequential model, and the Keras (reference) forward it is checked against.
+
+The twin reads the Keras layers' weights live (so an `assign` to a Keras variable is seen by both),
+splits each Dense/Conv2D into its linear part and its activation, and fuses the output activation
+with its loss: softmax + categorical cross-entropy, sigmoid + binary cross-entropy, identity + ½
+squared error. Parameters are named "<layer>/kernel" and "<layer>/bias" on both sides.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backprop_suite.manual import layers as manual
+
+ACTIVATIONS = {"relu": manual.ReLU, "sigmoid": manual.Sigmoid, "tanh": manual.Tanh, "linear": manual.Identity}
+OUTPUT_LOSSES = {"softmax": manual.SoftmaxCrossEntropy, "sigmoid": manual.SigmoidBinaryCrossEntropy,
+                 "linear": manual.IdentityHalfSquaredError}
+
+
+def parameters(model: keras.Model) -> dict[str, keras.Variable]:
+    """The trainable variables by "<layer>/<weight>" name, in layer order."""
+    return {f"{layer.name}/{v.name}": v for layer in model.layers for v in layer.trainable_weights}
+
+
+def with_dtype(model: keras.Sequential, dtype: str) -> keras.Sequential:
+    """A copy of a Sequential model computing in `dtype`, with the same weights."""
+    config = model.get_config()
+    for layer_config in config["layers"]:
+        layer_config["config"]["dtype"] = dtype
+    copy = keras.Sequential.from_config(config)
+    copy.set_weights([w.astype(dtype) for w in model.get_weights()])
+    return copy
+
+
+def output_activation(model: keras.Model) -> str:
+    name = model.layers[-1].activation.__name__
+    if name not in OUTPUT_LOSSES:
+        raise ValueError(f"{model.name}: no loss is paired with output activation {name!r}")
+    return name
+
+
+def reference_loss(model: keras.Model, x, t, dropout_masks=None):
+    """The loss by Keras's own layers and losses; dropout applies the given masks (inverted)."""
+    y = x
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            mask = (dropout_masks or {}).get(layer.name)
+            y = y if mask is None else y * tf.cast(mask, y.dtype) / (1 - layer.rate)
+        else:
+            y = layer(y)
+    kind = output_activation(model)
+    if kind == "softmax":
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(t, y))
+    if kind == "sigmoid":
+        return tf.reduce_mean(keras.losses.binary_crossentropy(t, y)) * 1.0
+    return 0.5 * tf.reduce_sum(tf.square(y - t)) / tf.cast(tf.shape(y)[0], y.dtype)
+
+
+class ManualTwin:
+    """Loss and every weight's gradient of a Keras Sequential model, by hand-written backprop."""
+
+    def __init__(self, model: keras.Sequential, dtype: str = "float64"):
+        self.model, self.dtype = model, dtype
+        self.loss_layer = OUTPUT_LOSSES[output_activation(model)]()
+        self.steps = []  # (keras layer or None, manual layer)
+        for position, layer in enumerate(model.layers):
+            self.steps += [(layer, step) for step in self._manual_steps(layer, last=position == len(model.layers) - 1)]
+
+    def _manual_steps(self, layer, last: bool) -> list:
+        if isinstance(layer, keras.layers.Dense):
+            steps = [manual.Affine(layer.name, None, None)]
+        elif isinstance(layer, keras.layers.Conv2D):
+            if layer.padding != "valid" or tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1):
+                raise NotImplementedError(f"{layer.name}: the manual Conv2D is valid, stride 1, no dilation")
+            steps = [manual.Conv2D(layer.name, None, None)]
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            if tuple(layer.pool_size) != tuple(layer.strides) or layer.pool_size[0] != layer.pool_size[1] \
+                    or layer.padding != "valid":
+                raise NotImplementedError(f"{layer.name}: the manual max-pool is square, stride = pool, valid")
+            return [manual.MaxPool2D(layer.pool_size[0])]
+        elif isinstance(layer, keras.layers.Dropout):
+            return [manual.Dropout(layer.name, layer.rate)]
+        elif isinstance(layer, keras.layers.Flatten):
+            return [manual.Flatten()]
+        else:
+            raise NotImplementedError(f"{layer.name}: no manual twin for {type(layer).__name__}")
+        activation = layer.activation.__name__
+        if last:
+            return steps  # the output activation is fused with the loss
+        if activation not in ACTIVATIONS:
+            raise NotImplementedError(f"{layer.name}: no manual activation {activation!r} in a hidden layer")
+        return steps + [ACTIVATIONS[activation]()]
+
+    def forward(self, x, t, dropout_masks=None):
+        """The loss; keeps what backward needs."""
+        y = tf.cast(x, self.dtype)
+        for layer, step in self.steps:
+            if isinstance(step, (manual.Affine, manual.Conv2D)):
+                weights = layer.get_weights()
+                if isinstance(step, manual.Affine):
+                    step.W, step.b = (tf.constant(w, self.dtype) for w in weights)
+                else:
+                    step.K, step.b = (tf.constant(w, self.dtype) for w in weights)
+            if isinstance(step, manual.Dropout):
+                y = step.forward(y, (dropout_masks or {}).get(step.name))
+            else:
+                y = step.forward(y)
+        return self.loss_layer.forward(y, tf.cast(t, self.dtype))
+
+    def backward(self) -> dict[str, np.ndarray]:
+        """Every weight's gradient by "<layer>/<weight>" name, after forward (C002-5: forward first)."""
+        dout, grads = self.loss_layer.backward(), {}
+        for layer, step in reversed(self.steps):
+            dout = step.backward(dout)
+            for weight, grad in getattr(step, "grads", {}).items():
+                grads[f"{layer.name}/{weight}"] = grad.numpy()
+        return {name: grads[name] for name in parameters(self.model)}
+
+    def loss_and_gradients(self, x, t, dropout_masks=None) -> tuple[float, dict[str, np.ndarray]]:
+        loss = self.forward(x, t, dropout_masks)
+        return float(loss), self.backward()
+
+    def kink_pattern(self, x, t, dropout_masks=None) -> np.ndarray:
+        """Which side of every ReLU kink and which max-pool arg-max the forward took, as one vector."""
+        self.forward(x, t, dropout_masks)
+        parts = [np.ravel(step.mask) for _, step in self.steps if isinstance(step, manual.ReLU)]
+        parts += [np.ravel(step.argmax) for _, step in self.steps if isinstance(step, manual.MaxPool2D)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

@@ -1,0 +1,136 @@
+"""The comparison engine on whole models: the notes' networks pass, and broken backwards FAIL.
+
+A checker that passes a broken formula is the worst defect this suite can have, so each mutation
+below must make it fail, at the tensors the mutation actually corrupts and nowhere else.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from backprop_suite.gradcheck import directional_check, three_way_check
+from backprop_suite.manual import layers as manual
+from models import build_model
+from models.net_222 import NET_222_PARAMETERS
+
+
+def cnn_batch(rng, n=2):
+    x, t = rng.random((n, 28, 28, 1)), np.eye(10)[rng.integers(0, 10, n)]
+    masks = {"dropout1": rng.random((n, 12, 12, 32)) > 0.25, "dropout2": rng.random((n, 128)) > 0.5}
+    return x, t, masks
+
+
+def mlp_batch(rng, n=4, d=784):
+    return rng.random((n, d)), np.eye(10)[rng.integers(0, 10, n)], None
+
+
+def net_222(output_activation="linear"):
+    rng = np.random.default_rng(7)
+    return build_model("net_222", output_activation=output_activation,
+                       parameters={name: rng.uniform(-1, 1) for name in NET_222_PARAMETERS})
+
+
+def failing_tensors(report, methods="manual_vs_tape"):
+    return sorted({c["tensor"] for c in report["comparisons"] if c["methods"] == methods and not c["passed"]})
+
+
+CASES = {
+    "mnist_cnn": lambda rng: (build_model("mnist_cnn"), *cnn_batch(rng)),
+    "two_layer_net_sigmoid": lambda rng: (build_model("two_layer_net", hidden_size=20), *mlp_batch(rng)),
+    "two_layer_net_relu": lambda rng: (build_model("two_layer_net", hidden_size=20, activation="relu"), *mlp_batch(rng)),
+    "net_222_identity": lambda rng: (net_222(), rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), None),
+    "net_222_sigmoid": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)), rng.random((3, 2)), None),
+    "deep_mlp_tanh": lambda rng: (build_model("deep_mlp", depth=4, width=16, activation="tanh"), *mlp_batch(rng)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_model_passes_the_three_way_check(case, dtype):
+    model, x, t, masks = CASES[case](np.random.default_rng(0))
+    report = three_way_check(model, x, t, masks, dtype=dtype, fd_entries=12)
+    assert report["passed"], [c for c in report["comparisons"] if not c["passed"]]
+    assert report["manual_loss"] == pytest.approx(report["tape_loss"], rel=1e-12 if dtype == "float64" else 1e-5)
+
+
+def test_directional_check_covers_all_600810_cnn_parameters_and_passes():
+    model, x, t, masks = CASES["mnist_cnn"](np.random.default_rng(1))
+    report = directional_check(model, x, t, masks, directions=3)
+    assert report["parameters"] == 600_810 and report["passed"]
+    row = report["directions"][0]
+    assert row["forward_mode_jvp"] == pytest.approx(row["tape"], rel=1e-9)
+
+
+def test_mutation_missing_transpose_in_affine_dx_fails_only_upstream_weights(monkeypatch):
+    def backward(self, dout):
+        self.grads = {"kernel": tf.matmul(self.x, dout, transpose_a=True), "bias": tf.reduce_sum(dout, axis=0)}
+        return tf.matmul(dout, self.W)  # should be dout·Wᵀ; W is 2×2 here, so the shapes still fit
+
+    monkeypatch.setattr(manual.Affine, "backward", backward)
+    model, x, t, _ = CASES["net_222_identity"](np.random.default_rng(2))
+    report = three_way_check(model, x, t, fd_entries=12)
+    assert not report["passed"]
+    assert failing_tensors(report) == ["hidden/bias", "hidden/kernel"]  # output layer's own grads are still right
+    assert failing_tensors(report, "manual_vs_finite_differences") == ["hidden/bias", "hidden/kernel"]
+
+
+def test_mutation_inverted_relu_mask_fails(monkeypatch):
+    monkeypatch.setattr(manual.ReLU, "backward", lambda self, dout: tf.where(self.mask, tf.zeros_like(dout), dout))
+    model, x, t, _ = CASES["two_layer_net_relu"](np.random.default_rng(3))
+    report = three_way_check(model, x, t, fd_entries=12)
+    assert failing_tensors(report) == ["affine1/bias", "affine1/kernel"]
+
+
+def test_mutation_slides_relu_mask_x_lt_0_differs_from_tensorflow_at_exactly_zero_c002_4(monkeypatch):
+    model, x, t, _ = CASES["two_layer_net_relu"](np.random.default_rng(4))
+    kernel, bias = model.get_layer("affine1").get_weights()
+    kernel[:, 0], bias[0] = 0.0, 0.0  # hidden unit 0 has pre-activation exactly 0 for every input
+    model.get_layer("affine1").set_weights([kernel, bias])
+    assert three_way_check(model, x, t, fd_entries=12)["passed"]  # the book's mask (x <= 0 zeroed) agrees
+    # The slide's mask zeroes only x < 0, so it passes the gradient at exactly 0.
+    monkeypatch.setattr(manual.ReLU, "forward", lambda self, x: (setattr(self, "mask", ~(x < 0)), tf.nn.relu(x))[1])
+    report = three_way_check(model, x, t, fd_entries=12)
+    assert failing_tensors(report) == ["affine1/bias", "affine1/kernel"]
+    # Central differences straddle the kink for unit 0's weights: flagged, not miscounted.
+    assert any(c["kinks"] for c in report["comparisons"] if c["tensor"] == "affine1/bias")
+
+
+def test_mutation_conv_dx_without_rotating_the_kernel_fails_conv1(monkeypatch):
+    original = manual.Conv2D.backward
+
+    def backward(self, dout):
+        original(self, dout)
+        kh, kw = self.K.shape[:2]
+        padded = tf.pad(dout, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+        return tf.nn.conv2d(padded, tf.transpose(self.K, (0, 1, 3, 2)), strides=1, padding="VALID")  # not rotated
+
+    monkeypatch.setattr(manual.Conv2D, "backward", backward)
+    model, x, t, masks = CASES["mnist_cnn"](np.random.default_rng(5))
+    report = three_way_check(model, x, t, masks, fd_entries=8)
+    assert failing_tensors(report) == ["conv1/bias", "conv1/kernel"]
+
+
+def test_mutation_whole_batch_softmax_of_c001_3_fails(monkeypatch):
+    def forward(self, u, t):  # the note's softmax: normalised over the whole batch, not per row
+        self.t, self.n = t, tf.cast(tf.shape(u)[0], u.dtype)
+        self.y = tf.exp(u) / tf.reduce_sum(tf.exp(u))
+        return -tf.reduce_sum(t * tf.math.log(self.y)) / self.n
+
+    monkeypatch.setattr(manual.SoftmaxCrossEntropy, "forward", forward)
+    model, x, t, _ = CASES["two_layer_net_sigmoid"](np.random.default_rng(6))
+    report = three_way_check(model, x, t, fd_entries=12)
+    assert not report["passed"] and report["manual_loss"] != pytest.approx(report["tape_loss"])
+    assert failing_tensors(report) == ["affine1/bias", "affine1/kernel", "affine2/bias", "affine2/kernel"]
+
+
+def test_mutation_dropout_backward_ignoring_the_mask_fails(monkeypatch):
+    monkeypatch.setattr(manual.Dropout, "backward", lambda self, dout: dout)
+    model, x, t, masks = CASES["mnist_cnn"](np.random.default_rng(8))
+    report = three_way_check(model, x, t, masks, fd_entries=8)
+    assert failing_tensors(report) == ["conv1/bias", "conv1/kernel", "conv2/bias", "conv2/kernel",
+                                       "dense1/bias", "dense1/kernel"]
+
+
+def test_mutation_sigmoid_derivative_missing_one_minus_y_fails(monkeypatch):
+    monkeypatch.setattr(manual.Sigmoid, "backward", lambda self, dout: dout * self.y)
+    model, x, t, _ = CASES["net_222_identity"](np.random.default_rng(9))
+    assert failing_tensors(three_way_check(model, x, t, fd_entries=12)) == ["hidden/bias", "hidden/kernel"]
