@@ -3,11 +3,15 @@
 A checker that passes a broken formula is the worst defect this suite can have, so each mutation
 below must make it fail, at the tensors the mutation actually corrupts and nowhere else.
 """
+import json
+
+import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from backprop_suite.gradcheck import directional_check, three_way_check
+from backprop_suite.gradient_report import compare_gradients
 from backprop_suite.manual import layers as manual
 from models import build_model
 from models.net_222 import NET_222_PARAMETERS
@@ -39,6 +43,7 @@ CASES = {
     "two_layer_net_relu": lambda rng: (build_model("two_layer_net", hidden_size=20, activation="relu"), *mlp_batch(rng)),
     "net_222_identity": lambda rng: (net_222(), rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), None),
     "net_222_sigmoid": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)), rng.random((3, 2)), None),
+    "net_222_sigmoid_half_squared_error": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)), rng.random((3, 2)), None),
     "deep_mlp_tanh": lambda rng: (build_model("deep_mlp", depth=4, width=16, activation="tanh"), *mlp_batch(rng)),
 }
 
@@ -47,7 +52,8 @@ CASES = {
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_model_passes_the_three_way_check(case, dtype):
     model, x, t, masks = CASES[case](np.random.default_rng(0))
-    report = three_way_check(model, x, t, masks, dtype=dtype, fd_entries=12)
+    loss = "half_squared_error" if case.endswith("half_squared_error") else None
+    report = three_way_check(model, x, t, masks, dtype=dtype, fd_entries=12, loss=loss)
     assert report["passed"], [c for c in report["comparisons"] if not c["passed"]]
     assert report["manual_loss"] == pytest.approx(report["tape_loss"], rel=1e-12 if dtype == "float64" else 1e-5)
 
@@ -134,3 +140,12 @@ def test_mutation_sigmoid_derivative_missing_one_minus_y_fails(monkeypatch):
     monkeypatch.setattr(manual.Sigmoid, "backward", lambda self, dout: dout * self.y)
     model, x, t, _ = CASES["net_222_identity"](np.random.default_rng(9))
     assert failing_tensors(three_way_check(model, x, t, fd_entries=12)) == ["hidden/bias", "hidden/kernel"]
+
+
+def test_compare_gradients_writes_json_and_plot_and_prints_a_table(tmp_path, capsys):
+    assert compare_gradients("net_222", "float64", tmp_path)["passed"]
+    printed = capsys.readouterr().out
+    assert "hidden/kernel" in printed and "verdict: PASS" in printed
+    report = json.loads((tmp_path / "net_222" / "gradcheck_float64.json").read_text())
+    assert report["passed"] and report["directional"]["parameters"] == 12
+    assert matplotlib.image.imread(tmp_path / "net_222" / "gradcheck_float64.png").ndim == 3

@@ -1,9 +1,12 @@
 """A manual-backprop twin of a Keras Sequential model, and the Keras (reference) forward it is checked against.
 
-The twin reads the Keras layers' weights live (so an `assign` to a Keras variable is seen by both),
-splits each Dense/Conv2D into its linear part and its activation, and fuses the output activation
-with its loss: softmax + categorical cross-entropy, sigmoid + binary cross-entropy, identity + ½
-squared error. Parameters are named "<layer>/kernel" and "<layer>/bias" on both sides.
+The twin reads the Keras layers' weights live (so an `assign` to a Keras variable is seen by both)
+and splits each Dense/Conv2D into its linear part and its activation. The loss is one of LOSSES;
+by default the one paired with the output activation, and then fused with it so that
+δ = ∂E/∂u = y − t (C004-1..3): softmax + categorical cross-entropy, sigmoid + binary
+cross-entropy, identity + ½ squared error. Other pairings (sigmoid + ½ squared error, C000-1's
+variant) backpropagate through the output activation. Parameters are named "<layer>/kernel" and
+"<layer>/bias" on both sides.
 """
 import keras
 import numpy as np
@@ -12,8 +15,11 @@ import tensorflow as tf
 from backprop_suite.manual import layers as manual
 
 ACTIVATIONS = {"relu": manual.ReLU, "sigmoid": manual.Sigmoid, "tanh": manual.Tanh, "linear": manual.Identity}
-OUTPUT_LOSSES = {"softmax": manual.SoftmaxCrossEntropy, "sigmoid": manual.SigmoidBinaryCrossEntropy,
-                 "linear": manual.IdentityHalfSquaredError}
+LOSSES = ("categorical_crossentropy", "binary_crossentropy", "half_squared_error")
+FUSED_LOSSES = {("softmax", "categorical_crossentropy"): manual.SoftmaxCrossEntropy,
+                ("sigmoid", "binary_crossentropy"): manual.SigmoidBinaryCrossEntropy,
+                ("linear", "half_squared_error"): manual.IdentityHalfSquaredError}
+DEFAULT_LOSS = {activation: loss for activation, loss in FUSED_LOSSES}
 
 
 def parameters(model: keras.Model) -> dict[str, keras.Variable]:
@@ -32,13 +38,21 @@ def with_dtype(model: keras.Sequential, dtype: str) -> keras.Sequential:
 
 
 def output_activation(model: keras.Model) -> str:
-    name = model.layers[-1].activation.__name__
-    if name not in OUTPUT_LOSSES:
-        raise ValueError(f"{model.name}: no loss is paired with output activation {name!r}")
-    return name
+    return model.layers[-1].activation.__name__
 
 
-def reference_loss(model: keras.Model, x, t, dropout_masks=None):
+def resolve_loss(model: keras.Model, loss: str | None) -> str:
+    """`loss`, or the one paired with the model's output activation; ValueError for a pairing without a twin."""
+    activation = output_activation(model)
+    loss = loss or DEFAULT_LOSS.get(activation)
+    if loss not in LOSSES:
+        raise ValueError(f"{model.name}: give a loss (one of {', '.join(LOSSES)}) for output activation {activation!r}")
+    if (activation, loss) not in FUSED_LOSSES and (loss != "half_squared_error" or activation not in ACTIVATIONS):
+        raise ValueError(f"{model.name}: no manual twin for output activation {activation!r} with loss {loss!r}")
+    return loss
+
+
+def reference_loss(model: keras.Model, x, t, dropout_masks=None, loss=None):
     """The loss by Keras's own layers and losses; dropout applies the given masks (inverted)."""
     y = x
     for layer in model.layers:
@@ -47,25 +61,30 @@ def reference_loss(model: keras.Model, x, t, dropout_masks=None):
             y = y if mask is None else y * tf.cast(mask, y.dtype) / (1 - layer.rate)
         else:
             y = layer(y)
-    kind = output_activation(model)
-    if kind == "softmax":
+    loss = resolve_loss(model, loss)
+    if loss == "categorical_crossentropy":
         return tf.reduce_mean(keras.losses.categorical_crossentropy(t, y))
-    if kind == "sigmoid":
-        return tf.reduce_mean(keras.losses.binary_crossentropy(t, y)) * 1.0
-    return 0.5 * tf.reduce_sum(tf.square(y - t)) / tf.cast(tf.shape(y)[0], y.dtype)
+    if loss == "binary_crossentropy":
+        return tf.reduce_mean(keras.losses.binary_crossentropy(t, y))
+    # ½ Σ_k (y − t)² averaged over the batch = Keras's mean squared error (a mean over K) · K / 2
+    return tf.reduce_mean(keras.losses.mean_squared_error(t, y)) * y.shape[-1] / 2
 
 
 class ManualTwin:
     """Loss and every weight's gradient of a Keras Sequential model, by hand-written backprop."""
 
-    def __init__(self, model: keras.Sequential, dtype: str = "float64"):
+    def __init__(self, model: keras.Sequential, dtype: str = "float64", loss: str | None = None):
         self.model, self.dtype = model, dtype
-        self.loss_layer = OUTPUT_LOSSES[output_activation(model)]()
-        self.steps = []  # (keras layer or None, manual layer)
+        loss = resolve_loss(model, loss)
+        fused = FUSED_LOSSES.get((output_activation(model), loss))
+        # Unfused, the output activation is an ordinary step and ½ squared error acts on y.
+        self.loss_layer = fused() if fused else manual.IdentityHalfSquaredError()
+        self.steps = []  # (keras layer, manual layer)
         for position, layer in enumerate(model.layers):
-            self.steps += [(layer, step) for step in self._manual_steps(layer, last=position == len(model.layers) - 1)]
+            last = position == len(model.layers) - 1
+            self.steps += [(layer, step) for step in self._manual_steps(layer, fuse_activation=last and fused)]
 
-    def _manual_steps(self, layer, last: bool) -> list:
+    def _manual_steps(self, layer, fuse_activation: bool) -> list:
         if isinstance(layer, keras.layers.Dense):
             steps = [manual.Affine(layer.name, None, None)]
         elif isinstance(layer, keras.layers.Conv2D):
@@ -84,10 +103,10 @@ class ManualTwin:
         else:
             raise NotImplementedError(f"{layer.name}: no manual twin for {type(layer).__name__}")
         activation = layer.activation.__name__
-        if last:
-            return steps  # the output activation is fused with the loss
+        if fuse_activation:
+            return steps
         if activation not in ACTIVATIONS:
-            raise NotImplementedError(f"{layer.name}: no manual activation {activation!r} in a hidden layer")
+            raise NotImplementedError(f"{layer.name}: no manual twin for activation {activation!r} here")
         return steps + [ACTIVATIONS[activation]()]
 
     def forward(self, x, t, dropout_masks=None):
