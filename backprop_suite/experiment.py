@@ -5,15 +5,18 @@ A spec opens with the question it answers and names the claim IDs it reproduces:
     question = "..."
     claims = ["C003-1"]
     profile = "quick"            # "quick" runs in the main job; "full" is the note's exact setting
-    [model]    name = "mnist_cnn", plus the builder's options
-    [data]     dataset = "mnist", validation_fraction = 0.1
-    [training] optimizer, learning_rate, loss, batch_size, epochs, seed, deterministic
-    [[expected]] dataset, metric, at_least | (value, tolerance), source
+    kind = "training"            # or "worked_example"
+    outcome = "reproduced"       # what met expectations mean; or "discrepancy explained"
+    training:        [model] name + builder options; [data] dataset, validation_fraction;
+                     [training] optimizer, learning_rate, loss, batch_size, epochs, seed, deterministic
+    worked_example:  [example] name (from backprop_suite.worked_examples) + its options
+    [[expected]] metric, at_least and/or at_most | value and tolerance, source; for training, the dataset
 """
 import hashlib
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
@@ -21,6 +24,8 @@ from models import MODEL_BUILDERS, model_options
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PROFILES = ("quick", "full")
+KINDS = ("training", "worked_example")
+OUTCOMES = ("reproduced", "discrepancy explained")
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 LOSSES = ("categorical_crossentropy",)
 METRICS = ("test_accuracy", "test_loss", "parameters")
@@ -28,22 +33,48 @@ METRICS = ("test_accuracy", "test_loss", "parameters")
 
 @dataclass(frozen=True)
 class Expectation:
-    dataset: str  # the expectation applies only when this dataset was used
     metric: str
     source: str  # seed file and what it states, or where the number comes from
+    dataset: str | None = None  # if set, the expectation applies only when this dataset was used
     at_least: float | None = None
+    at_most: float | None = None
     value: float | None = None
     tolerance: float | None = None
 
     def describe(self) -> str:
-        if self.at_least is not None:
-            return f"{self.metric} >= {self.at_least:g}"
-        return f"{self.metric} = {self.value:g} ± {self.tolerance:g}"
+        if self.value is not None:
+            return f"{self.metric} = {self.value:.12g} ± {self.tolerance:g}"
+        bounds = [f"{sign} {bound:g}" for sign, bound in ((">=", self.at_least), ("<=", self.at_most))
+                  if bound is not None]
+        return f"{self.metric} {' and '.join(bounds)}"
 
     def is_met_by(self, measured: float) -> bool:
-        if self.at_least is not None:
-            return measured >= self.at_least
-        return abs(measured - self.value) <= self.tolerance
+        if self.value is not None:
+            return bool(abs(measured - self.value) <= self.tolerance)
+        return bool((self.at_least is None or measured >= self.at_least)
+                    and (self.at_most is None or measured <= self.at_most))
+
+
+def spec_header(spec) -> dict:
+    """The first fields of every metrics.json: which experiment, which claims, which spec file."""
+    root = EXPERIMENTS_DIR.parent
+    return {"experiment": spec.name, "kind": spec.kind, "question": spec.question, "claims": list(spec.claims),
+            "spec_file": str(spec.path.resolve().relative_to(root)) if spec.path.resolve().is_relative_to(root)
+            else str(spec.path), "spec_sha256": spec.sha256, "spec": spec.resolved()}
+
+
+def evaluate_expectations(spec, measured: dict, dataset: str | None = None) -> tuple[list[dict], str]:
+    """Each applicable expectation against the measured metrics, and the verdict they give."""
+    applicable = [e for e in spec.expected if e.dataset in (None, dataset)]
+    missing = [e.metric for e in applicable if e.metric not in measured]
+    if missing:
+        raise SpecError(f"{spec.path}: expected metric(s) {missing} are not measured here; "
+                        f"measured: {', '.join(sorted(measured))}")
+    checks = [{"metric": e.metric, "expected": e.describe(), "measured": measured[e.metric],
+               "met": e.is_met_by(measured[e.metric]), "source": e.source} for e in applicable]
+    if not checks:
+        return checks, f"measured only (no expectation for dataset {dataset})"
+    return checks, spec.outcome if all(c["met"] for c in checks) else "failed"
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,7 @@ class ExperimentSpec:
     question: str
     claims: tuple[str, ...]
     profile: str
+    outcome: str
     model: str
     model_options: dict
     dataset: str
@@ -66,12 +98,10 @@ class ExperimentSpec:
     seed: int
     deterministic: bool
     expected: tuple[Expectation, ...] = field(default=())
+    kind = "training"
 
     def resolved(self) -> dict:
-        """Everything that determines the run, as JSON-ready data (path and hash left out)."""
-        data = asdict(self)
-        del data["path"], data["sha256"]
-        return data
+        return resolved(self)
 
 
 def find_spec(name_or_path: str) -> Path:
@@ -98,21 +128,44 @@ def load_spec(name_or_path: str | Path) -> ExperimentSpec:
     return parse_spec(table, path, hashlib.sha256(raw).hexdigest())
 
 
-def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec:
+@dataclass(frozen=True)
+class WorkedExampleSpec:
+    name: str
+    path: Path
+    sha256: str
+    question: str
+    claims: tuple[str, ...]
+    profile: str
+    outcome: str
+    example: str  # a name in backprop_suite.worked_examples.WORKED_EXAMPLES
+    options: dict
+    expected: tuple[Expectation, ...] = field(default=())
+    kind = "worked_example"
+
+    def resolved(self) -> dict:
+        return resolved(self)
+
+
+def resolved(spec) -> dict:
+    """Everything that determines a run, as JSON-ready data (the file's path and hash left out)."""
+    data = asdict(spec)
+    del data["path"], data["sha256"]
+    return data
+
+
+def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedExampleSpec:
     where = str(path)
     top = _Table(table, where)
-    model, data, training = (_Table(top.take(key, dict), f"{where} [{key}]") for key in ("model", "data", "training"))
-    model_name = model.take("name", str, choices=tuple(MODEL_BUILDERS))
-    options = dict(model.rest())
-    unknown = sorted(set(options) - set(model_options(model_name)))
-    if unknown:
-        raise SpecError(f"{where} [model]: unknown option(s) {unknown} for {model_name}; "
-                        f"it takes: {', '.join(model_options(model_name))}")
+    if top.take("kind", str, default="training", choices=KINDS) == "worked_example":
+        return _parse_worked_example(top, path, sha256)
+    data, training = (_Table(top.take(key, dict), f"{where} [{key}]") for key in ("data", "training"))
+    model_name, options = _name_and_options(top, "model", MODEL_BUILDERS, model_options)
     spec = ExperimentSpec(
         name=path.stem, path=path, sha256=sha256,
         question=top.take("question", str),
         claims=tuple(top.take("claims", list)),
         profile=top.take("profile", str, choices=PROFILES),
+        outcome=top.take("outcome", str, default="reproduced", choices=OUTCOMES),
         model=model_name, model_options=options,
         dataset=data.take("dataset", str, choices=DATASET_NAMES),
         validation_fraction=data.take("validation_fraction", float, default=0.1),
@@ -123,8 +176,7 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec:
         epochs=training.take("epochs", int),
         seed=training.take("seed", int),
         deterministic=training.take("deterministic", bool, default=True),
-        expected=tuple(_parse_expectation(e, f"{where} [[expected]] #{i + 1}")
-                       for i, e in enumerate(top.take("expected", list, default=[]))),
+        expected=_parse_expectations(top, where, METRICS),
     )
     for table_ in (top, data, training):
         table_.reject_unknown()
@@ -133,26 +185,65 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec:
     for key in ("learning_rate", "batch_size", "epochs"):
         if getattr(spec, key) <= 0:
             raise SpecError(f"{where} [training]: {key} must be positive, got {getattr(spec, key)}")
-    if not spec.claims or not all(isinstance(c, str) for c in spec.claims):
-        raise SpecError(f"{where}: claims must be a non-empty list of claim IDs such as \"C003-1\"")
+    _check_claims(spec)
     return spec
 
 
-def _parse_expectation(raw: object, where: str) -> Expectation:
+def _parse_worked_example(top: "_Table", path: Path, sha256: str) -> WorkedExampleSpec:
+    from backprop_suite.worked_examples import WORKED_EXAMPLES, example_options
+
+    where = str(path)
+    name, options = _name_and_options(top, "example", WORKED_EXAMPLES, example_options)
+    spec = WorkedExampleSpec(
+        name=path.stem, path=path, sha256=sha256, question=top.take("question", str),
+        claims=tuple(top.take("claims", list)), profile=top.take("profile", str, choices=PROFILES),
+        outcome=top.take("outcome", str, default="reproduced", choices=OUTCOMES),
+        example=name, options=options, expected=_parse_expectations(top, where, None))
+    top.reject_unknown()
+    _check_claims(spec)
+    return spec
+
+
+def _name_and_options(top: "_Table", key: str, registry: dict, options_of) -> tuple[str, dict]:
+    """A [model] or [example] table: `name` picks a registered function, other keys are its options."""
+    table = _Table(top.take(key, dict), f"{top.where} [{key}]")
+    name = table.take("name", str, choices=tuple(registry))
+    options = dict(table.rest())
+    unknown = sorted(set(options) - set(options_of(name)))
+    if unknown:
+        raise SpecError(f"{table.where}: unknown option(s) {unknown} for {name}; "
+                        f"it takes: {', '.join(options_of(name))}")
+    return name, options
+
+
+def _check_claims(spec) -> None:
+    if not spec.claims or not all(isinstance(c, str) for c in spec.claims):
+        raise SpecError(f"{spec.path}: claims must be a non-empty list of claim IDs such as \"C003-1\"")
+
+
+def _parse_expectations(top: "_Table", where: str, metrics: tuple[str, ...] | None) -> tuple[Expectation, ...]:
+    return tuple(_parse_expectation(e, f"{where} [[expected]] #{i + 1}", metrics)
+                 for i, e in enumerate(top.take("expected", list, default=[])))
+
+
+def _parse_expectation(raw: object, where: str, metrics: tuple[str, ...] | None) -> Expectation:
     if not isinstance(raw, dict):
         raise SpecError(f"{where}: must be a table")
     table = _Table(raw, where)
     expectation = Expectation(
-        dataset=table.take("dataset", str, choices=DATASET_NAMES),
-        metric=table.take("metric", str, choices=METRICS),
+        dataset=table.take("dataset", str, default=None, choices=DATASET_NAMES),
+        metric=table.take("metric", str, choices=metrics),
         source=table.take("source", str),
         at_least=table.take("at_least", float, default=None),
+        at_most=table.take("at_most", float, default=None),
         value=table.take("value", float, default=None),
         tolerance=table.take("tolerance", float, default=None),
     )
     table.reject_unknown()
-    if (expectation.at_least is None) == (expectation.value is None or expectation.tolerance is None):
-        raise SpecError(f"{where}: give either at_least, or value and tolerance")
+    bounded = expectation.at_least is not None or expectation.at_most is not None
+    exact = expectation.value is not None and expectation.tolerance is not None
+    if bounded == exact or (not exact and (expectation.value, expectation.tolerance) != (None, None)):
+        raise SpecError(f"{where}: give at_least and/or at_most, or value and tolerance")
     return expectation
 
 

@@ -84,7 +84,7 @@ def tape_gradients(model, x, t, dropout_masks=None, loss=None) -> tuple[float, d
     with tf.GradientTape() as tape:
         value = reference_loss(model, x, t, dropout_masks, loss)
     grads = tape.gradient(value, list(variables.values()))
-    return float(value), {name: g.numpy() for name, g in zip(variables, grads)}
+    return float(value), {name: g.numpy() for name, g in zip(variables, grads, strict=True)}
 
 
 def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None) -> dict:
@@ -151,12 +151,12 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
         })
     rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
     rtol, atol = TOLERANCES["manual_vs_tape/float64"]
+    column = {key: [row[key] for row in rows] for key in rows[0]}
     checks = {
-        "manual_vs_tape": compare("all", "manual_vs_tape", [r["manual"] for r in rows], [r["tape"] for r in rows], rtol, atol),
-        "jvp_vs_tape": compare("all", "jvp_vs_tape", [r["forward_mode_jvp"] for r in rows], [r["tape"] for r in rows], rtol, atol),
-        "tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", [r["tape"] for r in rows],
-                                              [r["finite_differences"] for r in rows], rtol_fd, atol_fd,
-                                              [r["kink"] for r in rows]),
+        "manual_vs_tape": compare("all", "manual_vs_tape", column["manual"], column["tape"], rtol, atol),
+        "jvp_vs_tape": compare("all", "jvp_vs_tape", column["forward_mode_jvp"], column["tape"], rtol, atol),
+        "tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", column["tape"],
+                                              column["finite_differences"], rtol_fd, atol_fd, column["kink"]),
     }
     return {"parameters": int(sum(w.size for w in originals.values())), "directions": rows,
             "checks": {k: asdict(c) for k, c in checks.items()}, "passed": all(c.passed for c in checks.values()),

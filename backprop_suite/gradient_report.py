@@ -15,18 +15,20 @@ from models.net_222 import NET_222_PARAMETERS
 METHOD_PAIRS = ("manual_vs_tape", "manual_vs_finite_differences", "tape_vs_finite_differences")
 
 
-def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray, np.ndarray, dict, str]:
-    """Inputs, targets and dropout masks: real mnist-5k digits for 784-input models, random otherwise."""
+def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Inputs, targets and dropout masks: real mnist-5k digits for 784-input models, random otherwise;
+    and a description of the data (with its provenance when it is a dataset)."""
     input_shape = model.input_shape[1:]
     if int(np.prod(input_shape)) == 784 and output_activation(model) == "softmax":
-        train = load_dataset("mnist-5k").train
-        x, t = to_model_inputs(train, input_shape)
+        dataset = load_dataset("mnist-5k")
+        x, t = to_model_inputs(dataset.train, input_shape)
         picked = rng.choice(len(x), batch_size, replace=False)
-        x, t, data = x[picked].astype(np.float64), t[picked].astype(np.float64), "mnist-5k training digits"
+        x, t = x[picked].astype(np.float64), t[picked].astype(np.float64)
+        data = {"description": "mnist-5k training digits", "provenance": dataset.provenance()}
     else:
         x = rng.standard_normal((batch_size, *input_shape))
         t = rng.random((batch_size, model.output_shape[-1]))
-        data = "standard normal inputs, uniform [0, 1) targets"
+        data = {"description": "standard normal inputs, uniform [0, 1) targets", "provenance": None}
     masks = {layer.name: rng.random((batch_size, *layer.output.shape[1:])) >= layer.rate
              for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
     return x, t, masks, data
@@ -54,22 +56,29 @@ def gradient_model(name: str, rng) -> keras.Model:
 
 def compare_gradients(model_name: str, dtype: str, results_root: Path, batch_size=8, fd_entries=32,
                       directions=5, seed=0) -> dict:
+    """The `compare_gradients` command: print the table, write gradcheck_<dtype>.json and .png."""
+    report = gradient_check_report(model_name, dtype, batch_size, fd_entries, directions, seed)
+    out_dir = Path(results_root) / model_name
+    artifacts.write_json(out_dir / f"gradcheck_{dtype}.json", report)
+    plot_errors(report, out_dir / f"gradcheck_{dtype}.png")
+    print(format_table(report))
+    print(f"\nwrote {out_dir / f'gradcheck_{dtype}.json'} and {out_dir / f'gradcheck_{dtype}.png'}")
+    return report
+
+
+def gradient_check_report(model_name: str, dtype: str, batch_size=8, fd_entries=32, directions=5, seed=0) -> dict:
+    """Three-way and directional checks of a registry model on one batch, as JSON-ready data."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     model = gradient_model(model_name, rng)
     x, t, masks, data = gradient_batch(model, batch_size, rng)
-    report = {"model": model_name, "parameters": model.count_params(), "batch": {"size": batch_size, "data": data},
+    report = {"model": model_name, "parameters": model.count_params(), "batch": {"size": batch_size, **data},
               "point": gradient_model.__doc__.split("\n")[0].strip(),
               "dropout_masks": sorted(masks), "tolerances": TOLERANCES, "seed": seed,
               "three_way": three_way_check(model, x, t, masks, dtype=dtype, fd_entries=fd_entries, seed=seed),
               "directional": directional_check(model, x, t, masks, directions=directions, seed=seed),
               "environment": environment()}
     report["passed"] = report["three_way"]["passed"] and report["directional"]["passed"]
-    out_dir = Path(results_root) / model_name
-    artifacts.write_json(out_dir / f"gradcheck_{dtype}.json", report)
-    plot_errors(report, out_dir / f"gradcheck_{dtype}.png")
-    print(format_table(report))
-    print(f"\nwrote {out_dir / f'gradcheck_{dtype}.json'} and {out_dir / f'gradcheck_{dtype}.png'}")
     return report
 
 
@@ -86,10 +95,10 @@ def format_table(report: dict) -> str:
              "PASS" if all(p["passed"] for p in pairs.values()) else "FAIL") for name, pairs in by_tensor.items()]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     lines = [f"{report['model']} ({report['parameters']:,} parameters), {three_way['dtype']}, batch of "
-             f"{report['batch']['size']} ({report['batch']['data']}); max relative error per method pair "
+             f"{report['batch']['size']} ({report['batch']['description']}); max relative error per method pair "
              "(FD: float64 central differences on sampled entries).", "PASS: every entry has "
              "|a − b| <= atol + rtol·max(|a|, |b|), tolerances as documented in backprop_suite/gradcheck.py", ""]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
     lines.insert(4, "  ".join("-" * w for w in widths))
     d = report["directional"]
     checks = ", ".join(f"{k} {v['max_rel_error']:.1e}" for k, v in d["checks"].items())

@@ -3,6 +3,14 @@ from pathlib import Path
 
 from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
 from backprop_suite.training import train_experiment
+from backprop_suite.worked_examples import run_worked_example
+
+
+def run_experiment(spec, results_root: Path, data_path: str | None = None) -> dict:
+    """Train a training spec or run a worked example; its metrics.json record."""
+    if spec.kind == "training":
+        return train_experiment(spec, results_root, data_path)
+    return run_worked_example(spec, results_root)
 
 
 def specs_of_profile(profile: str, only: list[str] | None = None) -> list[ExperimentSpec]:
@@ -17,16 +25,18 @@ def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: 
     records = []
     for number, spec in enumerate(specs, 1):
         print(f"\n=== [{number}/{len(specs)}] {spec.name} ({', '.join(spec.claims)}): {spec.question}", flush=True)
-        records.append(train_experiment(spec, results_root, data_path))
+        records.append(run_experiment(spec, results_root, data_path))
     return records
 
 
 def summary_table(records: list[dict]) -> str:
-    """A fixed-width table: experiment, claims, data, test accuracy, verdict."""
-    header = ("experiment", "claims", "data", "test acc", "verdict")
-    rows = [(r["experiment"], " ".join(r["claims"]), f"{r['data']['name']} ({r['data']['train_samples']})",
-             f"{r['metrics']['test_accuracy']:.4f}", r["verdict"]) for r in records]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (header, *rows)]
+    """A fixed-width table: experiment, claims, data, test accuracy (training), checks met, verdict."""
+    header = ("experiment", "claims", "data", "test acc", "checks met", "verdict")
+    rows = [(r["experiment"], " ".join(r["claims"]), r["data"]["name"] if r["data"] else "-",
+             f"{r['metrics']['test_accuracy']:.4f}" if "test_accuracy" in r["metrics"] else "-",
+             f"{sum(c['met'] for c in r['checks'])}/{len(r['checks'])}", r["verdict"]) for r in records]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in (header, *rows)]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from backprop_suite import artifacts
 from backprop_suite.checkpoint import EpochCheckpoint
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
-from backprop_suite.experiment import ExperimentSpec
+from backprop_suite.experiment import ExperimentSpec, evaluate_expectations, spec_header
 from backprop_suite.provenance import REPO_ROOT, environment
 from models import build_model
 
@@ -90,21 +90,12 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
 
 def results_record(spec, dataset, n_fit, n_validation, rows, measured) -> dict:
     """metrics.json: what was measured, against which expectation, on what data and machine."""
-    applicable = [e for e in spec.expected if e.dataset == dataset.name]
-    checks = [{"expected": e.describe(), "measured": measured[e.metric], "met": e.is_met_by(measured[e.metric]),
-               "source": e.source} for e in applicable]
-    if not checks:
-        verdict = f"measured only (no expectation for dataset {dataset.name})"
-    else:
-        verdict = "reproduced" if all(c["met"] for c in checks) else "failed"
+    checks, verdict = evaluate_expectations(spec, measured, dataset.name)
     return {
-        "experiment": spec.name, "question": spec.question, "claims": list(spec.claims),
-        "verdict": verdict, "checks": checks,
+        **spec_header(spec), "verdict": verdict, "checks": checks,
         "metrics": {**measured, **{f"final_{k}": rows[-1][k] for k in artifacts.HISTORY_COLUMNS[1:]},
                     "epochs": len(rows)},
         "data": {**dataset.provenance(), "fit_samples": n_fit, "validation_samples": n_validation},
-        "spec_file": str(spec.path.relative_to(REPO_ROOT)) if spec.path.is_relative_to(REPO_ROOT) else str(spec.path),
-        "spec_sha256": spec.sha256, "spec": spec.resolved(),
         "seed": spec.seed, "deterministic": spec.deterministic,
         "environment": environment(),
     }

@@ -1,7 +1,7 @@
 """Train one experiment: `python scripts/train.py c003_1_mnist_cnn_quick` (a name in experiments/ or a .toml path)."""
 import argparse
 
-from backprop_suite.errors import exit_cleanly_on_suite_error
+from backprop_suite.errors import SpecError, exit_cleanly_on_suite_error
 from backprop_suite.experiment import load_spec
 from backprop_suite.training import RESULTS_DIR, train_experiment
 
@@ -10,11 +10,17 @@ from backprop_suite.training import RESULTS_DIR, train_experiment
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("experiment", help="experiment name (file stem in experiments/) or path to a spec .toml")
-    parser.add_argument("--data-path", help="a Keras .npz or a folder with the four IDX files (overrides every other source)")
-    parser.add_argument("--results-dir", default=RESULTS_DIR, help="where results/<experiment>/ goes (default: %(default)s)")
+    parser.add_argument("--data-path",
+                        help="a Keras .npz or a folder with the four IDX files (overrides every other source)")
+    parser.add_argument("--results-dir", default=RESULTS_DIR,
+                        help="where results/<experiment>/ goes (default: %(default)s)")
     parser.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
     args = parser.parse_args(argv)
-    train_experiment(load_spec(args.experiment), args.results_dir, args.data_path, args.restart)
+    spec = load_spec(args.experiment)
+    if spec.kind != "training":
+        raise SpecError(f"{spec.path} is a worked example, not a training run: "
+                        f"run it with `python scripts/reproduce.py --only {spec.name}`")
+    train_experiment(spec, args.results_dir, args.data_path, args.restart)
     return 0
 
 

@@ -98,10 +98,12 @@ def _replace(path, data):
 
 
 BAD_IDX_FOLDERS = {
-    "wrong magic number": lambda p: _replace(p["train-images-idx3-ubyte"], b"\x12\x34" + p["train-images-idx3-ubyte"].read_bytes()[2:]),
+    "wrong magic number": lambda p: _replace(p["train-images-idx3-ubyte"],
+                                             b"\x12\x34" + p["train-images-idx3-ubyte"].read_bytes()[2:]),
     "wrong dtype": lambda p: _replace(p["train-labels-idx1-ubyte"], idx_bytes(np.zeros(6, np.uint8), type_code=0x0D)),
     "truncated": lambda p: _replace(p["t10k-images-idx3-ubyte"], p["t10k-images-idx3-ubyte"].read_bytes()[:-100]),
-    "unexpected bytes": lambda p: _replace(p["t10k-labels-idx1-ubyte"], p["t10k-labels-idx1-ubyte"].read_bytes() + b"\0"),
+    "unexpected bytes": lambda p: _replace(p["t10k-labels-idx1-ubyte"],
+                                           p["t10k-labels-idx1-ubyte"].read_bytes() + b"\0"),
     "count mismatch": lambda p: _replace(p["train-labels-idx1-ubyte"], idx_bytes(np.zeros(5, np.uint8))),
     "label out of range": lambda p: _replace(p["t10k-labels-idx1-ubyte"], idx_bytes(np.array([1, 2, 10, 3], np.uint8))),
     "wrong shape": lambda p: _replace(p["train-images-idx3-ubyte"], idx_bytes(np.zeros((6, 27, 28), np.uint8))),

@@ -13,6 +13,7 @@ import tensorflow as tf
 from backprop_suite.gradcheck import directional_check, three_way_check
 from backprop_suite.gradient_report import compare_gradients
 from backprop_suite.manual import layers as manual
+from backprop_suite.worked_examples.whole_batch_softmax import WholeBatchSoftmaxWithLoss
 from models import build_model
 from models.net_222 import NET_222_PARAMETERS
 
@@ -40,10 +41,12 @@ def failing_tensors(report, methods="manual_vs_tape"):
 CASES = {
     "mnist_cnn": lambda rng: (build_model("mnist_cnn"), *cnn_batch(rng)),
     "two_layer_net_sigmoid": lambda rng: (build_model("two_layer_net", hidden_size=20), *mlp_batch(rng)),
-    "two_layer_net_relu": lambda rng: (build_model("two_layer_net", hidden_size=20, activation="relu"), *mlp_batch(rng)),
+    "two_layer_net_relu": lambda rng: (build_model("two_layer_net", hidden_size=20, activation="relu"),
+                                       *mlp_batch(rng)),
     "net_222_identity": lambda rng: (net_222(), rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), None),
     "net_222_sigmoid": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)), rng.random((3, 2)), None),
-    "net_222_sigmoid_half_squared_error": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)), rng.random((3, 2)), None),
+    "net_222_sigmoid_half_squared_error": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)),
+                                                       rng.random((3, 2)), None),
     "deep_mlp_tanh": lambda rng: (build_model("deep_mlp", depth=4, width=16, activation="tanh"), *mlp_batch(rng)),
 }
 
@@ -116,12 +119,8 @@ def test_mutation_conv_dx_without_rotating_the_kernel_fails_conv1(monkeypatch):
 
 
 def test_mutation_whole_batch_softmax_of_c001_3_fails(monkeypatch):
-    def forward(self, u, t):  # the note's softmax: normalised over the whole batch, not per row
-        self.t, self.n = t, tf.cast(tf.shape(u)[0], u.dtype)
-        self.y = tf.exp(u) / tf.reduce_sum(tf.exp(u))
-        return -tf.reduce_sum(t * tf.math.log(self.y)) / self.n
-
-    monkeypatch.setattr(manual.SoftmaxCrossEntropy, "forward", forward)
+    # The note's softmax, normalised over the whole batch instead of per row.
+    monkeypatch.setattr(manual.SoftmaxCrossEntropy, "forward", WholeBatchSoftmaxWithLoss.forward)
     model, x, t, _ = CASES["two_layer_net_sigmoid"](np.random.default_rng(6))
     report = three_way_check(model, x, t, fd_entries=12)
     assert not report["passed"] and report["manual_loss"] != pytest.approx(report["tape_loss"])

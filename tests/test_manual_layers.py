@@ -156,7 +156,8 @@ def _targets(kind, rng, shape):
     return rng.integers(0, 2, shape).astype(np.float64) if kind == "binary" else rng.standard_normal(shape)
 
 
-@pytest.mark.parametrize("loss_class, keras_loss, targets", LOSSES, ids=["softmax_ce", "sigmoid_bce", "identity_half_se"])
+@pytest.mark.parametrize("loss_class, keras_loss, targets", LOSSES,
+                         ids=["softmax_ce", "sigmoid_bce", "identity_half_se"])
 @pytest.mark.parametrize("scale", [1.0, 50.0], ids=["logits~1", "logits~50"])
 def test_output_delta_is_y_minus_t_over_n_c004_1_to_3(loss_class, keras_loss, targets, scale):
     rng = np.random.default_rng(6)

@@ -1,0 +1,57 @@
+"""The notes' worked examples: each a function `example(**options) -> WorkedResult`, run from a spec.
+
+A worked example measures named numbers (its metrics), prints what a reader would check by hand,
+and may draw figures; the spec's [[expected]] entries turn the numbers into a verdict.
+"""
+import inspect
+import shutil
+import time
+from pathlib import Path
+
+from backprop_suite import artifacts
+from backprop_suite.errors import SpecError
+from backprop_suite.experiment import WorkedExampleSpec, evaluate_expectations, spec_header
+from backprop_suite.provenance import environment
+from backprop_suite.worked_examples.gradient_checks import gradient_check, relu_gradient_at_zero
+from backprop_suite.worked_examples.gradient_cost import gradient_cost
+from backprop_suite.worked_examples.manual_sgd import manual_sgd_vs_keras_fit
+from backprop_suite.worked_examples.net_222_chain_rule import net_222_chain_rule
+from backprop_suite.worked_examples.output_deltas import output_deltas
+from backprop_suite.worked_examples.whole_batch_softmax import whole_batch_softmax
+
+WORKED_EXAMPLES = {
+    "net_222_chain_rule": net_222_chain_rule,  # C000-1
+    "output_deltas": output_deltas,  # C004-1..4
+    "gradient_cost": gradient_cost,  # C002-1, C002-2, C001-1, C000-2
+    "whole_batch_softmax": whole_batch_softmax,  # C001-3
+    "gradient_check": gradient_check,  # C001-2, C002-3, C002-5, C003-1
+    "relu_gradient_at_zero": relu_gradient_at_zero,  # C002-4
+    "manual_sgd_vs_keras_fit": manual_sgd_vs_keras_fit,  # C001-2, trained
+}
+
+
+def example_options(name: str) -> dict:
+    return {p.name: p.default for p in inspect.signature(WORKED_EXAMPLES[name]).parameters.values()}
+
+
+def run_worked_example(spec: WorkedExampleSpec, results_root: Path) -> dict:
+    """Run the example, print its text, write report.txt, figures and metrics.json; return metrics.json."""
+    out_dir = Path(results_root) / spec.name
+    start = time.perf_counter()
+    try:
+        result = WORKED_EXAMPLES[spec.example](**spec.options)
+    except (TypeError, ValueError) as error:
+        raise SpecError(f"{spec.path} [example]: {error}") from None
+    print(result.text, flush=True)
+    checks, verdict = evaluate_expectations(spec, result.metrics, (result.data or {}).get("name"))
+    artifacts.write_text(out_dir / "report.txt", result.text + "\n")
+    for filename, draw in result.figures.items():
+        draw(out_dir / filename)
+    with artifacts.atomic_path(out_dir / "spec.toml") as tmp:
+        shutil.copyfile(spec.path, tmp)
+    record = {**spec_header(spec), "verdict": verdict, "checks": checks, "metrics": result.metrics,
+              "data": result.data, "details": result.details, "figures": sorted(result.figures),
+              "wall_time_s": round(time.perf_counter() - start, 2), "environment": environment()}
+    artifacts.write_json(out_dir / "metrics.json", record)
+    print(f"[example] {spec.name}: verdict: {verdict}; results in {out_dir}", flush=True)
+    return record

@@ -1,0 +1,58 @@
+"""C004-1..4: for each output pairing, δ = ∂E/∂u = y − d per sample, also at logits of ±50; σ′ = y(1 − y)."""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backprop_suite.manual import layers as manual
+from backprop_suite.worked_examples.result import WorkedResult
+
+# pairing -> (the suite's fused layer, Keras's per-sample loss E_n(d, u) from the logits u, target kind)
+PAIRINGS = {
+    "regression: identity + squared error (C004-1)": (
+        manual.IdentityHalfSquaredError, lambda d, u: 0.5 * tf.reduce_sum((u - d) ** 2, axis=-1), "real"),
+    "binary: logistic + negative log-likelihood (C004-2)": (
+        manual.SigmoidBinaryCrossEntropy,  # Keras averages over the K units; E_n sums them
+        lambda d, u: keras.losses.binary_crossentropy(d, u, from_logits=True) * u.shape[-1], "binary"),
+    "multiclass: softmax + cross-entropy (C004-3)": (
+        manual.SoftmaxCrossEntropy, lambda d, u: keras.losses.categorical_crossentropy(d, u, from_logits=True),
+        "onehot"),
+}
+
+
+def output_deltas(samples: int = 200, classes: int = 5, logit_scale: float = 50.0, seed: int = 0) -> WorkedResult:
+    rng = np.random.default_rng(seed)
+    # Half the rows ordinary logits, half saturated at ±logit_scale, where a naive log(y) overflows.
+    u = np.concatenate([rng.standard_normal((samples // 2, classes)) * 3,
+                        rng.choice([-1.0, 1.0], (samples - samples // 2, classes)) * logit_scale])
+    metrics, lines = {}, [f"C004: δ = ∂E/∂u against y − d, {samples} samples × {classes} outputs, "
+                          f"half of them with logits ±{logit_scale:g}", ""]
+    for number, (pairing, (layer_class, keras_loss, kind)) in enumerate(PAIRINGS.items(), 1):
+        d = {"real": rng.standard_normal(u.shape), "binary": rng.integers(0, 2, u.shape).astype(float),
+             "onehot": np.eye(classes)[rng.integers(0, classes, samples)]}[kind]
+        logits = tf.Variable(u)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(keras_loss(d, logits))  # Σ_n E_n: its gradient row n is sample n's δ
+        delta_tape = tape.gradient(total, logits).numpy()
+        layer = layer_class()
+        layer.forward(tf.constant(u), tf.constant(d))
+        y = layer.y.numpy()
+        # The fused layer's backward is (y − d)/count for a batch mean; times count, the per-sample δ.
+        count = u.size if layer_class is manual.SigmoidBinaryCrossEntropy else samples
+        delta_layer = layer.backward().numpy() * count
+        finite = np.isfinite(total.numpy()) and np.all(np.isfinite(delta_tape)) and np.all(np.isfinite(delta_layer))
+        metrics[f"pairing{number}_max_abs_tape_vs_y_minus_d"] = float(np.abs(delta_tape - (y - d)).max())
+        metrics[f"pairing{number}_max_abs_layer_vs_y_minus_d"] = float(np.abs(delta_layer - (y - d)).max())
+        metrics[f"pairing{number}_nonfinite"] = int(not finite)
+        tape_error = metrics[f"pairing{number}_max_abs_tape_vs_y_minus_d"]
+        layer_error = metrics[f"pairing{number}_max_abs_layer_vs_y_minus_d"]
+        lines.append(f"{pairing}: max |tape δ − (y − d)| = {tape_error:.1e}, "
+                     f"max |suite's layer δ − (y − d)| = {layer_error:.1e}, "
+                     f"all finite: {finite}")
+    z = tf.Variable(np.linspace(-logit_scale, logit_scale, 201))
+    with tf.GradientTape() as tape:
+        y = tf.sigmoid(z)
+    derivative = tape.gradient(y, z).numpy()
+    metrics["logistic_derivative_max_abs_diff"] = float(np.abs(derivative - y.numpy() * (1 - y.numpy())).max())
+    lines.append(f"logistic derivative (C004-4): max |dσ/du (tape) − y(1 − y)| over u in [−{logit_scale:g}, "
+                 f"{logit_scale:g}] = {metrics['logistic_derivative_max_abs_diff']:.1e}")
+    return WorkedResult(metrics, "\n".join(lines))

@@ -1,0 +1,78 @@
+"""C001-3: the note's TwoLayerNet(2, 3, 3) run printed Loss 2.1972294 and b2 gradients ≈ −0.222 each.
+
+Finding: both come from a softmax normalised over the whole 3×3 batch (y ≈ 1/9 everywhere, so
+L ≈ ln 9 and db2 = Σ_n (y − t)/N ≈ (3/9 − 1)/3 = −2/9). Per row, y ≈ 1/3: L ≈ ln 3 and the b2
+gradient sums to 0. And the book's backward (y − t)/N is not the gradient of that whole-batch
+forward, which the gradient check detects.
+"""
+import numpy as np
+import tensorflow as tf
+
+from backprop_suite.gradcheck import TOLERANCES, central_differences, compare, sample_indices
+from backprop_suite.manual.twin import ManualTwin, parameters, with_dtype
+from backprop_suite.worked_examples.result import WorkedResult
+from models import build_model
+
+NOTE_TARGETS = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
+NOTE_LOSS = 2.1972294090761904
+
+
+class WholeBatchSoftmaxWithLoss:
+    """The note's SoftmaxWithLoss as it ran: softmax over all N·K logits at once, backward (y − t)/N."""
+
+    def forward(self, u, t):
+        self.t, self.n = t, tf.cast(tf.shape(u)[0], u.dtype)
+        self.y = tf.exp(u) / tf.reduce_sum(tf.exp(u))  # normalised over the whole batch (the bug)
+        return -tf.reduce_sum(t * tf.math.log(self.y)) / self.n
+
+    def backward(self):
+        return (self.y - self.t) / self.n  # the book's per-row formula, kept by the note
+
+
+def consistency(twin: ManualTwin, x, t) -> tuple[bool, list[dict]]:
+    """Does the twin's backward match central differences of its own forward, for every parameter?"""
+    _, grads = twin.loss_and_gradients(x, t)
+    rtol, atol = TOLERANCES["vs_finite_differences"]
+    rows = []
+    for name, variable in parameters(twin.model).items():
+        indices = sample_indices(variable.shape, 64, np.random.default_rng(0))
+        fd, _ = central_differences(lambda: twin.forward(x, t), variable, indices)
+        rows.append(vars(compare(name, "backward_vs_own_forward", [grads[name][i] for i in indices], fd, rtol, atol)))
+    return all(r["passed"] for r in rows), rows
+
+
+def whole_batch_softmax(seed: int = 0, weight_init_std: float = 0.01) -> WorkedResult:
+    rng = np.random.default_rng(seed)
+    x, t = rng.random((3, 2)), np.array(NOTE_TARGETS, np.float64)  # the note: x = rand(3, 2)
+    model = build_model("two_layer_net", input_size=2, hidden_size=3, output_size=3, weight_init_std=weight_init_std)
+    model.set_weights([rng.standard_normal(w.shape) * weight_init_std if w.ndim == 2 else np.zeros(w.shape)
+                       for w in model.get_weights()])  # the book's init: W ~ N(0, std²), b = 0
+    model = with_dtype(model, "float64")
+    per_row = ManualTwin(model, "float64")
+    note = ManualTwin(model, "float64")
+    note.loss_layer = WholeBatchSoftmaxWithLoss()
+
+    note_loss, note_grads = note.loss_and_gradients(x, t)
+    row_loss, row_grads = per_row.loss_and_gradients(x, t)
+    note_consistent, note_rows = consistency(note, x, t)
+    row_consistent, row_rows = consistency(per_row, x, t)
+    b2_note, b2_row = note_grads["affine2/bias"], row_grads["affine2/bias"]
+    metrics = {"whole_batch_loss": note_loss, "whole_batch_loss_minus_ln9": float(note_loss - np.log(9)),
+               "per_row_loss": row_loss, **{f"whole_batch_db2_{i}": float(g) for i, g in enumerate(b2_note)},
+               "per_row_db2_sum": float(b2_row.sum()),
+               "note_backward_consistent_with_its_forward": int(note_consistent),
+               "per_row_backward_consistent_with_its_forward": int(row_consistent)}
+    fails = [r["tensor"] for r in note_rows if not r["passed"]]
+    text = "\n".join([
+        "C001-3, TwoLayerNet(2, 3, 3), x = rand(3, 2), t = " + str(NOTE_TARGETS) + f", weight std {weight_init_std}",
+        f"note printed:            Loss {NOTE_LOSS}, b2 gradient ≈ [−0.222, −0.222, −0.222]",
+        f"whole-batch softmax:     Loss {note_loss:.10f} (ln 9 = {np.log(9):.10f}), "
+        f"b2 gradient {np.array2string(b2_note, precision=4)} (−2/9 = {-2 / 9:.4f})",
+        f"per-row softmax:         Loss {row_loss:.10f} (ln 3 = {np.log(3):.10f}), "
+        f"b2 gradient {np.array2string(b2_row, precision=4)}, sum {b2_row.sum():.1e}",
+        f"gradient check of the note's backward against its own forward: {'PASS' if note_consistent else 'FAIL'}"
+        + (f" (inconsistent at {', '.join(fails)})" if fails else ""),
+        f"gradient check of the per-row backward against its own forward: {'PASS' if row_consistent else 'FAIL'}",
+        "verdict: the note's numbers come from a whole-batch softmax; its backward formula does not match it.",
+    ])
+    return WorkedResult(metrics, text, details={"note_consistency": note_rows, "per_row_consistency": row_rows})
