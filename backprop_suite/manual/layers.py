@@ -15,6 +15,9 @@ class Affine:
     def __init__(self, name: str, W: tf.Tensor, b: tf.Tensor):
         self.name, self.W, self.b = name, W, b
 
+    def set_parameters(self, kernel, bias):
+        self.W, self.b = kernel, bias
+
     def forward(self, x):
         self.x = x
         return tf.matmul(x, self.W) + self.b
@@ -115,6 +118,9 @@ class Conv2D:
 
     def __init__(self, name: str, K: tf.Tensor, b: tf.Tensor):
         self.name, self.K, self.b = name, K, b
+
+    def set_parameters(self, kernel, bias):
+        self.K, self.b = kernel, bias
 
     def forward(self, x):
         self.x = x

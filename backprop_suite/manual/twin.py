@@ -113,12 +113,8 @@ class ManualTwin:
         """The loss; keeps what backward needs."""
         y = tf.cast(x, self.dtype)
         for layer, step in self.steps:
-            if isinstance(step, (manual.Affine, manual.Conv2D)):
-                weights = layer.get_weights()
-                if isinstance(step, manual.Affine):
-                    step.W, step.b = (tf.constant(w, self.dtype) for w in weights)
-                else:
-                    step.K, step.b = (tf.constant(w, self.dtype) for w in weights)
+            if hasattr(step, "set_parameters"):  # read live, so an assign to a Keras variable is seen
+                step.set_parameters(*(tf.constant(w, self.dtype) for w in layer.get_weights()))
             if isinstance(step, manual.Dropout):
                 y = step.forward(y, (dropout_masks or {}).get(step.name))
             else:
