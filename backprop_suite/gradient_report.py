@@ -56,13 +56,13 @@ def gradient_model(name: str, rng) -> keras.Model:
 
 def compare_gradients(model_name: str, dtype: str, results_root: Path, batch_size=8, fd_entries=32,
                       directions=5, seed=0) -> dict:
-    """The `compare_gradients` command: print the table, write gradcheck_<dtype>.json and .png."""
+    """The `compare_gradients` command: print the table, write gradcheck.json and gradcheck.png."""
     report = gradient_check_report(model_name, dtype, batch_size, fd_entries, directions, seed)
     out_dir = Path(results_root) / model_name
-    artifacts.write_json(out_dir / f"gradcheck_{dtype}.json", report)
-    plot_errors(report, out_dir / f"gradcheck_{dtype}.png")
+    artifacts.write_json(out_dir / "gradcheck.json", report)
+    plot_errors(report, out_dir / "gradcheck.png")
     print(format_table(report))
-    print(f"\nwrote {out_dir / f'gradcheck_{dtype}.json'} and {out_dir / f'gradcheck_{dtype}.png'}")
+    print(f"\nwrote {out_dir / 'gradcheck.json'} and {out_dir / 'gradcheck.png'}")
     return report
 
 

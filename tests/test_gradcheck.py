@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from backprop_suite.gradcheck import directional_check, three_way_check
+from backprop_suite.gradcheck import compare, directional_check, three_way_check
 from backprop_suite.gradient_report import compare_gradients
 from backprop_suite.manual import layers as manual
 from backprop_suite.worked_examples.whole_batch_softmax import WholeBatchSoftmaxWithLoss
@@ -145,6 +145,19 @@ def test_compare_gradients_writes_json_and_plot_and_prints_a_table(tmp_path, cap
     assert compare_gradients("net_222", "float64", tmp_path)["passed"]
     printed = capsys.readouterr().out
     assert "hidden/kernel" in printed and "verdict: PASS" in printed
-    report = json.loads((tmp_path / "net_222" / "gradcheck_float64.json").read_text())
-    assert report["passed"] and report["directional"]["parameters"] == 12
-    assert matplotlib.image.imread(tmp_path / "net_222" / "gradcheck_float64.png").ndim == 3
+    report = json.loads((tmp_path / "net_222" / "gradcheck.json").read_text())
+    assert report["passed"] and report["directional"]["parameters"] == 12 and report["three_way"]["dtype"] == "float64"
+    assert matplotlib.image.imread(tmp_path / "net_222" / "gradcheck.png").ndim == 3
+
+
+def test_a_gradient_of_the_wrong_shape_is_a_failure_not_a_crash():
+    # A missing transpose on a non-square weight gives dW the shape of Wᵀ.
+    result = compare("affine1/kernel", "manual_vs_tape", np.ones((3, 2)), np.ones((2, 3)), rtol=1e-9, atol=1e-12)
+    assert not result.passed and result.max_abs_error == np.inf
+
+
+def test_kinked_entries_are_excluded_from_the_verdict_but_counted():
+    manual, reference = np.array([1.0, 5.0]), np.array([1.0, 0.0])
+    assert not compare("t", "m", manual, reference, 1e-5, 1e-7).passed
+    kinked = compare("t", "m", manual, reference, 1e-5, 1e-7, kinks=np.array([False, True]))
+    assert kinked.passed and kinked.kinks == 1

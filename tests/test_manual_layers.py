@@ -1,9 +1,12 @@
 """Each manual layer, float64: forward against Keras's layer, backward against the tape and against
 central differences (an independent, derivative-free value)."""
+import ast
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import REPO_ROOT
 
 from backprop_suite.gradcheck import TOLERANCES, central_differences, sample_indices
 from backprop_suite.manual import layers as manual
@@ -169,3 +172,15 @@ def test_output_delta_is_y_minus_t_over_n_c004_1_to_3(loss_class, keras_loss, ta
     du = layer.backward().numpy()
     assert np.all(np.isfinite(du)) and np.isfinite(loss)
     assert_backward_matches_tape_and_fd(lambda v: keras_loss(t, v), u, du, np.array(1.0), rng)
+
+
+def test_manual_backprop_uses_no_gradient_machinery_of_tensorflow():
+    """The manual path must not call a tape or gradient kernels: that would check TensorFlow against itself."""
+    forbidden = {"GradientTape", "gradients", "gradient", "ForwardAccumulator", "custom_gradient", "jvp",
+                 "value_and_gradient"}
+    for path in (REPO_ROOT / "backprop_suite" / "manual").glob("*.py"):
+        used = {node.attr if isinstance(node, ast.Attribute) else node.id
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, (ast.Attribute, ast.Name))}
+        suspicious = {name for name in used if name in forbidden or "backprop" in name.lower() or name.endswith("Grad")}
+        assert not suspicious, (path.name, suspicious)
