@@ -23,7 +23,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
-        "code_revision": _git_revision(),
+        "code_revision": CODE_REVISION,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 
@@ -47,3 +47,8 @@ def _git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{revision}+dirty" if dirty else revision
+
+
+# Read once, when the suite is imported: the revision of the code that is running, not of whatever
+# the work tree holds when a long run ends.
+CODE_REVISION = _git_revision()
