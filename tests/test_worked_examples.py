@@ -78,3 +78,12 @@ def test_unknown_example_option_is_rejected_with_the_file_named(tmp_path):
                     '[example]\nname = "output_deltas"\nsample = 3\n')
     with pytest.raises(SpecError, match=rf"{path} \[example\]: unknown option\(s\) \['sample'\]"):
         load_spec(path)
+
+
+def test_c003_5_chain_products_equal_the_tape_and_shrink_with_the_sigmoid(tmp_path):
+    record = run_worked_example(load_spec("c003_5_chain_network"), tmp_path)
+    assert record["verdict"] == "reproduced" and record["metrics"]["max_rel_error"] < 1e-12
+    # Each sigmoid factor f′(u)·w is at most 1.5/4 here, so 28 of them shrink the gradient far below 1e-6.
+    assert record["metrics"]["first_over_last_weight_gradient_sigmoid_depth30"] < 1e-6
+    report = (tmp_path / "c003_5_chain_network" / "report.txt").read_text()
+    assert "∂E/∂w3 = ∂E/∂a4" in report and "f′(u4)" in report

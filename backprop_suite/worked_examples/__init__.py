@@ -12,6 +12,7 @@ from backprop_suite import artifacts
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import WorkedExampleSpec, evaluate_expectations, spec_header
 from backprop_suite.provenance import environment
+from backprop_suite.worked_examples.chain_network import chain_network
 from backprop_suite.worked_examples.gradient_checks import gradient_check, relu_gradient_at_zero
 from backprop_suite.worked_examples.gradient_cost import gradient_cost
 from backprop_suite.worked_examples.manual_sgd import manual_sgd_vs_keras_fit
@@ -27,6 +28,7 @@ WORKED_EXAMPLES = {
     "gradient_check": gradient_check,  # C001-2, C002-3, C002-5, C003-1
     "relu_gradient_at_zero": relu_gradient_at_zero,  # C002-4
     "manual_sgd_vs_keras_fit": manual_sgd_vs_keras_fit,  # C001-2, trained
+    "chain_network": chain_network,  # C003-5
 }
 
 
