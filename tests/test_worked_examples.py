@@ -87,3 +87,17 @@ def test_c003_5_chain_products_equal_the_tape_and_shrink_with_the_sigmoid(tmp_pa
     assert record["metrics"]["first_over_last_weight_gradient_sigmoid_depth30"] < 1e-6
     report = (tmp_path / "c003_5_chain_network" / "report.txt").read_text()
     assert "∂E/∂w3 = ∂E/∂a4" in report and "f′(u4)" in report
+
+
+def test_c003_4_gradient_ascent_finds_the_top_eigenvector_of_the_covariance(tmp_path):
+    # Two independent routes (eigh, and ascent with the tape's gradient) must agree: with fewer steps
+    # than convergence needs, the cosine check would fail.
+    record = run_worked_example(load_spec("c003_4_pca"), tmp_path)
+    assert record["verdict"] == "reproduced", [c for c in record["checks"] if not c["met"]]
+    assert matplotlib.image.imread(tmp_path / "c003_4_pca" / "pca.png").ndim == 3
+
+
+def test_c003_4_check_fails_when_the_ascent_has_not_converged():
+    from backprop_suite.worked_examples.pca import pca
+
+    assert pca(mnist_samples=500, steps=3).metrics["mnist_abs_cosine"] < 1 - 1e-9

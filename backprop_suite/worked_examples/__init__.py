@@ -18,6 +18,7 @@ from backprop_suite.worked_examples.gradient_cost import gradient_cost
 from backprop_suite.worked_examples.manual_sgd import manual_sgd_vs_keras_fit
 from backprop_suite.worked_examples.net_222_chain_rule import net_222_chain_rule
 from backprop_suite.worked_examples.output_deltas import output_deltas
+from backprop_suite.worked_examples.pca import pca
 from backprop_suite.worked_examples.whole_batch_softmax import whole_batch_softmax
 
 WORKED_EXAMPLES = {
@@ -29,6 +30,7 @@ WORKED_EXAMPLES = {
     "relu_gradient_at_zero": relu_gradient_at_zero,  # C002-4
     "manual_sgd_vs_keras_fit": manual_sgd_vs_keras_fit,  # C001-2, trained
     "chain_network": chain_network,  # C003-5
+    "pca": pca,  # C003-4
 }
 
 
