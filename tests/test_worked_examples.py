@@ -101,3 +101,23 @@ def test_c003_4_check_fails_when_the_ascent_has_not_converged():
     from backprop_suite.worked_examples.pca import pca
 
     assert pca(mnist_samples=500, steps=3).metrics["mnist_abs_cosine"] < 1 - 1e-9
+
+
+def test_c003_2_logistic_regression_gradient_and_training(tmp_path):
+    record = run_worked_example(load_spec("c003_2_logistic_regression"), tmp_path)
+    assert record["verdict"] == "reproduced", [c for c in record["checks"] if not c["met"]]
+    assert record["metrics"]["mnist_cost_first_over_last"] > 5  # the learning curve falls
+
+
+def test_c003_3_l1_leaves_several_times_more_near_zero_weights_than_l2_at_equal_accuracy(tmp_path):
+    metrics = run_worked_example(load_spec("c003_3_l1_vs_l2"), tmp_path)["metrics"]
+    assert metrics["l1_near_zero_0.001"] >= 5 * metrics["l2_near_zero_0.001"]
+    assert abs(metrics["l1_accuracy_0.001"] - metrics["l2_accuracy_0.001"]) <= 0.02
+    assert matplotlib.image.imread(tmp_path / "c003_3_l1_vs_l2" / "l1_vs_l2.png").ndim == 3
+
+
+def test_c003_6_sigmoid_gradients_vanish_at_depth_20_and_large_relu_weights_explode(tmp_path):
+    metrics = run_worked_example(load_spec("c003_6_vanishing_gradients"), tmp_path)["metrics"]
+    assert metrics["sigmoid_first_over_last_depth20"] <= 1 / 100
+    assert metrics["sigmoid_bound_holds"] and metrics["tanh_bound_holds"] and metrics["relu_bound_holds"]
+    assert metrics["relu_large_weights_first_over_last"] >= 100

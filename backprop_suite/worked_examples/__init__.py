@@ -15,10 +15,13 @@ from backprop_suite.provenance import environment
 from backprop_suite.worked_examples.chain_network import chain_network
 from backprop_suite.worked_examples.gradient_checks import gradient_check, relu_gradient_at_zero
 from backprop_suite.worked_examples.gradient_cost import gradient_cost
+from backprop_suite.worked_examples.l1_vs_l2 import l1_vs_l2
+from backprop_suite.worked_examples.logistic_regression import logistic_regression
 from backprop_suite.worked_examples.manual_sgd import manual_sgd_vs_keras_fit
 from backprop_suite.worked_examples.net_222_chain_rule import net_222_chain_rule
 from backprop_suite.worked_examples.output_deltas import output_deltas
 from backprop_suite.worked_examples.pca import pca
+from backprop_suite.worked_examples.vanishing_gradients import vanishing_gradients
 from backprop_suite.worked_examples.whole_batch_softmax import whole_batch_softmax
 
 WORKED_EXAMPLES = {
@@ -31,6 +34,9 @@ WORKED_EXAMPLES = {
     "manual_sgd_vs_keras_fit": manual_sgd_vs_keras_fit,  # C001-2, trained
     "chain_network": chain_network,  # C003-5
     "pca": pca,  # C003-4
+    "logistic_regression": logistic_regression,  # C003-2
+    "l1_vs_l2": l1_vs_l2,  # C003-3
+    "vanishing_gradients": vanishing_gradients,  # C003-6
 }
 
 
