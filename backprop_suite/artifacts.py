@@ -65,7 +65,13 @@ def plot_curves(rows: list[dict], metric: str, path: Path, title: str) -> None:
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: Path, tight: bool = True) -> None:
+    """Write a matplotlib figure atomically (format from the suffix) and free it."""
+    if tight:
+        figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp)
     plt.close(figure)

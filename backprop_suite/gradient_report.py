@@ -126,7 +126,4 @@ def plot_errors(report: dict, path: Path) -> None:
              title=f"{report['model']}: gradient agreement ({report['three_way']['dtype']})")
     axes.set_xticks(np.arange(len(tensors)), tensors, rotation=30, ha="right")
     axes.legend(fontsize=7)
-    figure.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path)

@@ -127,7 +127,4 @@ def plot_cost(times: dict, ratios: dict, path) -> None:
     right.set(xscale="log", xlabel="parameters (log scale)", ylabel="backprop time / forward time",
               title="Backprop costs a constant × forward (C000-2)",
               ylim=(0, 1.3 * max(r["backprop_over_forward"] for r in ratios.values())))
-    figure.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path)

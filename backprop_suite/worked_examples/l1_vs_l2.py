@@ -84,6 +84,4 @@ def plot(w_l1, w_l2, strength, path) -> None:
         axes[row, 0].set_ylabel(name, rotation=0, labelpad=15)
     figure.suptitle(f"Softmax-regression weights per class, λ = {strength:g} (white = 0)")
     figure.colorbar(image, ax=axes, fraction=0.02)
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path, tight=False)

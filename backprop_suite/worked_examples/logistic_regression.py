@@ -118,7 +118,4 @@ def plot(X, y, w, b, iris_costs, mnist_costs, path) -> None:
     right.set(yscale="log", xlabel="epoch (full-batch gradient descent)", ylabel="J(w) (log scale)",
               title="Learning curves")
     right.legend()
-    figure.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path)

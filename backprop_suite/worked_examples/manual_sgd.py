@@ -115,7 +115,4 @@ def plot_runs(run: dict, key: str, label: str, every: int, path) -> None:
     axes.set(xlabel="SGD step", ylabel=label, title=f"TwoLayerNet: manual gradients vs Keras fit: {label}")
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path)

@@ -82,7 +82,4 @@ def plot_projections(results: dict, path) -> None:
         ax.set(xlabel="projection on the top eigenvector", ylabel="projection on the second",
                title=f"{name}: data projected on its top two principal directions")
         ax.legend(*scatter.legend_elements(), fontsize=7, title="class", loc="best")
-    figure.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path)

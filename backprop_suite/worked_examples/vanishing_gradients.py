@@ -117,7 +117,4 @@ def plot(profiles, sweep, depths, depth, path) -> None:
     right.set(yscale="log", xlabel="depth (hidden layers)", ylabel="‖δ_1‖ / ‖δ_last‖ (log scale)",
               title="First-layer over last-layer gradient norm")
     right.legend()
-    figure.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
+    artifacts.save_figure(figure, path)
