@@ -87,6 +87,7 @@ def test_c003_5_chain_products_equal_the_tape_and_shrink_with_the_sigmoid(tmp_pa
     assert record["metrics"]["first_over_last_weight_gradient_sigmoid_depth30"] < 1e-6
     report = (tmp_path / "c003_5_chain_network" / "report.txt").read_text()
     assert "∂E/∂w3 = ∂E/∂a4" in report and "f′(u4)" in report
+    assert matplotlib.image.imread(tmp_path / "c003_5_chain_network" / "chain_gradients.png").ndim == 3
 
 
 def test_c003_4_gradient_ascent_finds_the_top_eigenvector_of_the_covariance(tmp_path):

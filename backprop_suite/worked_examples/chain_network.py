@@ -7,11 +7,13 @@ E = ½(a_L − d)², so ∂E/∂a_L = a_L − d is "known" as in the note. The n
     ∂E/∂u_i = the same product without a_i, times w_i · f′(u_i)  (times w_1 alone for u_1)
 each earlier gradient multiplying in one more f′(u)·w. They are evaluated here as explicit products.
 """
+import functools
 import math
 
 import numpy as np
 import tensorflow as tf
 
+from backprop_suite import artifacts
 from backprop_suite.worked_examples.result import WorkedResult
 
 ACTIVATIONS = {  # f and f′; ReLU′(0) = 0 as in TensorFlow (C002-4)
@@ -68,7 +70,7 @@ def chain_network(depths: list = (4, 10, 30), x: float = 0.8, target: float = 0.
     rng = np.random.default_rng(seed)
     metrics, lines = {}, ["C003-5: scalar chain u_(i+1) = w_i·a_i, a_i = f(u_i), E = ½(a_L − d)², "
                           f"x = {x}, d = {target}, weights uniform in [0.5, 1.5]"]
-    worst = 0.0
+    worst, deepest = 0.0, {}
     for depth in depths:
         w = rng.uniform(0.5, 1.5, depth - 1).tolist()
         for activation in ACTIVATIONS:
@@ -83,6 +85,24 @@ def chain_network(depths: list = (4, 10, 30), x: float = 0.8, target: float = 0.
                          f"|∂E/∂w1| / |∂E/∂w{depth - 1}| = {abs(dE_dw[0] / dE_dw[-1]):.2e}")
             if depth == min(depths):
                 lines += [f"  {line}" for line in factor_lines]
+            if depth == max(depths):
+                deepest[activation] = (dE_dw, tape_dw)
     metrics["max_rel_error"] = worst
     lines.append("\nnote: the note's fifth line is labelled ∂E/∂w2, but its product ends in u1: it is ∂E/∂w1.")
-    return WorkedResult(metrics, "\n".join(lines))
+    return WorkedResult(metrics, "\n".join(lines),
+                        {"chain_gradients.png": functools.partial(plot, deepest, max(depths))})
+
+
+def plot(deepest: dict, depth: int, path) -> None:
+    """|∂E/∂w_i| along the chain, closed form (lines) and tape (dots), one colour per activation."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4.2), dpi=100)
+    for activation, (closed, tape) in deepest.items():
+        index = np.arange(1, len(closed) + 1)
+        line, = axes.plot(index, np.abs(closed), "-", label=f"{activation}: closed-form product")
+        axes.plot(index, np.abs(tape), "o", color=line.get_color(), markersize=3, label=f"{activation}: tape")
+    axes.set(yscale="log", xlabel="weight index i (1 = nearest the input)", ylabel="|∂E/∂w_i| (log scale)",
+             title=f"Chain network of depth {depth}: each step back multiplies in f′(u)·w")
+    axes.legend(fontsize=7)
+    artifacts.save_figure(figure, path)
