@@ -45,6 +45,15 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def text_table(header: tuple, rows: list[tuple]) -> str:
+    """Left-aligned columns under a header and a dashed rule, for terminal output."""
+    cells = [tuple(str(cell) for cell in row) for row in (header, *rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
 def write_history_csv(path: Path, rows: list[dict]) -> None:
     """One row per epoch with HISTORY_COLUMNS; floats at full precision so reruns compare exactly."""
     buffer = io.StringIO()

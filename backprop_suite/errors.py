@@ -26,8 +26,8 @@ def exit_cleanly_on_suite_error(main):
             print(f"error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted: run the same command again to resume from the last finished epoch",
-                  file=sys.stderr)
+            print("interrupted; a training run resumes from its last finished epoch when the same command "
+                  "runs again", file=sys.stderr)
             return 130
 
     return wrapper

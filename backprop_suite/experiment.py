@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import keras
 import tomllib
 
 from backprop_suite.datasets import DATASET_NAMES
@@ -26,7 +27,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PROFILES = ("quick", "full")
 KINDS = ("training", "worked_example")
 OUTCOMES = ("reproduced", "discrepancy explained")
-OPTIMIZERS = ("sgd", "adam", "rmsprop")
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 LOSSES = ("categorical_crossentropy",)
 METRICS = ("test_accuracy", "test_loss", "parameters")
 
@@ -169,7 +170,7 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedE
         model=model_name, model_options=options,
         dataset=data.take("dataset", str, choices=DATASET_NAMES),
         validation_fraction=data.take("validation_fraction", float, default=0.1),
-        optimizer=training.take("optimizer", str, choices=OPTIMIZERS),
+        optimizer=training.take("optimizer", str, choices=tuple(OPTIMIZERS)),
         learning_rate=training.take("learning_rate", float),
         loss=training.take("loss", str, choices=LOSSES),
         batch_size=training.take("batch_size", int),

@@ -94,13 +94,11 @@ def format_table(report: dict) -> str:
              *(f"{pairs[m]['max_rel_error']:.1e}" for m in METHOD_PAIRS),
              str(pairs["tape_vs_finite_differences"]["kinks"]),
              "PASS" if all(p["passed"] for p in pairs.values()) else "FAIL") for name, pairs in by_tensor.items()]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     lines = [f"{report['model']} ({report['parameters']:,} parameters), {three_way['dtype']}, batch of "
              f"{report['batch']['size']} ({report['batch']['description']}); max relative error per method pair "
              "(FD: float64 central differences on sampled entries).", "PASS: every entry has "
              "|a − b| <= atol + rtol·max(|a|, |b|), tolerances as documented in backprop_suite/gradcheck.py", ""]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
-    lines.insert(4, "  ".join("-" * w for w in widths))
+    lines.append(artifacts.text_table(header, rows))
     d = report["directional"]
     checks = ", ".join(f"{k} {v['max_rel_error']:.1e}" for k, v in d["checks"].items())
     lines += ["", f"directional check over all {d['parameters']:,} parameters, {len(d['directions'])} random "

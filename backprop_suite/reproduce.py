@@ -1,6 +1,7 @@
 """The main job: train every experiment of a profile and print one summary table."""
 from pathlib import Path
 
+from backprop_suite.artifacts import text_table
 from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
 from backprop_suite.training import train_experiment
 from backprop_suite.worked_examples import run_worked_example
@@ -35,8 +36,4 @@ def summary_table(records: list[dict]) -> str:
     rows = [(r["experiment"], " ".join(r["claims"]), r["data"]["name"] if r["data"] else "-",
              f"{r['metrics']['test_accuracy']:.4f}" if "test_accuracy" in r["metrics"] else "-",
              f"{sum(c['met'] for c in r['checks'])}/{len(r['checks'])}", r["verdict"]) for r in records]
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in (header, *rows)]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return text_table(header, rows)

@@ -12,12 +12,11 @@ from backprop_suite import artifacts
 from backprop_suite.checkpoint import EpochCheckpoint
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
-from backprop_suite.experiment import ExperimentSpec, evaluate_expectations, spec_header
+from backprop_suite.experiment import OPTIMIZERS, ExperimentSpec, evaluate_expectations, spec_header
 from backprop_suite.provenance import REPO_ROOT, environment
 from models import build_model
 
 RESULTS_DIR = REPO_ROOT / "results"
-OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 
 
 def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:

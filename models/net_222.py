@@ -49,6 +49,10 @@ def set_net_222_parameters(model: keras.Sequential, parameters: dict[str, float]
 
 def net_222_parameters(model: keras.Sequential) -> dict[str, float]:
     """The current w1..w8, b1..b4 of a 2-2-2 network, by the note's names."""
-    weights = {name: model.get_layer(name).get_weights() for name in ("hidden", "output")}
-    return {name: float(weights[layer][0 if which == "kernel" else 1][index])
+    return by_note_names({f"{layer.name}/{v.name}": v.numpy() for layer in model.layers for v in layer.weights})
+
+
+def by_note_names(arrays: dict) -> dict[str, float]:
+    """w1..w8, b1..b4 picked out of arrays named "hidden/kernel", "output/bias", ... (weights or gradients)."""
+    return {name: float(arrays[f"{layer}/{which}"][index])
             for name, (layer, which, index) in NET_222_PARAMETERS.items()}

@@ -28,11 +28,11 @@ def test_worked_example_spec_gives_its_verdict(tmp_path, experiment, verdict):
 
 
 def test_c000_1_prints_every_chain_rule_factor_of_every_weight(tmp_path):
-    text = run_worked_example(load_spec("c000_1_net_222_identity"), tmp_path)
+    record = run_worked_example(load_spec("c000_1_net_222_identity"), tmp_path)
     report = (tmp_path / "c000_1_net_222_identity" / "report.txt").read_text()
     for weight in ("w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"):
         assert f"∂E/∂{weight} = " in report
-    assert "[δ1·w5 + δ2·w7]" in report and text["metrics"]["max_abs_diff_hand_vs_tape"] < 1e-15
+    assert "[δ1·w5 + δ2·w7]" in report and record["metrics"]["max_abs_diff_hand_vs_tape"] < 1e-15
 
 
 def test_c001_3_whole_batch_loss_is_ln9_and_per_row_is_ln3(tmp_path):

@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from backprop_suite.gradcheck import tape_gradients
 from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.manual.twin import parameters as model_variables
 from backprop_suite.worked_examples.result import WorkedResult
-from models.net_222 import NET_222_PARAMETERS, build_net_222, net_222_parameters
+from models.net_222 import NET_222_PARAMETERS, build_net_222, by_note_names, net_222_parameters
 
 DEFAULT_PARAMETERS = {"w1": 0.15, "w2": 0.20, "w3": 0.25, "w4": 0.30, "w5": 0.40, "w6": 0.45, "w7": 0.50,
                       "w8": 0.55, "b1": 0.35, "b2": 0.35, "b3": 0.60, "b4": 0.60}
@@ -72,15 +73,10 @@ def net_222_chain_rule(output_activation: str = "linear", learning_rate: float =
     tape_loss, tape = tape_gradients(model, batch, target, loss="half_squared_error")
     _, twin = ManualTwin(model, "float64", "half_squared_error").loss_and_gradients(batch, target)
 
-    def by_name(grads):  # "hidden/kernel" arrays -> w1..w8, b1..b4
-        return {n: float(grads[f"{layer}/{which}"][index]) for n, (layer, which, index) in NET_222_PARAMETERS.items()}
-
-    tape_named, twin_named = by_name(tape), by_name(twin)
+    tape_named, twin_named = by_note_names(tape), by_note_names(twin)
     updated_by_hand = {n: w[n] - learning_rate * hand[n] for n in NET_222_PARAMETERS}  # w ← w − η·∂E/∂w
     optimizer = keras.optimizers.SGD(learning_rate)
-    variables = [v for layer in model.layers for v in layer.trainable_weights]
-    optimizer.apply_gradients(zip([tf.constant(tape[f"{layer.name}/{v.name}"]) for layer in model.layers
-                                   for v in layer.trainable_weights], variables, strict=True))
+    optimizer.apply_gradients([(tf.constant(tape[name]), v) for name, v in model_variables(model).items()])
     updated_by_keras = net_222_parameters(model)
 
     lines += ["", f"{'':4} {'by hand':>13} {'tape':>13} {'manual twin':>13} {'w after SGD':>13}"]
