@@ -21,6 +21,7 @@ import tomllib
 
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
+from backprop_suite.provenance import code_sha256
 from models import MODEL_BUILDERS, model_options
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
@@ -61,7 +62,7 @@ def spec_header(spec) -> dict:
     root = EXPERIMENTS_DIR.parent
     return {"experiment": spec.name, "kind": spec.kind, "question": spec.question, "claims": list(spec.claims),
             "spec_file": str(spec.path.resolve().relative_to(root)) if spec.path.resolve().is_relative_to(root)
-            else str(spec.path), "spec_sha256": spec.sha256, "spec": spec.resolved()}
+            else str(spec.path), "spec_sha256": spec.sha256, "code_sha256": code_sha256(), "spec": spec.resolved()}
 
 
 def evaluate_expectations(spec, measured: dict, dataset: str | None = None) -> tuple[list[dict], str]:

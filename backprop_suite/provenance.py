@@ -1,4 +1,6 @@
-"""What a result was made with: library versions, machine, code revision."""
+"""What a result was made with: library versions, machine, code revision, and a checksum of the code."""
+import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -6,6 +8,9 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Modules that present results or schedule runs, but never change what an experiment measures; a
+# change to them must not make every stored result out of date.
+NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py", "backprop_suite/bench.py")
 
 
 def environment() -> dict:
@@ -52,3 +57,17 @@ def _git_revision() -> str | None:
 # Read once, when the suite is imported: the revision of the code that is running, not of whatever
 # the work tree holds when a long run ends.
 CODE_REVISION = _git_revision()
+
+
+@functools.cache
+def code_sha256() -> str:
+    """SHA-256 over the code that computes results (models/, backprop_suite/ but NOT_EXPERIMENT_CODE) and the
+    pinned requirements: a result whose stored checksum differs was made by other code."""
+    files = sorted(path for folder in ("models", "backprop_suite") for path in (REPO_ROOT / folder).rglob("*.py")
+                   if path.relative_to(REPO_ROOT).as_posix() not in NOT_EXPERIMENT_CODE)
+    digest = hashlib.sha256()
+    for path in [*files, REPO_ROOT / "requirements.txt"]:
+        content = path.read_bytes()
+        digest.update(f"{path.relative_to(REPO_ROOT).as_posix()} {len(content)}\n".encode())
+        digest.update(content)
+    return digest.hexdigest()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Main job: set up if needed, then train the quick experiments and write results/. Arguments go to
-# scripts/reproduce.py (--profile full, --only EXPERIMENT, --data-path PATH).
+# scripts/reproduce.py (--full, --only EXPERIMENT, --force, --data-path PATH).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up, shared by the README's two commands: a .venv with the pinned requirements and
-# this suite installed in it; graphviz (for model.png) and Debian's Fashion-MNIST files when root.
+# this suite installed in it; when root, Debian's graphviz (for model.png), Fashion-MNIST files and
+# chromium (the test that report.html renders).
 # Quick when nothing changed: pip runs only when requirements.txt or pyproject.toml did.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,13 +27,15 @@ fi
 missing=()
 command -v dot >/dev/null || missing+=(graphviz)
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: apt-get install ${missing[*]}"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-      || echo "setup: WARNING: could not install ${missing[*]}; model.png falls back to model.dot" >&2
+      || echo "setup: WARNING: could not install ${missing[*]}; without graphviz model.png falls back to" \
+              "model.dot, without chromium the report's rendering test fails" >&2
   else
     echo "setup: not root, so not installing ${missing[*]} (sudo apt-get install ${missing[*]});" \
-         "without graphviz, model.png falls back to model.dot" >&2
+         "without graphviz, model.png falls back to model.dot; without chromium the report's rendering test fails" >&2
   fi
 fi

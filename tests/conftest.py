@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"
+SHARED_CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"  # the original of experiments/CLAIMS.md
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite import artifacts
-from backprop_suite.datasets import load_dataset
-from backprop_suite.worked_examples.pca import load_iris
+from backprop_suite.datasets import load_dataset, load_iris
 from backprop_suite.worked_examples.result import WorkedResult
 
 

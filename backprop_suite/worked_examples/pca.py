@@ -6,24 +6,13 @@ sphere with the gradient from the tape (each step a ← (a + η∇)/‖a + η∇
 Lagrangian's stationarity Va = λa is checked with λ = aᵀVa. float64.
 """
 import functools
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from backprop_suite import artifacts
-from backprop_suite.datasets import load_dataset, sha256_of_file
+from backprop_suite.datasets import load_dataset, load_iris
 from backprop_suite.worked_examples.result import WorkedResult
-
-
-def load_iris() -> tuple[np.ndarray, np.ndarray, dict]:
-    import sklearn
-    from sklearn.datasets import load_iris as sklearn_iris
-
-    iris = sklearn_iris()
-    path = Path(sklearn.__file__).parent / "datasets" / "data" / "iris.csv"
-    return iris.data, iris.target, {"name": "iris", "source": f"scikit-learn {sklearn.__version__}: load_iris()",
-                                    "sha256": sha256_of_file(path), "samples": len(iris.data)}
 
 
 def top_direction_by_gradient_ascent(V: tf.Tensor, steps: int, step_size: float, seed: int) -> tf.Tensor:

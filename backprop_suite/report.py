@@ -1,0 +1,323 @@
+"""results/REPORT.md and results/report.html: every claim with its verdict, then every experiment.
+
+One document, two renderings: `build_report` makes a list of blocks (headings, paragraphs, tables,
+figures) from CLAIMS.md, the specs in experiments/ and the stored metrics.json files;
+`render_markdown` links the figures as files beside REPORT.md, `render_html` embeds them (base64),
+so report.html is one self-contained file.
+"""
+import base64
+import html
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backprop_suite import artifacts
+from backprop_suite.claims import CLAIMS_FILE, Claim, load_claims
+from backprop_suite.errors import SpecError
+from backprop_suite.experiment import EXPERIMENTS_DIR, load_spec
+from backprop_suite.provenance import CODE_REVISION
+
+NOT_YET_RUN = "not yet run"
+VERDICT_ORDER = ("failed", "discrepancy explained", "reproduced")  # the first one present decides a claim
+CHECKS_PER_CLAIM = 4  # in the claims table; the experiment sections list them all
+TRAINING_FIGURES = ("acc.png", "loss.png", "model.png")
+_MARK = {True: "✓", False: "✗"}
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    href: str  # relative to results/, for REPORT.md
+    anchor: str | None = None  # in report.html, where figures are embedded, link to this id instead
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+# Inline content: a str, Link or Code, or a list of them (a table cell's list is one item per line).
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+    anchor: str | None = None
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    parts: list
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple
+    rows: list  # of tuples of cells; a cell is inline content or a list of lines
+    css_class: str | None = None  # report.html only
+
+
+@dataclass(frozen=True)
+class Figure:
+    path: str  # relative to results/
+    caption: str
+    anchor: str
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    spec: object  # ExperimentSpec or WorkedExampleSpec
+    record: dict | None  # metrics.json, or None if never run
+
+    @property
+    def verdict(self) -> str:
+        return self.record["verdict"] if self.record else NOT_YET_RUN
+
+    def figures(self) -> list[str]:
+        if not self.record:
+            return []
+        if self.spec.kind == "training":
+            drawing = self.record.get("model_drawing")  # model.dot when graphviz was missing: not a figure
+            return [name for name in TRAINING_FIGURES if name != "model.png" or drawing == name]
+        return list(self.record.get("figures", []))
+
+
+def stored_results(results_root: Path, specs=None) -> list[ExperimentResult]:
+    """Every spec in experiments/ (or `specs`) with its stored metrics.json, if any."""
+    specs = specs if specs is not None else [load_spec(path) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
+    return [ExperimentResult(spec, read_record(Path(results_root) / spec.name / "metrics.json")) for spec in specs]
+
+
+def read_record(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SpecError(f"{path}: unreadable stored result ({error}); delete it or rerun with --force") from None
+
+
+def claim_verdict(results: list[ExperimentResult]) -> str:
+    """failed if any experiment failed, else discrepancy explained if any, else reproduced; not yet run if none ran.
+
+    A run with no applicable expectation ("measured only") gives no verdict.
+    """
+    verdicts = {result.verdict for result in results}
+    return next((verdict for verdict in VERDICT_ORDER if verdict in verdicts), NOT_YET_RUN)
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def unchecked_expectations(result: ExperimentResult) -> list:
+    """Expectations for another dataset than the one the run used (e.g. full MNIST when it fell back)."""
+    used = (result.record.get("data") or {}).get("name")
+    return [e for e in result.spec.expected if e.dataset not in (None, used)]
+
+
+def figure_anchor(experiment: str, filename: str) -> str:
+    return f"fig-{experiment}-{Path(filename).stem}"
+
+
+def claim_row(claim: Claim, results: list[ExperimentResult]) -> tuple:
+    ran = [result for result in results if result.record]
+    expected, measured = [], []
+    for result in ran:
+        for check in result.record["checks"]:
+            expected.append(check["expected"])
+            measured.append(f"{format_value(check['measured'])} {_MARK[check['met']]}")
+        for expectation in unchecked_expectations(result):
+            expected.append(expectation.describe() + f" (on {expectation.dataset})")
+            measured.append(f"not checked: ran on {result.record['data']['name']}")
+    if len(expected) > CHECKS_PER_CLAIM:
+        more = len(expected) - CHECKS_PER_CLAIM
+        expected, measured = expected[:CHECKS_PER_CLAIM], measured[:CHECKS_PER_CLAIM]
+        expected.append(f"… {more} more in the experiment sections")
+        measured.append("")
+    figure = next((Link(name, f"{result.spec.name}/{name}", figure_anchor(result.spec.name, name))
+                   for result in ran for name in result.figures()), "—")
+    experiments = [Link(result.spec.name, f"#{result.spec.name}", result.spec.name) for result in results] or ["—"]
+    return (claim.id, claim.seed_file, claim.summary, experiments, expected or ["—"], measured or ["—"],
+            claim_verdict(results), figure)
+
+
+def experiment_blocks(result: ExperimentResult) -> list:
+    spec, record = result.spec, result.record
+    blocks = [Heading(3, spec.name, spec.name),
+              Paragraph([spec.question, " Claims: ", ", ".join(spec.claims), ". Spec: ",
+                         Link(f"experiments/{spec.name}.toml", f"../experiments/{spec.name}.toml"), "."])]
+    if record is None:
+        return blocks + [Paragraph(["Verdict: ", NOT_YET_RUN, ". Run it with ",
+                                    Code(f"bash scripts/reproduce.sh --only {spec.name}"), "."])]
+    blocks.append(Paragraph([f"Verdict: {record['verdict']}. Wall time {record.get('wall_time_s', '?')} s."]))
+    rows = [(check["metric"], check["expected"], format_value(check["measured"]), _MARK[check["met"]], check["source"])
+            for check in record["checks"]]
+    rows += [(e.metric, e.describe() + f" (on {e.dataset})", f"not checked: ran on {record['data']['name']}", "—",
+              e.source) for e in unchecked_expectations(result)]
+    if rows:
+        blocks.append(Table(("metric", "expected", "measured", "met", "source"), rows))
+    if spec.kind == "training":
+        metrics = record["metrics"]
+        blocks.append(Paragraph([f"Test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f} "
+                                 f"after {metrics['epochs']} epochs; {metrics['parameters']:,} parameters. Curves: ",
+                                 Link("history.csv", f"{spec.name}/history.csv"), "."]))
+    else:
+        blocks.append(Paragraph(["What it printed: ", Link("report.txt", f"{spec.name}/report.txt"), "."]))
+    blocks += [Figure(f"{spec.name}/{name}", f"{spec.name}: {name}", figure_anchor(spec.name, name))
+               for name in result.figures()]
+    blocks.append(Paragraph(["Data: ", data_description(record.get("data"))]))
+    blocks.append(Paragraph(["Environment: ", environment_description(record["environment"])]))
+    return blocks
+
+
+def data_description(data: dict | None) -> str:
+    if not data:
+        return "none (the example builds its own inputs)."
+    sizes = ", ".join(f"{data[key]:,} {key.replace('_samples', '')}" for key in
+                      ("train_samples", "test_samples", "fit_samples", "validation_samples", "samples") if key in data)
+    text = f"{data['name']} ({sizes}) from {data['source']}, SHA-256 {data['sha256'][:16]}…"
+    return text + (f"; also {data_description(data['also'])}" if data.get("also") else ".")
+
+
+def environment_description(env: dict) -> str:
+    return (f"Python {env['python']}, TensorFlow {env['tensorflow']}, Keras {env['keras']}, NumPy {env['numpy']}; "
+            f"{env['platform']}, {env['cpu_count']} CPUs, {env['memory_gib']} GiB, {env['gpus']} GPUs; "
+            f"code revision {env['code_revision']}; command `{env['command']}`.")
+
+
+def build_report(results_root: Path, claims: list[Claim] | None = None, results=None) -> list:
+    claims = claims if claims is not None else load_claims()
+    results = results if results is not None else stored_results(results_root)
+    rows = [claim_row(claim, [r for r in results if claim.id in r.spec.claims]) for claim in claims]
+    counts = {verdict: sum(row[6] == verdict for row in rows) for verdict in (*VERDICT_ORDER[::-1], NOT_YET_RUN)}
+    summary = ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
+    blocks = [
+        Heading(1, "Backprop reproduction suite: report"),
+        Paragraph([f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by code revision {CODE_REVISION}, "
+                   f"from the stored results in results/. {len(claims)} claims: {summary}. Regenerate with ",
+                   Code("bash scripts/reproduce.sh"), " (runs what is out of date, then writes this report)."]),
+        Heading(2, "Claims", "claims"),
+        Paragraph(["One row per claim of ", Link("CLAIMS.md", "../experiments/CLAIMS.md"),
+                   ". A claim's verdict is failed if any of its experiments failed, else discrepancy explained "
+                   "if any explains one, else reproduced; not yet run if none of its experiments has a result."]),
+        Table(("claim", "seed file", "the note states", "experiments", "expected", "measured", "verdict", "figure"),
+              rows, css_class="claims"),
+        Heading(2, "Experiments", "experiments"),
+    ]
+    for result in results:
+        blocks += experiment_blocks(result)
+    return blocks
+
+
+# ---- rendering ---------------------------------------------------------------------------------------------
+
+
+def _md_inline(part) -> str:
+    if isinstance(part, list):
+        return "<br>".join(_md_inline(item) for item in part)
+    if isinstance(part, Link):
+        return f"[{part.text}]({part.href})"
+    if isinstance(part, Code):
+        return f"`{part.text}`"
+    return str(part)
+
+
+def _md_cell(cell) -> str:
+    return _md_inline(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: list) -> str:
+    out = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Paragraph):
+            out.append("".join(_md_inline(part) for part in block.parts))
+        elif isinstance(block, Table):
+            lines = ["| " + " | ".join(block.header) + " |", "|" + " --- |" * len(block.header)]
+            lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in block.rows]
+            out.append("\n".join(lines))
+        elif isinstance(block, Figure):
+            out.append(f"![{block.caption}]({block.path})")
+    return "\n\n".join(out) + "\n"
+
+
+def _html_inline(part) -> str:
+    if isinstance(part, list):
+        return "<br>".join(_html_inline(item) for item in part)
+    if isinstance(part, Link):
+        href = f"#{part.anchor}" if part.anchor else part.href
+        return f'<a href="{html.escape(href)}">{html.escape(part.text)}</a>'
+    if isinstance(part, Code):
+        return f"<code>{html.escape(part.text)}</code>"
+    return html.escape(str(part))
+
+
+def _data_uri(path: Path) -> str:
+    kinds = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg"}
+    if path.suffix not in kinds:
+        raise SpecError(f"{path}: cannot embed a {path.suffix or 'suffix-less'} file as a figure")
+    try:
+        payload = base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError as error:
+        raise SpecError(f"{path}: figure listed in metrics.json but unreadable: {error}") from None
+    return f"data:{kinds[path.suffix]};base64,{payload}"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1400px; padding: 0 1rem; line-height: 1.4; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.5rem; vertical-align: top; text-align: left; }
+th { background: #f3f3f3; }
+table.claims td:nth-child(1), table.claims td:nth-child(6) { white-space: nowrap; }
+figure { display: inline-block; margin: 0.5rem; vertical-align: top; }
+figure img { max-width: 560px; border: 1px solid #eee; }
+figcaption { font-size: 0.8rem; color: #555; }
+.verdict-reproduced { color: #1a7f37; } .verdict-failed { color: #cf222e; font-weight: bold; }
+.verdict-discrepancy-explained { color: #9a6700; } .verdict-not-yet-run { color: #777; }
+"""
+
+
+def render_html(blocks: list, results_root: Path) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>Backprop reproduction suite: report</title>", f"<style>{_STYLE}</style></head><body>"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            anchor = f' id="{html.escape(block.anchor)}"' if block.anchor else ""
+            out.append(f"<h{block.level}{anchor}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append("<p>" + "".join(_html_inline(part) for part in block.parts) + "</p>")
+        elif isinstance(block, Table):
+            css_class = f' class="{block.css_class}"' if block.css_class else ""
+            out.append(f"<table{css_class}><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
+                       + "</tr></thead><tbody>")
+            for row in block.rows:
+                cells = []
+                for cell in row:
+                    kind = f' class="verdict-{cell.replace(" ", "-")}"' if cell in (*VERDICT_ORDER, NOT_YET_RUN) else ""
+                    cells.append(f"<td{kind}>{_html_inline(cell)}</td>")
+                out.append("<tr>" + "".join(cells) + "</tr>")
+            out.append("</tbody></table>")
+        elif isinstance(block, Figure):
+            source, caption = _data_uri(Path(results_root) / block.path), html.escape(block.caption)
+            out.append(f'<figure id="{html.escape(block.anchor)}"><img src="{source}" alt="{caption}">'
+                       f"<figcaption>{caption}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(results_root: Path, claims_file: Path = CLAIMS_FILE) -> tuple[Path, Path]:
+    """Write results_root/REPORT.md and report.html from what is stored there; return their paths."""
+    results_root = Path(results_root)
+    blocks = build_report(results_root, load_claims(claims_file))
+    markdown, page = results_root / "REPORT.md", results_root / "report.html"
+    artifacts.write_text(markdown, render_markdown(blocks))
+    artifacts.write_text(page, render_html(blocks, results_root))
+    return markdown, page

@@ -1,0 +1,152 @@
+"""The claims file, and the report: every claim listed with a verdict, figures that load in a real browser."""
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import SHARED_CLAIMS_FILE
+
+from backprop_suite.claims import CLAIMS_FILE, load_claims
+from backprop_suite.errors import SpecError
+from backprop_suite.experiment import load_spec
+from backprop_suite.report import NOT_YET_RUN, ExperimentResult, claim_verdict, write_report
+from backprop_suite.reproduce import run_experiments
+
+# The IDs CLAIMS.md defines, typed from its text: 2 + 3 + 5 + 6 + 4 claims in five seed files.
+CLAIM_IDS = ["C000-1", "C000-2", "C001-1", "C001-2", "C001-3", "C002-1", "C002-2", "C002-3", "C002-4", "C002-5",
+             "C003-1", "C003-2", "C003-3", "C003-4", "C003-5", "C003-6", "C004-1", "C004-2", "C004-3", "C004-4"]
+
+
+def test_claims_file_lists_the_twenty_claims_with_their_seed_files():
+    claims = load_claims()
+    assert [claim.id for claim in claims] == CLAIM_IDS
+    assert {claim.seed_file[:3] for claim in claims} == {"000", "001", "002", "003", "004"}
+    assert all(claim.seed_file.startswith(claim.id[1:4]) for claim in claims)
+    c004_4 = next(claim for claim in claims if claim.id == "C004-4")
+    assert c004_4.statement == "The logistic derivative is y(1 − y)."
+
+
+@pytest.mark.skipif(not SHARED_CLAIMS_FILE.exists(), reason="../shared/CLAIMS.md is not beside the repository")
+def test_suite_copy_of_claims_md_is_the_shared_original():
+    assert CLAIMS_FILE.read_bytes() == SHARED_CLAIMS_FILE.read_bytes()
+
+
+def test_claim_continuation_lines_join_and_context_bullets_are_not_claims(tmp_path):
+    path = tmp_path / "CLAIMS.md"
+    path.write_text("# t\n\n## 007_abc.txt — a note\n- **C007-1** First line\n  continues here.\n"
+                    "- Context only: not a claim.\n- **C007-2** Second.\n", encoding="utf-8")
+    claims = load_claims(path)
+    assert [(c.id, c.seed_file, c.statement) for c in claims] == [
+        ("C007-1", "007_abc.txt", "First line continues here."), ("C007-2", "007_abc.txt", "Second.")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("# nothing here\n", "no claims found"),
+    ("- **C001-1** before any heading\n", r":1: claim C001-1 comes before any"),
+    ("## 001_a.txt — x\n- **C001-1** a\n- **C001-1** b\n", "C001-1 appear more than once"),
+])
+def test_malformed_claims_file_is_rejected_naming_it(tmp_path, text, message):
+    path = tmp_path / "CLAIMS.md"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError, match=message) as error:
+        load_claims(path)
+    assert str(path) in str(error.value)
+
+
+def _result(verdict):
+    return ExperimentResult(load_spec("c000_1_net_222_identity"), None if verdict is None else {"verdict": verdict})
+
+
+@pytest.mark.parametrize("verdicts, expected", [
+    (["reproduced", "reproduced"], "reproduced"),
+    (["reproduced", "discrepancy explained"], "discrepancy explained"),
+    (["discrepancy explained", "failed", "reproduced"], "failed"),
+    (["reproduced", None], "reproduced"),  # one experiment not run yet: the others decide
+    ([None], NOT_YET_RUN),
+    ([], NOT_YET_RUN),
+    (["measured only (no expectation for dataset mnist-5k)"], NOT_YET_RUN),
+])
+def test_claim_verdict_is_the_worst_of_its_experiments(verdicts, expected):
+    assert claim_verdict([_result(v) for v in verdicts]) == expected
+
+
+@pytest.fixture(scope="module")
+def report_of_three_experiments(tmp_path_factory):
+    """The real main-job path: three cheap experiments run, then the report over every spec and claim,
+    with one extra claim that no experiment covers."""
+    results = tmp_path_factory.mktemp("results")
+    run_experiments([load_spec(name) for name in
+                     ("c000_1_net_222_sigmoid", "c000_1_net_222_gradcheck", "c001_3_whole_batch_softmax")], results)
+    claims = tmp_path_factory.mktemp("claims") / "CLAIMS.md"
+    claims.write_text(CLAIMS_FILE.read_text(encoding="utf-8") + "\n## 009_x.txt — extra\n- **C009-1** Uncovered.\n",
+                      encoding="utf-8")
+    markdown, page = write_report(results, claims)
+    return results, markdown.read_text(encoding="utf-8"), page
+
+
+def _claim_rows(markdown: str) -> dict[str, list[str]]:
+    rows = re.findall(r"^\| (C\d{3}-\d+) \|(.*)\|$", markdown, re.MULTILINE)
+    return {claim: [cell.strip() for cell in rest.split(" | ")] for claim, rest in rows}
+
+
+def test_report_lists_every_claim_once_with_its_verdict(report_of_three_experiments):
+    _, markdown, _ = report_of_three_experiments
+    rows = _claim_rows(markdown)
+    assert list(rows) == [*CLAIM_IDS, "C009-1"]
+    verdict = {claim: cells[5] for claim, cells in rows.items()}
+    assert verdict["C000-1"] == "reproduced"  # the sigmoid variant ran; its published numbers matched
+    assert verdict["C001-3"] == "discrepancy explained"
+    assert verdict["C009-1"] == NOT_YET_RUN  # no experiment at all: listed, not dropped
+    assert verdict["C003-1"] == NOT_YET_RUN  # experiments exist, but none ran here
+    assert "0.298371 ✓" in rows["C000-1"][4]  # E of the published example, measured
+    assert rows["C000-1"][6] == "[gradcheck.png](c000_1_net_222_gradcheck/gradcheck.png)"
+
+
+def test_report_sections_embed_each_figure_that_exists(report_of_three_experiments):
+    results, markdown, _ = report_of_three_experiments
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert "c000_1_net_222_gradcheck/gradcheck.png" in figures
+    assert all((results / figure).is_file() for figure in figures)
+    assert "Run it with `bash scripts/reproduce.sh --only c003_1_mnist_cnn`" in markdown
+
+
+# Appended to a copy of report.html: after the page loads, record how many images it has and which did not decode.
+_IMAGE_PROBE = """<script>window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.setAttribute("data-images", images.length);
+  document.body.setAttribute("data-broken", images.filter(i => !(i.complete && i.naturalWidth > 0))
+                                                   .map(i => i.alt).join("|"));
+});</script>"""
+
+
+def images_in_chromium(page, tmp_path) -> tuple[int, list[str]]:
+    """(number of images, alt texts of those that failed to load) in headless Chromium."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _IMAGE_PROBE + "</body>"), encoding="utf-8")
+    command = [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    body = re.search(r'<body data-images="(\d+)" data-broken="([^"]*)"', dom)
+    assert body, f"the probe did not run; chromium printed: {dom[:300]}"
+    return int(body[1]), [alt for alt in body[2].split("|") if alt]
+
+
+def test_report_html_is_self_contained_and_every_image_loads_in_chromium(report_of_three_experiments, tmp_path):
+    results, markdown, page = report_of_three_experiments
+    html = page.read_text(encoding="utf-8")
+    assert 'src="data:image/png;base64,' in html and 'src="c0' not in html  # nothing to fetch beside it
+    count, broken = images_in_chromium(page, tmp_path)
+    assert count == len(re.findall(r"!\[", markdown)) >= 1
+    assert broken == []
+
+
+def test_image_probe_sees_a_broken_image(report_of_three_experiments, tmp_path):
+    """The check above can fail: one corrupted embedded PNG is reported by name."""
+    _, _, page = report_of_three_experiments
+    html = page.read_text(encoding="utf-8")
+    corrupted = re.sub(r'(<img src="data:image/png;base64,)[A-Za-z0-9+/]{64}', r"\1" + "A" * 64, html, count=1)
+    assert corrupted != html
+    copy = tmp_path / "corrupted.html"
+    copy.write_text(corrupted, encoding="utf-8")
+    count, broken = images_in_chromium(copy, tmp_path)
+    assert len(broken) == 1 and count >= 1

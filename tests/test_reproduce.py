@@ -1,0 +1,69 @@
+"""The main job reruns only what is out of date: a spec, the code or the data changed, or a run was interrupted."""
+import json
+
+import pytest
+
+from backprop_suite.experiment import load_spec
+from backprop_suite.reproduce import UP_TO_DATE, out_of_date_reason, run_experiments, select_specs
+
+EXPERIMENT = "c000_1_net_222_identity"  # 0.1 s, no data
+
+
+@pytest.fixture
+def stored(tmp_path):
+    run_experiments([load_spec(EXPERIMENT)], tmp_path)
+    return tmp_path, tmp_path / EXPERIMENT / "metrics.json"
+
+
+def _edit_record(path, **changes):
+    record = json.loads(path.read_text())
+    record.update(changes)
+    path.write_text(json.dumps(record))
+
+
+def test_second_run_skips_an_up_to_date_experiment_and_says_so(stored, capsys):
+    results, metrics = stored
+    before = metrics.read_bytes()
+    records = run_experiments([load_spec(EXPERIMENT)], results)
+    assert records[0]["status"] == UP_TO_DATE and records[0]["verdict"] == "reproduced"
+    assert metrics.read_bytes() == before
+    assert f"{UP_TO_DATE}: {EXPERIMENT}" in capsys.readouterr().out
+
+
+def test_force_reruns_an_up_to_date_experiment(stored):
+    results, _ = stored
+    assert run_experiments([load_spec(EXPERIMENT)], results, force=True)[0]["status"] == "ran"
+
+
+def test_changed_spec_makes_the_result_out_of_date(stored, tmp_path_factory):
+    results, _ = stored
+    edited = tmp_path_factory.mktemp("specs") / f"{EXPERIMENT}.toml"
+    edited.write_text(load_spec(EXPERIMENT).path.read_text() + "\n# an edit\n")
+    assert out_of_date_reason(load_spec(edited), results) == f"experiments/{EXPERIMENT}.toml changed"
+    assert run_experiments([load_spec(edited)], results)[0]["status"] == "ran"
+
+
+def test_result_made_by_other_code_is_out_of_date(stored):
+    results, metrics = stored
+    _edit_record(metrics, code_sha256="0" * 64)
+    assert out_of_date_reason(load_spec(EXPERIMENT), results) == "the code changed"
+
+
+def test_result_made_from_other_data_is_out_of_date(stored):
+    results, metrics = stored
+    _edit_record(metrics, data={"name": "iris", "sha256": "0" * 64})  # scikit-learn's iris hashes otherwise
+    assert out_of_date_reason(load_spec(EXPERIMENT), results) == "its data iris changed"
+
+
+def test_interrupted_run_is_out_of_date_so_that_it_resumes(stored):
+    results, _ = stored
+    (results / EXPERIMENT / ".in_progress").mkdir()
+    assert out_of_date_reason(load_spec(EXPERIMENT), results) == "an interrupted run to resume"
+
+
+def test_quick_selection_is_the_quick_profile_and_full_is_every_spec():
+    quick, full = select_specs(), select_specs(full=True)
+    assert {spec.profile for spec in quick} == {"quick"}
+    assert {spec.name for spec in quick} < {spec.name for spec in full}
+    assert {spec.profile for spec in full} == {"quick", "full"}
+    assert [spec.name for spec in select_specs(only=[EXPERIMENT])] == [EXPERIMENT]
