@@ -40,8 +40,9 @@ def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
         model = build_model(spec.model, **spec.model_options)
     except (ValueError, TypeError) as error:
         raise SpecError(f"{spec.path} [model]: {error}") from None
+    # jit_compile=False: XLA made the CNN's training slower on CPU (results/bench.json, `fit_jit` vs `fit`).
     model.compile(optimizer=OPTIMIZERS[spec.optimizer](learning_rate=spec.learning_rate),
-                  loss=spec.loss, metrics=["accuracy"])
+                  loss=spec.loss, metrics=["accuracy"], jit_compile=False)
     return model
 
 

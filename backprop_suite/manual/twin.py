@@ -110,25 +110,39 @@ class ManualTwin:
         return steps + [ACTIVATIONS[activation]()]
 
     def forward(self, x, t, dropout_masks=None):
-        """The loss; keeps what backward needs."""
+        """The loss; keeps what backward needs.
+
+        dropout_masks: {dropout layer name: 0/1 mask}, or a callable (manual.Dropout, its input) -> mask
+        that draws one (a training step); None: dropout is the identity (inference).
+        """
         y = tf.cast(x, self.dtype)
         for layer, step in self.steps:
             if hasattr(step, "set_parameters"):  # read live, so an assign to a Keras variable is seen
-                step.set_parameters(*(tf.constant(w, self.dtype) for w in layer.get_weights()))
+                step.set_parameters(*(tf.cast(w.value, self.dtype) for w in layer.trainable_weights))
             if isinstance(step, manual.Dropout):
-                y = step.forward(y, (dropout_masks or {}).get(step.name))
+                mask = dropout_masks(step, y) if callable(dropout_masks) else (dropout_masks or {}).get(step.name)
+                y = step.forward(y, mask)
             else:
                 y = step.forward(y)
         return self.loss_layer.forward(y, tf.cast(t, self.dtype))
 
-    def backward(self) -> dict[str, np.ndarray]:
-        """Every weight's gradient by "<layer>/<weight>" name, after forward (C002-5: forward first)."""
+    def gradient_tensors(self) -> list[tf.Tensor]:
+        """Every weight's gradient, in parameters(model) order, after forward (C002-5: forward first)."""
         dout, grads = self.loss_layer.backward(), {}
         for layer, step in reversed(self.steps):
             dout = step.backward(dout)
             for weight, grad in getattr(step, "grads", {}).items():
-                grads[f"{layer.name}/{weight}"] = grad.numpy()
-        return {name: grads[name] for name in parameters(self.model)}
+                grads[f"{layer.name}/{weight}"] = grad
+        return [grads[name] for name in parameters(self.model)]
+
+    def backward(self) -> dict[str, np.ndarray]:
+        """Every weight's gradient by "<layer>/<weight>" name, after forward."""
+        return {name: grad.numpy() for name, grad in zip(parameters(self.model), self.gradient_tensors(), strict=True)}
+
+    def loss_and_gradient_tensors(self, x, t, dropout_masks=None) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """forward then backward as tensors: traceable, so a training step can compile it into a tf.function."""
+        loss = self.forward(x, t, dropout_masks)
+        return loss, self.gradient_tensors()
 
     def loss_and_gradients(self, x, t, dropout_masks=None) -> tuple[float, dict[str, np.ndarray]]:
         loss = self.forward(x, t, dropout_masks)

@@ -1,0 +1,270 @@
+"""Benchmarks: how fast the C003-1 CNN trains here, against the machine's own limit and against PyTorch.
+
+- Limit: the float32 matrix-multiply rate measured on this machine, times the model's FLOPs per
+  sample (counted per layer: 2 FLOPs per multiply-add of Conv2D and Dense; bias, activation and
+  pooling add < 1 %), training ≈ 3 × forward (the backward computes two products per forward one).
+- Configurations: Keras `fit`, `fit` with jit_compile, a custom tf.function GradientTape step, the
+  manual-backprop step compiled (and eager, as it ran before), and PyTorch when installed. All use
+  Adam (1e-3), categorical cross-entropy, dropout on, float32, the same mnist-5k digits.
+- Side by side: each round runs every configuration once, in turn, so a slow moment on the shared
+  machine hits them all; ratios are taken within a round, and the median over rounds reported.
+- Peak memory: each configuration in its own process, which loads the data, resets the kernel's
+  peak-RSS counter, then builds and trains: the peak while training, and its rise over the start.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backprop_suite.datasets import load_dataset, to_model_inputs
+from backprop_suite.steps import manual_step, tape_step
+from models import build_model
+
+CONFIGS = ("fit", "fit_jit", "tape_step", "manual_step", "manual_step_eager", "torch")
+TRAINING_OVER_FORWARD = 3
+SEED = 0
+
+
+def matmul_flops_per_second(n: int = 1024, calls: int = 10, repeats: int = 5) -> float:
+    """The float32 matrix-multiply rate, best of `repeats` timings of `calls` n×n products (2n³ FLOPs each)."""
+    a, b = tf.random.stateless_normal((n, n), (1, 2)), tf.random.stateless_normal((n, n), (3, 4))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))  # the sum forces the product, costs n²
+    product()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            product().numpy()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return 2 * n**3 / best
+
+
+def forward_flops_per_sample(model: keras.Model) -> dict[str, int]:
+    """Per Conv2D/Dense layer: 2 × multiply-adds for one sample's forward pass."""
+    flops = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, c_in, c_out = layer.kernel.shape
+            _, h_out, w_out, _ = layer.output.shape
+            flops[layer.name] = 2 * kh * kw * c_in * c_out * h_out * w_out
+        elif isinstance(layer, keras.layers.Dense):
+            fan_in, fan_out = layer.kernel.shape
+            flops[layer.name] = 2 * fan_in * fan_out
+    return flops
+
+
+def _fresh_cnn() -> keras.Model:
+    keras.utils.set_random_seed(SEED)
+    return build_model("mnist_cnn")
+
+
+def _batches(x, y, batch_size: int, count: int) -> list:
+    starts = [(i * batch_size) % (len(x) - batch_size) for i in range(count)]
+    return [(tf.constant(x[s:s + batch_size]), tf.constant(y[s:s + batch_size])) for s in starts]
+
+
+def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
+    """A warmed-up `run(steps) -> seconds` that trains `steps` batches with this configuration."""
+    if config == "torch":
+        return _torch_runner(batch_size, x, y)
+    model = _fresh_cnn()
+    optimizer = keras.optimizers.Adam(1e-3)
+    if config in ("fit", "fit_jit"):
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy", jit_compile=config == "fit_jit")
+        data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch_size, drop_remainder=True)
+
+        def run(steps):
+            start = time.perf_counter()
+            model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+            return time.perf_counter() - start
+    else:
+        step = {"tape_step": lambda: tape_step(model, optimizer),
+                "manual_step": lambda: manual_step(model, optimizer),
+                "manual_step_eager": lambda: manual_step(model, optimizer, compiled=False)}[config]()
+        batches = _batches(x, y, batch_size, 64)
+
+        def run(steps):
+            start = time.perf_counter()
+            for i in range(steps):
+                loss = step(*batches[i % len(batches)])
+            float(loss)  # wait for the last step
+            return time.perf_counter() - start
+    run(3)  # tracing, compilation, first allocations
+    return run
+
+
+def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
+    import torch
+
+    from models.torch_mnist_cnn import build_torch_mnist_cnn
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(os.cpu_count())
+    model = build_torch_mnist_cnn()
+    if (count := sum(p.numel() for p in model.parameters())) != _fresh_cnn().count_params():
+        raise AssertionError(f"the PyTorch CNN has {count} parameters, not the Keras model's")
+    optimizer, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
+    images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
+    labels = torch.from_numpy(y.argmax(axis=1))
+    starts = [(i * batch_size) % (len(x) - batch_size) for i in range(64)]
+    model.train()
+
+    def run(steps):
+        start = time.perf_counter()
+        for i in range(steps):
+            s = starts[i % len(starts)]
+            optimizer.zero_grad()
+            loss = loss_fn(model(images[s:s + batch_size]), labels[s:s + batch_size])
+            loss.backward()
+            optimizer.step()
+        float(loss)
+        return time.perf_counter() - start
+
+    run(3)
+    return run
+
+
+def torch_available() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
+
+
+def training_data() -> tuple[np.ndarray, np.ndarray, dict]:
+    dataset = load_dataset("mnist-5k")
+    x, y = to_model_inputs(dataset.train, (28, 28, 1))
+    return x, y, dataset.provenance()
+
+
+def throughput(configs, batch_sizes, rounds: int, seconds_per_measurement: float, progress=print) -> dict:
+    """Samples per second of each configuration and batch size, measured round-robin; every round's
+    value is kept, so ratios can be taken within a round."""
+    x, y, _ = training_data()
+    measured = {}
+    for batch_size in batch_sizes:
+        runners = {}
+        for config in configs:
+            progress(f"[bench] warming up {config} at batch {batch_size}")
+            runners[config] = runner(config, batch_size, x, y)
+        # Steps per measurement from one timed probe each, so every measurement lasts about as long.
+        steps = {c: max(3, round(seconds_per_measurement / (r(3) / 3))) for c, r in runners.items()}
+        rows = {config: [] for config in configs}
+        for number in range(rounds):
+            for config, run in runners.items():
+                rows[config].append(steps[config] * batch_size / run(steps[config]))
+            progress(f"[bench] batch {batch_size}, round {number + 1}/{rounds}: "
+                     + ", ".join(f"{c} {rows[c][-1]:,.0f}/s" for c in configs))
+        measured[batch_size] = {"steps_per_measurement": steps, "samples_per_second": rows}
+    return measured
+
+
+def peak_memory_mib(config: str, batch_size: int, steps: int = 20) -> dict:
+    """Memory of a fresh process that loads the data, then builds and trains `steps` batches of `config`:
+    resident MiB before training, the peak while training, and their difference."""
+    command = [sys.executable, "-m", "backprop_suite.bench", "--probe", config, str(batch_size), str(steps)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if completed.returncode != 0:
+        raise RuntimeError(f"memory probe {config} at batch {batch_size} failed:\n{completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
+def _probe(config: str, batch_size: int, steps: int) -> None:
+    x, y, _ = training_data()
+    if config == "torch":
+        import torch  # noqa: F401  (imported before the reset: the library is not the training's memory)
+    before = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # reset the peak (VmHWM) to the current resident size (Linux ≥ 4.0)
+    runner(config, batch_size, x, y)(steps)
+    peak = _status_mib("VmHWM")
+    print(json.dumps({"before_mib": before, "peak_mib": peak, "training_mib": peak - before}))
+
+
+def gradient_costs(repeats: int) -> dict:
+    """C000-2, C001-1, C002-2 and the CNN's full-coverage check, by the suite's own experiments' code."""
+    from backprop_suite.gradcheck import directional_check
+    from backprop_suite.gradient_report import gradient_batch, gradient_model
+    from backprop_suite.worked_examples.gradient_cost import gradient_cost
+
+    cost = gradient_cost(repeats=repeats).metrics
+    rng = np.random.default_rng(SEED)
+    model = gradient_model("mnist_cnn", rng)
+    x, t, masks, _ = gradient_batch(model, 8, rng)
+    check = directional_check(model, x, t, masks, directions=5)
+    return {"backprop_over_forward": {name: cost[f"backprop_over_forward_{name}"]
+                                      for name in ("net_222", "two_layer_net", "mnist_cnn")},
+            "numerical_over_backprop_two_layer_net": cost["numerical_over_backprop"],
+            "numerical_gradient_forward_calls": cost["forward_calls"],
+            "numerical_gradient_seconds": cost["numerical_seconds"],
+            "cnn_directional_check_seconds": check["seconds"], "cnn_directional_check_passed": check["passed"],
+            "cnn_parameters_covered": check["parameters"]}
+
+
+def summarise(measured: dict, matmul_rate: float, flops_per_sample: float) -> dict:
+    """Median samples/s and fraction of the limit per configuration; within-round time ratios vs the tape step."""
+    limit = matmul_rate / flops_per_sample
+    summary = {}
+    for batch_size, result in measured.items():
+        rows = result["samples_per_second"]
+        configs = {c: {"samples_per_second": float(np.median(v)), "fraction_of_limit": float(np.median(v)) / limit,
+                       "rounds": v} for c, v in rows.items()}
+        if "tape_step" in rows:  # time per sample relative to the tape step, paired within each round
+            for config, values in rows.items():
+                configs[config]["time_over_tape_step"] = float(np.median(np.divide(rows["tape_step"], values)))
+        summary[batch_size] = configs
+    return summary
+
+
+def markdown_table(bench: dict) -> str:
+    """The README's table: one row per configuration, samples/s and share of the limit per batch size."""
+    batches = list(bench["throughput"])
+    header = "| configuration | " + " | ".join(f"batch {b}: samples/s (% of limit, time ÷ tape step)" for b in batches)
+    lines = [header + " | memory rise while training, MiB (batch " + ", ".join(batches) + ") |",
+             "|" + " --- |" * (len(batches) + 2)]
+    for config in bench["throughput"][batches[0]]:
+        cells = []
+        for b in batches:
+            row = bench["throughput"][b][config]
+            cells.append(f"{row['samples_per_second']:,.0f} ({100 * row['fraction_of_limit']:.1f} %, "
+                         f"{row.get('time_over_tape_step', float('nan')):.2f}×)")
+        memory = ", ".join(f"+{bench['peak_memory_mib'][b][config]['training_mib']:,.0f}"
+                           if config in bench["peak_memory_mib"][b] else "—" for b in batches)
+        lines.append(f"| `{config}` | " + " | ".join(cells) + f" | {memory} |")
+    return "\n".join(lines)
+
+
+def plot_throughput(bench: dict, path) -> None:
+    import matplotlib.pyplot as plt
+
+    from backprop_suite import artifacts
+
+    batches = list(bench["throughput"])
+    configs = list(bench["throughput"][batches[0]])
+    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=100)
+    width = 0.8 / len(batches)
+    for i, b in enumerate(batches):
+        values = [bench["throughput"][b][c]["samples_per_second"] for c in configs]
+        axes.bar(np.arange(len(configs)) + i * width, values, width, label=f"batch {b}")
+    axes.set_xticks(np.arange(len(configs)) + width * (len(batches) - 1) / 2, configs, rotation=20)
+    axes.set(ylabel="training samples / s", title=f"C003-1 CNN training throughput; limit (matmul rate ÷ "
+             f"training FLOPs) = {bench['limit_samples_per_second']:,.0f}/s")
+    axes.legend()
+    axes.grid(axis="y", alpha=0.3)
+    artifacts.save_figure(figure, path)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
+    _probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

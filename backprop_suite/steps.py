@@ -1,0 +1,47 @@
+"""Custom training steps, each one compiled tf.function: the GradientTape step a Keras user writes, and
+the same step with the gradient from the manual backward formulas instead of the tape.
+
+Both take (x, t) batches and update the model's variables with `optimizer`; the loss is the one
+the manual twin pairs with the output (categorical cross-entropy for softmax), averaged over the batch.
+Dropout: the tape step draws Keras's own masks (training=True); the manual step draws its masks with
+tf.random, or applies the given ones (a dict by layer name) so that both can be compared exactly.
+"""
+import keras
+import tensorflow as tf
+
+from backprop_suite.manual.twin import ManualTwin, parameters
+
+
+def tape_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False):
+    """step(x, t) -> loss: forward under a GradientTape, tape.gradient, optimizer.apply."""
+    variables = model.trainable_variables
+    # A Keras loss computes in float32 unless told otherwise, even for a float64 model.
+    loss_fn = keras.losses.CategoricalCrossentropy(dtype=variables[0].dtype)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x, t):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(t, model(x, training=True))
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def _drawn_mask(dropout, x):
+    return tf.random.uniform(tf.shape(x), dtype=x.dtype) >= dropout.rate  # keep with probability 1 − rate
+
+
+def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropout_masks: dict | None = None,
+                compiled: bool = True):
+    """step(x, t) -> loss with the manual twin's forward and backward (no tape); compiled unless told not to."""
+    twin = ManualTwin(model, model.trainable_variables[0].dtype)
+    variables = list(parameters(model).values())  # the order of twin.gradient_tensors()
+    masks = _drawn_mask if dropout_masks is None else dropout_masks
+
+    def step(x, t):
+        loss, grads = twin.loss_and_gradient_tensors(x, t, masks)
+        optimizer.apply(grads, variables)
+        return loss
+
+    return tf.function(step) if compiled else step
