@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Modules that present results or schedule runs, but never change what an experiment measures; a
-# change to them must not make every stored result out of date.
-NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py", "backprop_suite/bench.py")
+# Modules that present results, schedule runs, benchmark, or place training on devices (no experiment
+# runs under a tf.distribute strategy), but never change what an experiment measures; a change to them
+# must not make every stored result out of date.
+NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py", "backprop_suite/bench.py",
+                       "backprop_suite/distribute.py")
 
 
 def environment() -> dict:
