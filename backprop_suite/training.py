@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from backprop_suite import artifacts
+from backprop_suite import artifacts, distribute
 from backprop_suite.checkpoint import EpochCheckpoint
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
@@ -47,20 +47,30 @@ def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
 
 
 def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,
-                     restart: bool = False) -> dict:
-    """Train `spec`, resuming an interrupted run of it; write results_root/<name>/ and return metrics.json."""
+                     restart: bool = False, strategy: tf.distribute.Strategy | None = None,
+                     save_weights: str | None = None) -> dict:
+    """Train `spec`, resuming an interrupted run of it; write results_root/<name>/ and return metrics.json.
+
+    Under a tf.distribute `strategy` (backprop_suite.distribute) the batch size is the global batch. With
+    several workers only the chief (worker 0) writes results; each worker checkpoints its own state.
+    save_weights: also write the trained weights there (Keras .weights.h5; "{worker}" becomes the worker index).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    worker = distribute.worker_index(strategy)
     out_dir = Path(results_root) / spec.name
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(spec.dataset, data_path)
     fit_split, val_split = held_out_validation(dataset.train, spec.validation_fraction)
-    model = build_compiled_model(spec)
+    with strategy.scope():
+        model = build_compiled_model(spec)
     input_shape = model.input_shape[1:]
     (x_fit, y_fit), validation, (x_test, y_test) = (
         to_model_inputs(split, input_shape) for split in (fit_split, val_split, dataset.test))
 
-    checkpoint = EpochCheckpoint(out_dir / ".in_progress", {"spec": spec.resolved(), "data_sha256": dataset.sha256})
+    state_dir = out_dir / (".in_progress" if worker == 0 else f".in_progress-worker{worker}")
+    checkpoint = EpochCheckpoint(state_dir, {"spec": spec.resolved(), "data_sha256": dataset.sha256})
     if restart:
         checkpoint.discard()
     first_epoch = checkpoint.restore(model)
@@ -68,23 +78,37 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
         print(f"[train] {spec.name}: resuming after epoch {first_epoch}/{spec.epochs} "
               f"from {checkpoint.state_dir}", flush=True)
     print(f"[train] {spec.name}: {spec.model} ({model.count_params():,} parameters) on {dataset.name} "
-          f"({len(fit_split)} train / {len(val_split)} validation / {len(dataset.test)} test)", flush=True)
+          f"({len(fit_split)} train / {len(val_split)} validation / {len(dataset.test)} test)"
+          f"{distribute.describe(strategy)}", flush=True)
     if first_epoch < spec.epochs:
-        model.fit(shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs),
-                  epochs=spec.epochs, initial_epoch=first_epoch, shuffle=False,  # shuffled_batches did
-                  steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
-                  callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
+        batches = shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            distribute.fit_multiworker(strategy, model, batches, len(x_fit), first_epoch, spec.epochs, validation,
+                                       checkpoint)
+        else:
+            model.fit(batches, epochs=spec.epochs, initial_epoch=first_epoch, shuffle=False,  # shuffled_batches did
+                      steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
+                      callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
     evaluation_start = time.perf_counter()
-    test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # Keras 3's evaluate fails there too
+        test_loss, test_accuracy = distribute.evaluate_locally(model, x_test, y_test)
+    else:
+        test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     measured = {"test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
                 "parameters": model.count_params()}
     record = results_record(spec, dataset, len(fit_split), len(val_split), checkpoint.rows, measured)
     record["wall_time_s"] = round(checkpoint.seconds + time.perf_counter() - evaluation_start, 2)
     record["resumed_after_epoch"] = first_epoch or None
-    write_results(out_dir, spec, model, checkpoint.rows, record)
+    record["strategy"] = {"name": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+    if worker == 0:
+        write_results(out_dir, spec, model, checkpoint.rows, record)
+    if save_weights:
+        with artifacts.atomic_path(Path(save_weights.replace("{worker}", str(worker)))) as tmp:
+            model.save_weights(str(tmp))
     checkpoint.discard()
     print(f"[train] {spec.name}: test_accuracy {test_accuracy:.4f}, test_loss {test_loss:.4f}; "
-          f"verdict: {record['verdict']}; results in {out_dir}", flush=True)
+          f"verdict: {record['verdict']}; "
+          + (f"results in {out_dir}" if worker == 0 else "worker 0 writes the results"), flush=True)
     return record
 
 

@@ -1,6 +1,7 @@
 """Train one experiment: `python scripts/train.py c003_1_mnist_cnn_quick` (a name in experiments/ or a .toml path)."""
 import argparse
 
+from backprop_suite import distribute
 from backprop_suite.errors import SpecError, exit_cleanly_on_suite_error
 from backprop_suite.experiment import load_spec
 from backprop_suite.training import RESULTS_DIR, train_experiment
@@ -15,12 +16,25 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", default=RESULTS_DIR,
                         help="where results/<experiment>/ goes (default: %(default)s)")
     parser.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
+    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="default",
+                        help="default: one device; mirrored: all local GPUs, else --cpu-devices logical CPU devices; "
+                             "multiworker: the cluster in TF_CONFIG, one process per worker. The spec's batch "
+                             "size is the global batch, split over the replicas (default: %(default)s)")
+    parser.add_argument("--cpu-devices", type=int, default=2,
+                        help="logical CPU devices for --strategy mirrored without GPUs (default: %(default)s)")
+    parser.add_argument("--save-weights", metavar="PATH",
+                        help="also save the trained weights (.weights.h5; {worker} becomes the worker's index)")
     args = parser.parse_args(argv)
+    if args.save_weights and not args.save_weights.endswith(".weights.h5"):
+        raise SpecError(f"--save-weights {args.save_weights}: Keras needs a name ending in .weights.h5")
     spec = load_spec(args.experiment)
     if spec.kind != "training":
         raise SpecError(f"{spec.path} is a worked example, not a training run: "
                         f"run it with `python scripts/reproduce.py --only {spec.name}`")
-    train_experiment(spec, args.results_dir, args.data_path, args.restart)
+    if args.strategy == "mirrored" and not distribute.has_gpus():
+        distribute.split_cpu(args.cpu_devices)  # before TensorFlow's runtime starts
+    strategy = distribute.make_strategy(args.strategy)
+    train_experiment(spec, args.results_dir, args.data_path, args.restart, strategy, args.save_weights)
     return 0
 
 

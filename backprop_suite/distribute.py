@@ -1,0 +1,273 @@
+"""Data-parallel training with tf.distribute, and the check that it computes the single-device gradient.
+
+Batch size means the global batch. With R replicas each takes batch/R examples and computes the
+gradient of (its examples' summed loss) / (global batch); the all-reduce sums those, which is the
+mean over the global batch: the gradient one device computes on the whole batch. So at a fixed
+global batch the learning rate does not change with R. Growing the global batch k-fold is another
+matter (fewer, less noisy steps per epoch); the common heuristic is then to scale the learning rate
+by k and warm it up, which the suite leaves to you.
+
+Strategies: `default` (one device), `mirrored` (every local GPU, else the logical CPU devices set up
+by split_cpu), `multiworker` (MultiWorkerMirroredStrategy over the cluster in TF_CONFIG).
+"""
+import json
+import os
+import re
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from backprop_suite.errors import SuiteError
+from backprop_suite.manual.twin import parameters, reference_loss
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+COLLECTIVE_TIMEOUT_S = 60  # a collective that waits longer for a peer fails instead of hanging
+
+
+def has_gpus() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def split_cpu(count: int) -> None:
+    """Present the CPU as `count` logical devices (for mirrored training without GPUs); before any TF op."""
+    if count < 1:
+        raise SuiteError(f"--cpu-devices must be at least 1, not {count}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as error:
+        raise SuiteError(f"cannot split the CPU into {count} devices after TensorFlow started: {error}") from None
+
+
+def check_tf_config(text: str | None) -> dict:
+    """TF_CONFIG as a dict, or SuiteError saying what is wrong with it."""
+    if not text:
+        raise SuiteError("--strategy multiworker needs TF_CONFIG, e.g. "
+                         '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+                         '"index": 0}} (the same cluster on every machine, each with its own index)')
+    try:
+        config = json.loads(text)
+        workers, task = config["cluster"]["worker"], config["task"]
+        index = int(task["index"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise SuiteError(f"TF_CONFIG is not a cluster spec with cluster.worker and task.index: {error}") from None
+    if task.get("type") != "worker" or not 0 <= index < len(workers):
+        raise SuiteError(f"TF_CONFIG task {task} is not one of the {len(workers)} workers in cluster.worker")
+    return config
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name not in STRATEGIES:
+        raise SuiteError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = None if has_gpus() else [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    check_tf_config(os.environ.get("TF_CONFIG"))
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def my_share(size, *arrays):
+    """This replica's consecutive slice of each whole-batch array: replica r of R takes rows
+    [r·⌈size/R⌉, (r + 1)·⌈size/R⌉) (the last may be shorter, or empty)."""
+    context = tf.distribute.get_replica_context()
+    share = -(-size // context.num_replicas_in_sync)
+    start = context.replica_id_in_sync_group * share
+    return [array[start:start + share] for array in arrays]
+
+
+def all_reduced_gradients(strategy, model, x, t, dropout_masks=None) -> list[np.ndarray]:
+    """The gradient of the global batch's mean loss, computed by the replicas and summed by the all-reduce.
+
+    Each replica takes its share of the batch (and of the dropout masks, so it applies its own examples'
+    masks) and differentiates its share of the mean: the sum of its examples' losses / the global batch.
+    """
+    names = sorted(dropout_masks or {})
+    variables, size = list(parameters(model).values()), len(x)
+    batch = [tf.constant(a) for a in (x, t, *(dropout_masks[n] for n in names))]
+
+    def replica_gradients(*whole):
+        x_part, t_part, *mask_parts = my_share(size, *whole)
+        with tf.GradientTape() as tape:
+            local_mean = reference_loss(model, x_part, t_part, dict(zip(names, mask_parts, strict=True)) or None)
+            loss = local_mean * tf.cast(tf.shape(x_part)[0], local_mean.dtype) / size  # its share of the mean
+        return tape.gradient(loss, variables)
+
+    @tf.function
+    def gradients():
+        per_replica = strategy.run(replica_gradients, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
+
+    return [g.numpy() for g in gradients()]
+
+
+def distributed_train_step(strategy, model, optimizer):
+    """step(x, t) -> (mean loss, correct predictions) of one global batch: each replica differentiates its
+    share of the mean categorical cross-entropy, and the Keras optimizer all-reduces (sums) the replicas'
+    gradients before applying the one update, the same on every replica and worker."""
+    variables = model.trainable_variables
+    loss_fn = keras.losses.CategoricalCrossentropy(reduction="sum", dtype=variables[0].dtype)
+
+    def replica_step(x, t):
+        x_part, t_part = my_share(tf.shape(x)[0], x, t)
+        size = tf.cast(tf.shape(x)[0], variables[0].dtype)
+        with tf.GradientTape() as tape:
+            y = model(x_part, training=True)
+            loss = loss_fn(t_part, y) / size
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        correct = tf.reduce_sum(tf.cast(tf.argmax(y, -1) == tf.argmax(t_part, -1), variables[0].dtype))
+        return loss, correct
+
+    @tf.function
+    def step(x, t):
+        loss, correct = strategy.run(replica_step, args=(x, t))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    return step
+
+
+def train_steps(strategy, model, optimizer, global_batches: list[tuple]) -> list[float]:
+    """distributed_train_step over the given global batches (x, t); the losses."""
+    step = distributed_train_step(strategy, model, optimizer)
+    return [float(step(tf.constant(x), tf.constant(t))[0]) for x, t in global_batches]
+
+
+def without_dropout(model: keras.Sequential) -> keras.Sequential:
+    """A copy with every Dropout rate set to 0 (the identity), with the same weights and dtype."""
+    config = model.get_config()
+    for layer_config in config["layers"]:
+        if layer_config["class_name"] == "Dropout":
+            layer_config["config"]["rate"] = 0.0
+    copy = keras.Sequential.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+# float64; the replicas compute the same products and only the batch sum is split and re-added, so the
+# gradients differ by rounding of that sum: a few ulps of the largest term, far below 1e-12 relative.
+GRADIENT_RTOL = 1e-12
+# After N steps those differences pass through N updates; they stay at the rounding level.
+WEIGHT_RTOL = 1e-10
+
+
+def _relative_difference(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), np.finfo(np.float64).tiny))
+
+
+def equivalence_report(strategy, model_name: str, batch_size: int, steps: int, learning_rate: float = 0.1,
+                       seed: int = 0) -> dict:
+    """Data-parallel vs one device, float64, on real digits: the all-reduced gradient of one global batch
+    (with the same dropout masks) per tensor, and the weights after `steps` SGD steps without dropout,
+    against Keras `fit` on one device."""
+    from backprop_suite.gradcheck import tape_gradients
+    from backprop_suite.gradient_report import gradient_batch, gradient_model
+    from backprop_suite.manual.twin import with_dtype
+
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    model32 = gradient_model(model_name, rng)
+    x, t, masks, data = gradient_batch(model32, batch_size * (steps + 1), rng)
+    x_grad, t_grad = x[:batch_size], t[:batch_size]
+    masks = {name: mask[:batch_size] for name, mask in masks.items()}
+    single = with_dtype(model32, "float64")
+    with strategy.scope():
+        replicated = with_dtype(model32, "float64")
+    _, reference = tape_gradients(single, x_grad, t_grad, masks or None)
+    distributed = all_reduced_gradients(strategy, replicated, x_grad, t_grad, masks or None)
+    gradients = [{"tensor": name, "max_abs_difference": float(np.max(np.abs(reference[name] - g))),
+                  "max_relative_difference": _relative_difference(reference[name], g)}
+                 for name, g in zip(reference, distributed, strict=True)]
+
+    batches = [(x[(i + 1) * batch_size:(i + 2) * batch_size], t[(i + 1) * batch_size:(i + 2) * batch_size])
+               for i in range(steps)]
+    on_one_device = without_dropout(single)
+    on_one_device.compile(optimizer=keras.optimizers.SGD(learning_rate), loss=keras.losses.CategoricalCrossentropy(
+        dtype="float64"))
+    on_one_device.fit(np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]),
+                      batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    with strategy.scope():
+        data_parallel = without_dropout(single)
+        optimizer = keras.optimizers.SGD(learning_rate)
+    train_steps(strategy, data_parallel, optimizer, batches)
+    weights = [_relative_difference(a, b) for a, b in zip(on_one_device.get_weights(), data_parallel.get_weights(),
+                                                          strict=True)]
+    return {"model": model_name, "parameters": single.count_params(), "replicas": strategy.num_replicas_in_sync,
+            "strategy": type(strategy).__name__, "global_batch": batch_size, "dtype": "float64",
+            "data": data["description"], "dropout_masks": sorted(masks),
+            "gradients": gradients, "max_gradient_relative_difference": max(g["max_relative_difference"]
+                                                                             for g in gradients),
+            "max_gradient_abs_difference": max(g["max_abs_difference"] for g in gradients),
+            "sgd_steps": steps, "learning_rate": learning_rate,
+            "max_weight_relative_difference_after_steps": max(weights),
+            "gradient_rtol": GRADIENT_RTOL, "weight_rtol": WEIGHT_RTOL,
+            "passed": max(g["max_relative_difference"] for g in gradients) <= GRADIENT_RTOL
+            and max(weights) <= WEIGHT_RTOL}
+
+
+def worker_index(strategy) -> int:
+    """This process's index in the cluster (0, the chief, when there is no cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
+
+
+def describe(strategy) -> str:
+    if strategy.num_replicas_in_sync == 1 and not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return ""
+    return (f"; {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas"
+            + (f", this is worker {worker_index(strategy)}" if isinstance(strategy,
+                                                                          tf.distribute.MultiWorkerMirroredStrategy)
+               else ""))
+
+
+def evaluate_locally(model, x, y, batch_size: int = 256) -> tuple[float, float]:
+    """Mean categorical cross-entropy and accuracy of `model` on (x, y), on this process alone (no collective)."""
+    loss_fn = keras.losses.CategoricalCrossentropy(reduction="sum")
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        y_pred = model(x[start:start + batch_size], training=False)
+        total_loss += float(loss_fn(y[start:start + batch_size], y_pred))
+        correct += int(np.sum(np.argmax(y_pred, -1) == np.argmax(y[start:start + batch_size], -1)))
+    return total_loss / len(x), correct / len(x)
+
+
+class ClusterError(SuiteError):
+    """A worker of the cluster failed or cannot be reached."""
+
+
+def fit_multiworker(strategy, model, batches: tf.data.Dataset, samples_per_epoch: int, first_epoch: int,
+                    epochs: int, validation, checkpoint) -> None:
+    """What `fit` does, for MultiWorkerMirroredStrategy, whose Keras 3 `fit` fails (keras-team/keras#20585):
+    distributed_train_step over `batches` (the global batches of epochs first_epoch..epochs-1, each epoch
+    `samples_per_epoch` examples), each epoch's mean training loss and accuracy and the validation ones,
+    one line per epoch, and `checkpoint` (a Keras callback) after each. A lost worker raises ClusterError."""
+    step = distributed_train_step(strategy, model, model.optimizer)
+    checkpoint.set_model(model)
+    iterator = iter(batches)
+    try:
+        for epoch in range(first_epoch, epochs):
+            checkpoint.on_epoch_begin(epoch)
+            total_loss, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
+            while seen < samples_per_epoch:
+                x, t = next(iterator)
+                loss, right = step(x, t)
+                size = int(x.shape[0])
+                total_loss, correct, seen = total_loss + float(loss) * size, correct + float(right), seen + size
+            val_loss, val_accuracy = evaluate_locally(model, *validation)
+            logs = {"loss": total_loss / seen, "accuracy": correct / seen, "val_loss": val_loss,
+                    "val_accuracy": val_accuracy}
+            print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - "
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+            checkpoint.on_epoch_end(epoch, logs)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.InternalError,
+            tf.errors.AbortedError, tf.errors.CancelledError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        detail = next((line for line in lines if re.search(r"task|worker|peer|heartbeat", line, re.IGNORECASE)),
+                      lines[-1])
+        raise ClusterError(f"a worker of the cluster failed or cannot be reached ({type(error).__name__}: "
+                           f"{detail[:300]}); run the same command again on every worker to resume after the "
+                           "last finished epoch") from None

@@ -1,0 +1,155 @@
+"""Data-parallel backprop computes the single-device gradient: on 2 logical CPU devices (MirroredStrategy)
+and in 2 worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy). Each runs in its own process:
+logical devices and a cluster must be set up before TensorFlow's runtime starts."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+TRAIN = str(REPO_ROOT / "scripts" / "train.py")
+CHECK = str(REPO_ROOT / "scripts" / "check_distributed.py")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BACKPROP_SUITE_OFFLINE": "1"}
+WORKER_TIME_LIMIT_S = 300
+
+
+def run(args, timeout=600):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_two_devices_compute_the_one_device_gradient_and_the_same_sgd_steps(tmp_path):
+    done = run([CHECK, "--devices", "2", "--results-dir", tmp_path])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    stored = json.loads((tmp_path / "distributed" / "equivalence.json").read_text())
+    reports = {report["model"]: report for report in stored["reports"]}
+    assert set(reports) == {"two_layer_net", "mnist_cnn"}
+    assert reports["mnist_cnn"]["dropout_masks"] == ["dropout1", "dropout2"]  # the same masks, sliced per replica
+    for report in reports.values():
+        assert report["replicas"] == 2 and report["dtype"] == "float64"
+        assert report["max_gradient_relative_difference"] <= 1e-12
+        assert report["max_weight_relative_difference_after_steps"] <= 1e-10
+
+
+def test_replicas_that_forget_their_share_of_the_mean_fail_the_check(tmp_path):
+    """The check can fail: replicas differentiating their local mean instead of their share (local/global)
+    of the global mean sum to twice the gradient on 2 replicas."""
+    mutation = ("import runpy, sys\nimport backprop_suite.distribute as d\noriginal = d.reference_loss\n"
+                "d.reference_loss = lambda *a, **k: 2 * original(*a, **k)  # = the local mean, on 2 equal halves\n"
+                f"sys.argv = ['check', '--models', 'two_layer_net', '--results-dir', {str(tmp_path)!r}]\n"
+                f"runpy.run_path({CHECK!r}, run_name='__main__')\n")
+    done = run(["-c", mutation])
+    assert done.returncode == 1 and "FAIL" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def spec_file(tmp_path, epochs: int):
+    path = tmp_path / "two_workers.toml"
+    path.write_text(f"""\
+question = "Do two workers train TwoLayerNet as one process does?"
+claims = ["C002-1"]
+profile = "quick"
+[model]
+name = "two_layer_net"
+hidden_size = 32
+[data]
+dataset = "mnist-5k"
+[training]
+optimizer = "sgd"
+learning_rate = 0.1
+loss = "categorical_crossentropy"
+batch_size = 100
+epochs = {epochs}
+seed = 7
+""")
+    return path
+
+
+def launch_workers(spec, tmp_path, count=2) -> list[tuple[subprocess.Popen, object]]:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(count)]}
+    workers = []
+    for index in range(count):
+        log = open(tmp_path / f"worker{index}.log", "w")  # closed by finish()
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append((subprocess.Popen(
+            [sys.executable, TRAIN, str(spec), "--strategy", "multiworker", "--results-dir", str(tmp_path / "results"),
+             "--save-weights", str(tmp_path / "worker{worker}.weights.h5")],
+            stdout=log, stderr=subprocess.STDOUT, env={**ENV, "TF_CONFIG": config}), log))
+    return workers
+
+
+def finish(workers, timeout) -> list[int]:
+    """Each worker's exit code; a worker still running after `timeout` seconds is killed and fails the test."""
+    deadline, codes = time.monotonic() + timeout, []
+    for process, log in workers:
+        try:
+            codes.append(process.wait(timeout=max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            for other, _ in workers:
+                other.kill()
+            pytest.fail(f"a worker was still running after {timeout} s: it hangs")
+        finally:
+            log.close()
+    return codes
+
+
+def weights(path) -> list[np.ndarray]:
+    arrays = []
+    with h5py.File(path) as file:
+        file.visit(lambda name: arrays.append(np.array(file[name])) if isinstance(file[name], h5py.Dataset) else None)
+    return arrays
+
+
+def test_two_workers_end_with_identical_weights_that_match_one_process(tmp_path):
+    spec = spec_file(tmp_path, epochs=2)
+    workers = launch_workers(spec, tmp_path)
+    codes = finish(workers, WORKER_TIME_LIMIT_S)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n".join(log[-1500:] for log in logs)
+    single = run([TRAIN, spec, "--results-dir", tmp_path / "single", "--save-weights", tmp_path / "single.weights.h5"])
+    assert single.returncode == 0, single.stderr[-2000:]
+
+    worker0, worker1, one = (weights(tmp_path / f"{n}.weights.h5") for n in ("worker0", "worker1", "single"))
+    assert len(worker0) == len(one) >= 4
+    assert all(np.array_equal(a, b) for a, b in zip(worker0, worker1, strict=True))  # one all-reduced update
+    # float32: the two half-batch sums are added in another order than one device's sum; 72 SGD steps keep
+    # the difference at rounding level (measured 2e-7 relative).
+    assert all(np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)) for a, b in zip(worker0, one, strict=True))
+    chief = (tmp_path / "results" / "two_workers" / "history.csv").read_text().splitlines()
+    alone = (tmp_path / "single" / "two_workers" / "history.csv").read_text().splitlines()
+    for row, reference in zip(chief[1:], alone[1:], strict=True):
+        assert np.allclose([float(v) for v in row.split(",")], [float(v) for v in reference.split(",")], rtol=1e-5)
+    assert "CollectiveAllReduceStrategy, 2 replicas, this is worker 1" in logs[1]
+
+
+def test_surviving_worker_reports_a_killed_peer_and_exits_instead_of_hanging(tmp_path):
+    workers = launch_workers(spec_file(tmp_path, epochs=60), tmp_path)
+    log0 = tmp_path / "worker0.log"
+    deadline = time.monotonic() + WORKER_TIME_LIMIT_S
+    while "Epoch 2/" not in log0.read_text() and time.monotonic() < deadline and workers[0][0].poll() is None:
+        time.sleep(0.5)
+    assert "Epoch 2/" in log0.read_text(), log0.read_text()[-2000:]
+    workers[1][0].kill()
+    killed_at = time.monotonic()
+    codes = finish(workers[:1], timeout=180)
+    workers[1][1].close()
+    text = log0.read_text()
+    assert codes == [2], text[-2000:]
+    assert "error: a worker of the cluster failed or cannot be reached" in text
+    assert "run the same command again on every worker to resume" in text
+    assert time.monotonic() - killed_at < 180
+    assert (tmp_path / "results" / "two_workers" / ".in_progress" / "state.json").is_file()  # resumable
