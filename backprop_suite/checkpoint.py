@@ -1,10 +1,13 @@
 """Resumable training: after every epoch, the model's state and the history so far, kept atomically.
 
 Layout of the state folder (removed when the run finishes):
-    epoch-0003.weights.h5   weights and optimizer state after epoch 3
-    state.json              {fingerprint, epochs_done, weights file, history rows, dropout RNG states, seconds}
+    epoch-0003.weights.h5   weights and optimizer state after epoch 3 (and epoch-0002's, the one before)
+    state.json              {fingerprint, epochs_done, weights file, history rows, dropout RNG states,
+                             seconds, previous: the same for the epoch before}
 state.json is replaced only after the weights file it names is complete, and older weights files
-are deleted only after that, so a kill at any moment leaves a consistent pair.
+are deleted only after that, so a kill at any moment leaves a consistent set. The epoch before is
+kept for a cluster: a worker killed while the others save epoch k may hold only epoch k − 1, and all
+workers must resume from the same epoch (`restore(agree=...)`).
 """
 import json
 import shutil
@@ -31,11 +34,32 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
 
-    def restore(self, model: keras.Model) -> int:
-        """Load the last finished epoch's state into `model`; the number of epochs already done."""
+    def restore(self, model: keras.Model, agree=None) -> int:
+        """Load the last finished epoch's state into `model`; the number of epochs already done.
+
+        agree: for a cluster, a function from this worker's epochs done to the number all workers share
+        (their minimum); this worker then restores that epoch, which it holds if it is its last or the one
+        before, and starts afresh if it is 0.
+        """
         self.set_model(model)
-        if not self.state_file.exists():
+        state = self._read_state()
+        epochs_done = state["epochs_done"] if state else 0
+        if agree is not None:
+            agreed = agree(epochs_done)
+            if agreed != epochs_done:
+                state = self._state_of_epoch(state, agreed)
+        if not state:
             return 0
+        model.optimizer.build(model.trainable_variables)  # so that load_weights restores its slots
+        model.load_weights(self.state_dir / state["weights"])
+        for generator, saved in zip(dropout_seed_generators(model), state["rng_states"], strict=True):
+            generator.state.assign(np.asarray(saved, dtype=generator.state.dtype))
+        self.rows, self.seconds = state["rows"], state["seconds"]
+        return state["epochs_done"]
+
+    def _read_state(self) -> dict | None:
+        if not self.state_file.exists():
+            return None
         try:
             state = json.loads(self.state_file.read_text())
         except (OSError, ValueError) as error:
@@ -44,12 +68,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if state.get("fingerprint") != self.fingerprint:
             raise SuiteError(f"{self.state_dir} holds an interrupted run with a different spec or data; "
                              "rerun with --restart to discard it")
-        model.optimizer.build(model.trainable_variables)  # so that load_weights restores its slots
-        model.load_weights(self.state_dir / state["weights"])
-        for generator, saved in zip(dropout_seed_generators(model), state["rng_states"], strict=True):
-            generator.state.assign(np.asarray(saved, dtype=generator.state.dtype))
-        self.rows, self.seconds = state["rows"], state["seconds"]
-        return state["epochs_done"]
+        return state
+
+    def _state_of_epoch(self, state: dict | None, epochs_done: int) -> dict | None:
+        if epochs_done == 0:
+            return None
+        previous = (state or {}).get("previous")
+        if previous and previous["epochs_done"] == epochs_done:
+            return {**previous, "rows": state["rows"][:epochs_done]}
+        raise SuiteError(f"{self.state_dir}: the cluster resumes after epoch {epochs_done}, but this worker holds "
+                         f"epoch {(state or {}).get('epochs_done', 0)} only; rerun every worker with --restart")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -60,13 +88,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         weights_name = f"epoch-{epoch + 1:04d}.weights.h5"
         with atomic_path(self.state_dir / weights_name) as tmp:
             self.model.save_weights(str(tmp))
+        last = self._read_state()
+        previous = {key: last[key] for key in ("epochs_done", "weights", "seconds", "rng_states")} if last else None
         write_json(self.state_file, {
             "fingerprint": self.fingerprint, "epochs_done": epoch + 1, "weights": weights_name,
             "rows": self.rows, "seconds": self.seconds,
             "rng_states": [g.state.numpy().tolist() for g in dropout_seed_generators(self.model)],
+            "previous": previous,
         })
+        keep = {weights_name, previous["weights"] if previous else None}
         for old in self.state_dir.glob("epoch-*.weights.h5"):
-            if old.name != weights_name:
+            if old.name not in keep:
                 old.unlink()
 
     def discard(self) -> None:

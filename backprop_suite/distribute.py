@@ -271,3 +271,12 @@ def fit_multiworker(strategy, model, batches: tf.data.Dataset, samples_per_epoch
         raise ClusterError(f"a worker of the cluster failed or cannot be reached ({type(error).__name__}: "
                            f"{detail[:300]}); run the same command again on every worker to resume after the "
                            "last finished epoch") from None
+
+
+def agreed_epochs_done(strategy):
+    """For EpochCheckpoint.restore: every worker's epochs done, gathered, and their minimum."""
+    def agree(local: int) -> int:
+        values = strategy.gather(strategy.run(lambda: tf.constant([local], tf.int64)), axis=0)
+        return int(tf.reduce_min(values))
+
+    return agree

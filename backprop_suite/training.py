@@ -73,7 +73,9 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
     checkpoint = EpochCheckpoint(state_dir, {"spec": spec.resolved(), "data_sha256": dataset.sha256})
     if restart:
         checkpoint.discard()
-    first_epoch = checkpoint.restore(model)
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    # In a cluster every worker resumes from the last epoch they all finished (checkpoint.py).
+    first_epoch = checkpoint.restore(model, distribute.agreed_epochs_done(strategy) if multiworker else None)
     if first_epoch:
         print(f"[train] {spec.name}: resuming after epoch {first_epoch}/{spec.epochs} "
               f"from {checkpoint.state_dir}", flush=True)
@@ -82,7 +84,7 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
           f"{distribute.describe(strategy)}", flush=True)
     if first_epoch < spec.epochs:
         batches = shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs)
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if multiworker:
             distribute.fit_multiworker(strategy, model, batches, len(x_fit), first_epoch, spec.epochs, validation,
                                        checkpoint)
         else:
@@ -90,7 +92,7 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
                       steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
                       callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
     evaluation_start = time.perf_counter()
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):  # Keras 3's evaluate fails there too
+    if multiworker:  # Keras 3's evaluate fails there too
         test_loss, test_accuracy = distribute.evaluate_locally(model, x_test, y_test)
     else:
         test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)

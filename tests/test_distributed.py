@@ -136,8 +136,9 @@ def test_two_workers_end_with_identical_weights_that_match_one_process(tmp_path)
     assert "CollectiveAllReduceStrategy, 2 replicas, this is worker 1" in logs[1]
 
 
-def test_surviving_worker_reports_a_killed_peer_and_exits_instead_of_hanging(tmp_path):
-    workers = launch_workers(spec_file(tmp_path, epochs=60), tmp_path)
+def test_surviving_worker_reports_a_killed_peer_and_both_resume_when_restarted(tmp_path):
+    spec = spec_file(tmp_path, epochs=20)
+    workers = launch_workers(spec, tmp_path)
     log0 = tmp_path / "worker0.log"
     deadline = time.monotonic() + WORKER_TIME_LIMIT_S
     while "Epoch 2/" not in log0.read_text() and time.monotonic() < deadline and workers[0][0].poll() is None:
@@ -146,10 +147,21 @@ def test_surviving_worker_reports_a_killed_peer_and_exits_instead_of_hanging(tmp
     workers[1][0].kill()
     killed_at = time.monotonic()
     codes = finish(workers[:1], timeout=180)
+    workers[1][0].wait()
     workers[1][1].close()
     text = log0.read_text()
     assert codes == [2], text[-2000:]
     assert "error: a worker of the cluster failed or cannot be reached" in text
     assert "run the same command again on every worker to resume" in text
     assert time.monotonic() - killed_at < 180
-    assert (tmp_path / "results" / "two_workers" / ".in_progress" / "state.json").is_file()  # resumable
+    assert (tmp_path / "results" / "two_workers" / ".in_progress" / "state.json").is_file()
+
+    restarted = launch_workers(spec, tmp_path)  # the same command on every worker, as the message says
+    codes = finish(restarted, WORKER_TIME_LIMIT_S)
+    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n".join(log[-1500:] for log in logs)
+    assert all("resuming after epoch" in log for log in logs)
+    worker0, worker1 = (weights(tmp_path / f"worker{i}.weights.h5") for i in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(worker0, worker1, strict=True))
+    history = (tmp_path / "results" / "two_workers" / "history.csv").read_text().splitlines()
+    assert [int(row.split(",")[0]) for row in history[1:]] == list(range(1, 21))

@@ -159,3 +159,37 @@ def test_without_graphviz_the_model_is_drawn_as_dot_with_a_hint(tmp_path, monkey
     assert (tmp_path / "model.dot").read_text().startswith("digraph")
     assert "affine1" in (tmp_path / "model_summary.txt").read_text()
     assert "apt-get install graphviz" in capsys.readouterr().out
+
+
+def test_checkpoint_goes_back_one_epoch_when_a_cluster_agrees_on_it(tmp_path):
+    """A worker killed while the others saved epoch 3 holds epoch 2: all then resume after epoch 2, so a
+    worker holding epoch 3 must restore exactly the model and history it had after epoch 2."""
+    import keras
+    import numpy as np
+
+    from backprop_suite.checkpoint import EpochCheckpoint
+    from backprop_suite.errors import SuiteError
+
+    def compiled():
+        keras.utils.set_random_seed(0)
+        model = build_model("two_layer_net", hidden_size=8)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, 64)]
+    after = {}
+    keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: after.update(
+        {epoch + 1: [w.copy() for w in model.get_weights()]}))
+    model = compiled()
+    model.fit(x, y, epochs=3, batch_size=16, validation_data=(x, y), shuffle=False, verbose=0,
+              callbacks=[EpochCheckpoint(tmp_path / "state", {"spec": "s"}), keep])
+
+    worker = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
+    assert worker.restore(restored := compiled(), agree=lambda mine: mine - 1) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), after[2], strict=True))
+    assert [row["epoch"] for row in worker.rows] == [1, 2]
+    fresh = compiled()
+    assert EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(fresh, agree=lambda mine: 0) == 0
+    with pytest.raises(SuiteError, match="resumes after epoch 1, but this worker holds epoch 3 only"):
+        EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled(), agree=lambda mine: 1)
