@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backprop_suite.experiment import load_spec
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"  # the original of experiments/CLAIMS.md
 
@@ -38,3 +40,30 @@ def write_idx_folder(folder: Path, train: tuple, test: tuple, gzipped: bool = Fa
 
 def random_digits(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+
+
+def tiny_spec(tmp_path, name="tiny", model='name = "two_layer_net"\nhidden_size = 32', epochs=3,
+              optimizer="adam", learning_rate=0.01, batch_size=64):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""\
+question = "Does a short run learn?"
+claims = ["C002-1"]
+profile = "quick"
+[model]
+{model}
+[data]
+dataset = "mnist-5k"
+[training]
+optimizer = "{optimizer}"
+learning_rate = {learning_rate}
+loss = "categorical_crossentropy"
+batch_size = {batch_size}
+epochs = {epochs}
+seed = 7
+[[expected]]
+dataset = "mnist-5k"
+metric = "test_accuracy"
+at_least = 0.5
+source = "chance is 0.1"
+""")
+    return load_spec(path)

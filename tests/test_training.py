@@ -10,41 +10,13 @@ import time
 
 import matplotlib.image
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_spec
 
 from backprop_suite.artifacts import HISTORY_COLUMNS, draw_model
-from backprop_suite.experiment import load_spec
 from backprop_suite.training import train_experiment
 from models import build_model
 
 TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"
-
-
-def tiny_spec(tmp_path, name="tiny", model='name = "two_layer_net"\nhidden_size = 32', epochs=3,
-              optimizer="adam", learning_rate=0.01, batch_size=64):
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f"""\
-question = "Does a short run learn?"
-claims = ["C002-1"]
-profile = "quick"
-[model]
-{model}
-[data]
-dataset = "mnist-5k"
-[training]
-optimizer = "{optimizer}"
-learning_rate = {learning_rate}
-loss = "categorical_crossentropy"
-batch_size = {batch_size}
-epochs = {epochs}
-seed = 7
-[[expected]]
-dataset = "mnist-5k"
-metric = "test_accuracy"
-at_least = 0.5
-source = "chance is 0.1"
-""")
-    return load_spec(path)
 
 
 def read_history(path):
