@@ -96,21 +96,36 @@ class MaxPool2D:
 
     def forward(self, x):
         n, h, w, c = x.shape
-        p, ho, wo = self.p, x.shape[1] // self.p, x.shape[2] // self.p
+        p, ho, wo = self.p, h // self.p, w // self.p
         self.in_shape = (n, h, w, c)
-        windows = tf.reshape(x[:, :ho * p, :wo * p, :], (n, ho, p, wo, p, c))
-        windows = tf.reshape(tf.transpose(windows, (0, 1, 3, 5, 2, 4)), (n, ho, wo, c, p * p))
-        # Ties: tf.argmax picks the first maximum in row-major window order, as TF's MaxPoolGrad does.
-        self.argmax = tf.argmax(windows, axis=-1)
-        return tf.reduce_max(windows, axis=-1)
+        # space_to_depth lays each window out along the channels, position k = a·p + b (row-major) in
+        # channels [k·c, (k + 1)·c): the windows' entries as p² tensors of the output's shape.
+        windows = tf.nn.space_to_depth(x[:, :ho * p, :wo * p, :], p)
+        entries = [windows[..., k * c:(k + 1) * c] for k in range(p * p)]
+        y = entries[0]
+        for entry in entries[1:]:
+            y = tf.maximum(y, entry)
+        # The arg-max of each window as one mask per position. Ties: the first maximum in row-major
+        # window order wins, as in TF's MaxPoolGrad.
+        self.masks, taken = [], tf.zeros_like(y, tf.bool)
+        for entry in entries:
+            mask = tf.logical_and(tf.equal(entry, y), tf.logical_not(taken))
+            self.masks.append(mask)
+            taken = tf.logical_or(taken, mask)
+        return y
+
+    @property
+    def argmax(self):
+        """The window position k = a·p + b of each output's maximum."""
+        return tf.add_n([k * tf.cast(mask, tf.int64) for k, mask in enumerate(self.masks)])
 
     def backward(self, dout):
         # The whole gradient goes to the arg-max of each window; the other inputs get 0.
         n, h, w, c = self.in_shape
         p, ho, wo = self.p, h // self.p, w // self.p
-        routed = tf.one_hot(self.argmax, p * p, dtype=dout.dtype) * dout[..., None]  # (n, ho, wo, c, p²)
-        routed = tf.transpose(tf.reshape(routed, (n, ho, wo, c, p, p)), (0, 1, 4, 2, 5, 3))
-        return tf.pad(tf.reshape(routed, (n, ho * p, wo * p, c)), [[0, 0], [0, h - ho * p], [0, w - wo * p], [0, 0]])
+        zero = tf.zeros_like(dout)
+        routed = tf.nn.depth_to_space(tf.concat([tf.where(mask, dout, zero) for mask in self.masks], axis=-1), p)
+        return tf.pad(routed, [[0, 0], [0, h - ho * p], [0, w - wo * p], [0, 0]])
 
 
 class Conv2D:
