@@ -127,19 +127,22 @@ def figure_anchor(experiment: str, filename: str) -> str:
 
 
 def claim_row(claim: Claim, results: list[ExperimentResult]) -> tuple:
+    """The claims-table row. Failed checks come first, then expectations not checked on the data used (e.g. full
+    MNIST after a fallback), then met checks; only met ones are cut to fit CHECKS_PER_CLAIM."""
     ran = [result for result in results if result.record]
-    expected, measured = [], []
+    lines = []  # (rank, expected, measured)
     for result in ran:
         for check in result.record["checks"]:
-            expected.append(check["expected"])
-            measured.append(f"{format_value(check['measured'])} {_MARK[check['met']]}")
+            lines.append((0 if not check["met"] else 2, check["expected"],
+                          f"{format_value(check['measured'])} {_MARK[check['met']]}"))
         for expectation in unchecked_expectations(result):
-            expected.append(expectation.describe() + f" (on {expectation.dataset})")
-            measured.append(f"not checked: ran on {result.record['data']['name']}")
-    if len(expected) > CHECKS_PER_CLAIM:
-        more = len(expected) - CHECKS_PER_CLAIM
-        expected, measured = expected[:CHECKS_PER_CLAIM], measured[:CHECKS_PER_CLAIM]
-        expected.append(f"… {more} more in the experiment sections")
+            lines.append((1, expectation.describe() + f" (on {expectation.dataset})",
+                          f"not checked: ran on {result.record['data']['name']}"))
+    lines.sort(key=lambda line: line[0])  # stable: file order within each rank
+    shown = [line for number, line in enumerate(lines) if line[0] < 2 or number < CHECKS_PER_CLAIM]
+    expected, measured = [line[1] for line in shown], [line[2] for line in shown]
+    if len(shown) < len(lines):
+        expected.append(f"… {len(lines) - len(shown)} more met in the experiment sections")
         measured.append("")
     figure = next((Link(name, f"{result.spec.name}/{name}", figure_anchor(result.spec.name, name))
                    for result in ran for name in result.figures()), "—")

@@ -9,7 +9,7 @@ from conftest import SHARED_CLAIMS_FILE
 from backprop_suite.claims import CLAIMS_FILE, load_claims
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import load_spec
-from backprop_suite.report import NOT_YET_RUN, ExperimentResult, claim_verdict, write_report
+from backprop_suite.report import NOT_YET_RUN, ExperimentResult, claim_row, claim_verdict, write_report
 from backprop_suite.reproduce import run_experiments
 
 # The IDs CLAIMS.md defines, typed from its text: 2 + 3 + 5 + 6 + 4 claims in five seed files.
@@ -68,6 +68,18 @@ def _result(verdict):
 ])
 def test_claim_verdict_is_the_worst_of_its_experiments(verdicts, expected):
     assert claim_verdict([_result(v) for v in verdicts]) == expected
+
+
+def test_claim_row_never_hides_an_expectation_left_unchecked_by_a_data_fallback():
+    """c003_1_mnist_cnn ran on mnist-5k: the note's ≥ 99 % on full MNIST must show, however many checks were met."""
+    met = [{"metric": f"m{i}", "expected": f"m{i} >= 0", "measured": 1.0, "met": True} for i in range(6)]
+    record = {"verdict": "reproduced", "checks": met, "data": {"name": "mnist-5k"}, "model_drawing": "model.png"}
+    claim = next(c for c in load_claims() if c.id == "C003-1")
+    row = claim_row(claim, [ExperimentResult(load_spec("c003_1_mnist_cnn"), record)])
+    expected, measured = row[4], row[5]
+    assert expected[0] == "parameters = 600810 ± 0 (on mnist)"
+    assert expected[1] == "test_accuracy >= 0.99 (on mnist)" and measured[1] == "not checked: ran on mnist-5k"
+    assert expected[-1] == "… 4 more met in the experiment sections" and len(expected) == 2 + 2 + 1
 
 
 @pytest.fixture(scope="module")
