@@ -63,8 +63,15 @@ def _fresh_cnn() -> keras.Model:
     return build_model("mnist_cnn")
 
 
-def _batches(x, y, batch_size: int, count: int) -> list:
-    starts = [(i * batch_size) % (len(x) - batch_size) for i in range(count)]
+BATCHES_PER_CYCLE = 64  # the custom steps cycle through these many batches of the data
+
+
+def batch_starts(samples: int, batch_size: int) -> list[int]:
+    return [(i * batch_size) % (samples - batch_size) for i in range(BATCHES_PER_CYCLE)]
+
+
+def _batches(x, y, batch_size: int) -> list:
+    starts = batch_starts(len(x), batch_size)
     return [(tf.constant(x[s:s + batch_size]), tf.constant(y[s:s + batch_size])) for s in starts]
 
 
@@ -86,7 +93,7 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
         step = {"tape_step": lambda: tape_step(model, optimizer),
                 "manual_step": lambda: manual_step(model, optimizer),
                 "manual_step_eager": lambda: manual_step(model, optimizer, compiled=False)}[config]()
-        batches = _batches(x, y, batch_size, 64)
+        batches = _batches(x, y, batch_size)
 
         def run(steps):
             start = time.perf_counter()
@@ -111,7 +118,7 @@ def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
     optimizer, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
     images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
     labels = torch.from_numpy(y.argmax(axis=1))
-    starts = [(i * batch_size) % (len(x) - batch_size) for i in range(64)]
+    starts = batch_starts(len(x), batch_size)
     model.train()
 
     def run(steps):

@@ -9,6 +9,10 @@ by k and warm it up, which the suite leaves to you.
 
 Strategies: `default` (one device), `mirrored` (every local GPU, else the logical CPU devices set up
 by split_cpu), `multiworker` (MultiWorkerMirroredStrategy over the cluster in TF_CONFIG).
+
+This module is not in the code checksum that dates stored results (provenance.NOT_EXPERIMENT_CODE): no
+experiment runs under a strategy, and on the default one training asks it only for the worker index (0)
+and a description ("").
 """
 import json
 import os

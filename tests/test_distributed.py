@@ -148,3 +148,19 @@ def test_surviving_worker_reports_a_killed_peer_and_both_resume_when_restarted(t
     assert all(np.array_equal(a, b) for a, b in zip(worker0, worker1, strict=True))
     history = (tmp_path / "results" / "two_workers" / "history.csv").read_text().splitlines()
     assert [int(row.split(",")[0]) for row in history[1:]] == list(range(1, 21))
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "--strategy multiworker needs TF_CONFIG"),
+    ("{not json", "TF_CONFIG is not a cluster spec"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     "is not one of the 2 workers in cluster.worker"),
+    ('{"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "TF_CONFIG is not a cluster spec"),
+])
+def test_bad_tf_config_is_one_line_naming_what_is_wrong(tmp_path, tf_config, message):
+    env = {key: value for key, value in ENV.items() if key != "TF_CONFIG"}
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
+    done = subprocess.run([sys.executable, TRAIN, str(spec_file(tmp_path, epochs=1)), "--strategy", "multiworker"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-1500:]
