@@ -47,6 +47,20 @@ def test_replicas_that_forget_their_share_of_the_mean_fail_the_check(tmp_path):
     assert done.returncode == 1 and "FAIL" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
 
 
+def test_train_with_mirrored_strategy_learns_what_one_device_learns(tmp_path):
+    """train.py --strategy mirrored: Keras fit on 2 logical CPU devices, each batch split over them."""
+    spec = spec_file(tmp_path, epochs=2)
+    mirrored = run([TRAIN, spec, "--strategy", "mirrored", "--cpu-devices", "2", "--results-dir", tmp_path / "m"])
+    single = run([TRAIN, spec, "--results-dir", tmp_path / "s"])
+    assert mirrored.returncode == 0 and single.returncode == 0, mirrored.stderr[-1500:] + single.stderr[-1500:]
+    assert "MirroredStrategy, 2 replicas" in mirrored.stdout
+    record = json.loads((tmp_path / "m" / "two_workers" / "metrics.json").read_text())
+    assert record["strategy"] == {"name": "MirroredStrategy", "replicas": 2}
+    rows = [(tmp_path / d / "two_workers" / "history.csv").read_text().splitlines()[1:] for d in ("m", "s")]
+    for row, reference in zip(*rows, strict=True):  # float32: the batch sum split in two, then re-added
+        assert np.allclose([float(v) for v in row.split(",")], [float(v) for v in reference.split(",")], rtol=1e-5)
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
