@@ -150,10 +150,9 @@ def training_data() -> tuple[np.ndarray, np.ndarray, dict]:
     return x, y, dataset.provenance()
 
 
-def throughput(configs, batch_sizes, rounds: int, seconds_per_measurement: float, progress=print) -> dict:
-    """Samples per second of each configuration and batch size, measured round-robin; every round's
-    value is kept, so ratios can be taken within a round."""
-    x, y, _ = training_data()
+def throughput(configs, batch_sizes, rounds: int, seconds_per_measurement: float, x, y, progress=print) -> dict:
+    """Samples per second of each configuration and batch size on (x, y), measured round-robin; every
+    round's value is kept, so ratios can be taken within a round."""
     measured = {}
     for batch_size in batch_sizes:
         runners = {}

@@ -24,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite.errors import SuiteError
-from backprop_suite.manual.twin import parameters, reference_loss
+from backprop_suite.gradcheck import tape_gradients
+from backprop_suite.gradient_report import gradient_batch, gradient_model
+from backprop_suite.manual.twin import parameters, reference_loss, with_dtype
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 COLLECTIVE_TIMEOUT_S = 60  # a collective that waits longer for a peer fails instead of hanging
@@ -168,10 +170,6 @@ def equivalence_report(strategy, model_name: str, batch_size: int, steps: int, l
     """Data-parallel vs one device, float64, on real digits: the all-reduced gradient of one global batch
     (with the same dropout masks) per tensor, and the weights after `steps` SGD steps without dropout,
     against Keras `fit` on one device."""
-    from backprop_suite.gradcheck import tape_gradients
-    from backprop_suite.gradient_report import gradient_batch, gradient_model
-    from backprop_suite.manual.twin import with_dtype
-
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
     model32 = gradient_model(model_name, rng)

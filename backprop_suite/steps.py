@@ -1,4 +1,4 @@
-"""Custom training steps, each one compiled tf.function: the GradientTape step a Keras user writes, and
+"""Custom training steps, compiled into a tf.function: the GradientTape step a Keras user writes, and
 the same step with the gradient from the manual backward formulas instead of the tape.
 
 Both take (x, t) batches and update the model's variables with `optimizer`; the loss is the one
@@ -12,13 +12,13 @@ import tensorflow as tf
 from backprop_suite.manual.twin import ManualTwin, parameters
 
 
-def tape_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, jit_compile: bool = False):
+def tape_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
     """step(x, t) -> loss: forward under a GradientTape, tape.gradient, optimizer.apply."""
     variables = model.trainable_variables
     # A Keras loss computes in float32 unless told otherwise, even for a float64 model.
     loss_fn = keras.losses.CategoricalCrossentropy(dtype=variables[0].dtype)
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function
     def step(x, t):
         with tf.GradientTape() as tape:
             loss = loss_fn(t, model(x, training=True))

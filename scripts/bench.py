@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     training_flops = bench.TRAINING_OVER_FORWARD * sum(flops.values())
     print(f"[bench] float32 matmul: {rate / 1e9:.1f} GFLOP/s; CNN: {sum(flops.values()) / 1e6:.2f} MFLOP forward, "
           f"{training_flops / 1e6:.2f} MFLOP training per sample; limit {rate / training_flops:,.0f} samples/s")
-    measured = bench.throughput(configs, args.batch_sizes, args.rounds, args.seconds)
+    x, y, data = bench.training_data()
+    measured = bench.throughput(configs, args.batch_sizes, args.rounds, args.seconds, x, y)
     memory = {str(b): {} for b in args.batch_sizes}
     if not args.skip_memory:
         for b in args.batch_sizes:
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         "throughput": {str(b): row for b, row in bench.summarise(measured, rate, training_flops).items()},
         "steps_per_measurement": {str(b): m["steps_per_measurement"] for b, m in measured.items()},
         "peak_memory_mib": memory, "torch": torch_version,
-        "data": bench.training_data()[2], "environment": environment(),
+        "data": data, "environment": environment(),
     }
     if not args.skip_gradient_costs:
         print("[bench] gradient costs (numerical gradient: 79,520 forward calls, about a minute)", flush=True)

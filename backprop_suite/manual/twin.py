@@ -135,18 +135,15 @@ class ManualTwin:
                 grads[f"{layer.name}/{weight}"] = grad
         return [grads[name] for name in parameters(self.model)]
 
-    def backward(self) -> dict[str, np.ndarray]:
-        """Every weight's gradient by "<layer>/<weight>" name, after forward."""
-        return {name: grad.numpy() for name, grad in zip(parameters(self.model), self.gradient_tensors(), strict=True)}
-
     def loss_and_gradient_tensors(self, x, t, dropout_masks=None) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """forward then backward as tensors: traceable, so a training step can compile it into a tf.function."""
         loss = self.forward(x, t, dropout_masks)
         return loss, self.gradient_tensors()
 
     def loss_and_gradients(self, x, t, dropout_masks=None) -> tuple[float, dict[str, np.ndarray]]:
-        loss = self.forward(x, t, dropout_masks)
-        return float(loss), self.backward()
+        """The loss and every weight's gradient by "<layer>/<weight>" name, as NumPy."""
+        loss, grads = self.loss_and_gradient_tensors(x, t, dropout_masks)
+        return float(loss), {name: grad.numpy() for name, grad in zip(parameters(self.model), grads, strict=True)}
 
     def kink_pattern(self, x, t, dropout_masks=None) -> np.ndarray:
         """Which side of every ReLU kink and which max-pool arg-max the forward took, as one vector."""
