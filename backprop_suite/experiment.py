@@ -13,6 +13,7 @@ A spec opens with the question it answers and names the claim IDs it reproduces:
     [[expected]] metric, at_least and/or at_most | value and tolerance, source; for training, the dataset
 """
 import hashlib
+import inspect
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import tomllib
 
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
-from backprop_suite.provenance import code_sha256
+from backprop_suite.worked_examples import WORKED_EXAMPLES, example_options
 from models import MODEL_BUILDERS, model_options
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
@@ -55,28 +56,6 @@ class Expectation:
             return bool(abs(measured - self.value) <= self.tolerance)
         return bool((self.at_least is None or measured >= self.at_least)
                     and (self.at_most is None or measured <= self.at_most))
-
-
-def spec_header(spec) -> dict:
-    """The first fields of every metrics.json: which experiment, which claims, which spec file."""
-    root = EXPERIMENTS_DIR.parent
-    return {"experiment": spec.name, "kind": spec.kind, "question": spec.question, "claims": list(spec.claims),
-            "spec_file": str(spec.path.resolve().relative_to(root)) if spec.path.resolve().is_relative_to(root)
-            else str(spec.path), "spec_sha256": spec.sha256, "code_sha256": code_sha256(), "spec": spec.resolved()}
-
-
-def evaluate_expectations(spec, measured: dict, dataset: str | None = None) -> tuple[list[dict], str]:
-    """Each applicable expectation against the measured metrics, and the verdict they give."""
-    applicable = [e for e in spec.expected if e.dataset in (None, dataset)]
-    missing = [e.metric for e in applicable if e.metric not in measured]
-    if missing:
-        raise SpecError(f"{spec.path}: expected metric(s) {missing} are not measured here; "
-                        f"measured: {', '.join(sorted(measured))}")
-    checks = [{"metric": e.metric, "expected": e.describe(), "measured": measured[e.metric],
-               "met": e.is_met_by(measured[e.metric]), "source": e.source} for e in applicable]
-    if not checks:
-        return checks, f"measured only (no expectation for dataset {dataset})"
-    return checks, spec.outcome if all(c["met"] for c in checks) else "failed"
 
 
 @dataclass(frozen=True)
@@ -142,6 +121,7 @@ class WorkedExampleSpec:
     example: str  # a name in backprop_suite.worked_examples.WORKED_EXAMPLES
     options: dict
     expected: tuple[Expectation, ...] = field(default=())
+    beyond_the_notes: bool = False  # an experiment the suite adds, checking no claim of the seeds
     kind = "worked_example"
 
     def resolved(self) -> dict:
@@ -192,15 +172,14 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedE
 
 
 def _parse_worked_example(top: "_Table", path: Path, sha256: str) -> WorkedExampleSpec:
-    from backprop_suite.worked_examples import WORKED_EXAMPLES, example_options
-
     where = str(path)
     name, options = _name_and_options(top, "example", WORKED_EXAMPLES, example_options)
     spec = WorkedExampleSpec(
         name=path.stem, path=path, sha256=sha256, question=top.take("question", str),
         claims=tuple(top.take("claims", list)), profile=top.take("profile", str, choices=PROFILES),
         outcome=top.take("outcome", str, default="reproduced", choices=OUTCOMES),
-        example=name, options=options, expected=_parse_expectations(top, where, None))
+        example=name, options=options, expected=_parse_expectations(top, where, None),
+        beyond_the_notes=top.take("beyond_the_notes", bool, default=False))
     top.reject_unknown()
     _check_claims(spec)
     return spec
@@ -211,16 +190,32 @@ def _name_and_options(top: "_Table", key: str, registry: dict, options_of) -> tu
     table = _Table(top.take(key, dict), f"{top.where} [{key}]")
     name = table.take("name", str, choices=tuple(registry))
     options = dict(table.rest())
-    unknown = sorted(set(options) - set(options_of(name)))
+    defaults = options_of(name)
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise SpecError(f"{table.where}: unknown option(s) {unknown} for {name}; "
-                        f"it takes: {', '.join(options_of(name))}")
+                        f"it takes: {', '.join(defaults)}")
+    for option, value in options.items():  # checked against the function's defaults, so its own errors are bugs
+        default = defaults[option]
+        expected = float if isinstance(default, float) else (list, tuple) if isinstance(default, (list, tuple)) \
+            else type(default)
+        if default is not None and default is not inspect.Parameter.empty and not (
+                isinstance(value, expected) and isinstance(value, bool) == isinstance(default, bool)
+                or expected is float and isinstance(value, int) and not isinstance(value, bool)):
+            raise SpecError(f"{table.where}: {option} must be {type(default).__name__} like its default {default!r}, "
+                            f"got {type(value).__name__} {value!r}")
     return name, options
 
 
 def _check_claims(spec) -> None:
+    if getattr(spec, "beyond_the_notes", False):
+        if spec.claims:
+            raise SpecError(f"{spec.path}: an experiment beyond the notes checks no claim: give claims = [] or drop "
+                            "beyond_the_notes")
+        return
     if not spec.claims or not all(isinstance(c, str) for c in spec.claims):
-        raise SpecError(f"{spec.path}: claims must be a non-empty list of claim IDs such as \"C003-1\"")
+        raise SpecError(f"{spec.path}: claims must be a non-empty list of claim IDs such as \"C003-1\" (or, for an "
+                        "experiment the suite adds, claims = [] with beyond_the_notes = true)")
 
 
 def _parse_expectations(top: "_Table", where: str, metrics: tuple[str, ...] | None) -> tuple[Expectation, ...]:

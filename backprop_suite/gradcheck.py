@@ -1,4 +1,5 @@
-"""Three gradients per weight tensor — manual backprop, tf.GradientTape, central differences — compared.
+"""Three gradients per weight tensor — manual backprop, the framework's autodiff (tf.GradientTape),
+central differences — compared, for any Keras model; and a directional check over all parameters.
 
 Agreement criterion per entry (numpy's allclose): |a − b| <= atol + rtol·max(|a|, |b|).
 Tolerances, and why:
@@ -10,21 +11,32 @@ Tolerances, and why:
   ~1e-13 and rounding error ~eps·|L|/h ~ 3e-10, so rtol 1e-5 and atol 1e-7 leave a 300× margin
   (PyTorch's gradcheck uses atol 1e-5, rtol 1e-3 for the same step). A float32 gradient against them
   is limited by its own rounding, so it gets the float32 tolerance above instead.
-A finite-difference entry whose ±h step changes a ReLU side or a max-pool arg-max is a kink: the
-loss is not differentiable in between, so it is reported as such and not counted as a failure.
+Kinks, found without looking inside the model: an entry whose gradient disagrees with the central
+difference at h is measured again at h/10 and h/100. If it agrees there, the ±h interval straddled a
+point where the loss is not differentiable (a ReLU at 0, a max-pool's tie). If not, but the one-sided
+slopes differ (to rtol 1e-3, atol 1e-5) by a jump that does not shrink from h/10 to h/100, the point lies
+on such a kink: the loss has no derivative there to check, and any value between the one-sided slopes
+(TensorFlow's ReLU takes 0 at 0) is a valid subgradient. (A smooth function's one-sided slopes differ by
+h·L'', which shrinks tenfold.) Either way the entry is reported as a kink and not counted; a wrong
+gradient at a differentiable point agrees at no step.
 """
+import operator
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from backprop_suite.manual.twin import ManualTwin, parameters, reference_loss, with_dtype
+from backprop_suite import autodiff
+from backprop_suite.keras_graph import layer_graph
+from backprop_suite.manual.twin import ManualTwin, ManualUnavailable
+from backprop_suite.reference import as_list, parameters, reference_loss, resolve_losses, with_dtype
 
 FD_STEP = 1e-6
 TINY = 1e-300  # floor of the relative error's denominator
 TOLERANCES = {"manual_vs_tape/float64": (1e-9, 1e-12), "manual_vs_tape/float32": (1e-3, 1e-6),
               "vs_finite_differences": (1e-5, 1e-7)}
+ONE_SIDED_TOLERANCE = (1e-3, 1e-5)  # one-sided slopes: truncation error h·|L''|/2
 
 
 @dataclass
@@ -38,6 +50,9 @@ class Comparison:
     worst_over_tolerance: float  # max |a − b| / (atol + rtol·max(|a|, |b|)) off kinks: passes when <= 1
     kinks: int
     passed: bool
+    worst_entry: list | None = None  # index (in the compared array) of the worst entry off kinks
+    worst_values: list | None = None  # [a, b] there
+    worst_tolerance: float | None = None  # atol + rtol·max(|a|, |b|) there
 
 
 def compare(tensor: str, methods: str, a, b, rtol: float, atol: float, kinks=None) -> Comparison:
@@ -48,118 +63,215 @@ def compare(tensor: str, methods: str, a, b, rtol: float, atol: float, kinks=Non
     smooth = np.ones(a.shape, bool) if kinks is None else ~np.asarray(kinks)
     diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
     rel = diff / np.maximum(scale, TINY)
-    worst = float(np.max(diff / (atol + rtol * scale), where=smooth, initial=0))
+    ratio = np.where(smooth, diff / (atol + rtol * scale), 0)
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)  # a NaN gradient is never a pass
+    worst = float(ratio.max(initial=0))
+    at = np.unravel_index(int(np.argmax(ratio)), ratio.shape) if ratio.size else None
     return Comparison(tensor, methods, int(a.size), float(diff.max(initial=0)), float(rel.max(initial=0)),
-                      float(diff.mean()) if diff.size else 0.0, worst, int((~smooth).sum()), bool(worst <= 1))
+                      float(diff.mean()) if diff.size else 0.0, worst, int((~smooth).sum()), bool(worst <= 1),
+                      None if at is None else [int(i) for i in at],
+                      None if at is None else [float(a[at]), float(b[at])],
+                      None if at is None else float(atol + rtol * scale[at]))
 
 
-def central_differences(loss_fn, variable, indices, step: float = FD_STEP, pattern_fn=None):
-    """(L(w + h·e_i) − L(w − h·e_i)) / 2h for each index i of `variable`; and which i straddle a kink."""
-    original = np.array(variable.numpy())
-    base_pattern = pattern_fn() if pattern_fn else None
-    values, kinks = [], []
-    for index in indices:
-        losses, patterns = [], []
-        for sign in (1, -1):
-            shifted = original.copy()
-            shifted[index] += sign * step
-            variable.assign(shifted)
-            losses.append(float(loss_fn()))
-            patterns.append(pattern_fn() if pattern_fn else None)
-        values.append((losses[0] - losses[1]) / (2 * step))
-        kinks.append(pattern_fn is not None and not (np.array_equal(patterns[0], base_pattern)
-                                                     and np.array_equal(patterns[1], base_pattern)))
-    variable.assign(original)
-    return np.array(values), np.array(kinks)
+def agree(a, b, rtol, atol) -> bool:
+    return bool(abs(a - b) <= atol + rtol * max(abs(a), abs(b)))
+
+
+class FiniteDifferences:
+    """Derivatives of L(w) by differences of L around the point w (a NumPy array), each evaluation made once."""
+
+    def __init__(self, loss_of, point: np.ndarray, step: float = FD_STEP):
+        self.loss_of, self.point, self.step, self.cache = loss_of, point, step, {}
+
+    def loss(self, index, offset: float) -> float:
+        key = (index, offset)
+        if key not in self.cache:
+            shifted = self.point.copy()
+            shifted[index] += offset
+            self.cache[key] = float(self.loss_of(shifted))
+        return self.cache[key]
+
+    def central(self, index, step: float | None = None) -> float:
+        h = step or self.step
+        return (self.loss(index, h) - self.loss(index, -h)) / (2 * h)
+
+    def slopes(self, index, h: float) -> tuple[float, float]:
+        """The right and left one-sided slopes (L(w ± h·e) − L(w)) / ±h."""
+        return (self.loss(index, h) - self.loss(index, 0.0)) / h, (self.loss(index, 0.0) - self.loss(index, -h)) / h
+
+    def at_kink(self, index, gradient: float, rtol: float, atol: float) -> bool:
+        """Whether `gradient`'s disagreement with the central difference is a kink's (module docstring)."""
+        small, smaller = self.step / 10, self.step / 100
+        if any(agree(gradient, self.central(index, h), rtol, atol) for h in (small, smaller)):
+            return True  # the ±h interval straddled the kink; a narrower one does not
+        right, left = self.slopes(index, small)
+        jump = abs(right - left)
+        return not agree(right, left, *ONE_SIDED_TOLERANCE) and \
+            abs(operator.sub(*self.slopes(index, smaller))) >= jump / 2  # a jump that does not shrink with h
+
+    def compare(self, tensor: str, methods: str, indices, gradient, rtol, atol) -> Comparison:
+        """`gradient` (entries at `indices`) against central differences, kink-aware."""
+        fd = np.array([self.central(i) for i in indices])
+        gradient = np.asarray(gradient, np.float64)
+        kinks = np.array([not agree(g, f, rtol, atol) and self.at_kink(i, g, rtol, atol)
+                          for i, g, f in zip(indices, gradient, fd, strict=True)], bool)
+        result = compare(tensor, methods, gradient, fd, rtol, atol, kinks)
+        if result.worst_entry is not None:  # a position among the sampled entries: name the tensor's own index
+            result.worst_entry = list(indices[result.worst_entry[0]])
+        return result
+
+
+def central_differences(loss_of, point: np.ndarray, indices, step: float = FD_STEP) -> np.ndarray:
+    """(L(w + h·e_i) − L(w − h·e_i)) / 2h for each index i, with `loss_of(w) -> float`: the one FD helper."""
+    fd = FiniteDifferences(loss_of, np.array(point, np.float64), step)
+    return np.array([fd.central(i) for i in indices])
 
 
 def sample_indices(shape, count: int, rng) -> list[tuple]:
     """Every index of a small tensor, or `count` distinct random ones of a large one."""
     size = int(np.prod(shape))
     flat = np.arange(size) if size <= count else rng.choice(size, count, replace=False)
-    return [np.unravel_index(i, shape) for i in flat]
+    return [tuple(int(i) for i in np.unravel_index(i, shape)) for i in flat]
 
 
-def tape_gradients(model, x, t, dropout_masks=None, loss=None) -> tuple[float, dict[str, np.ndarray]]:
-    variables = parameters(model)
-    with tf.GradientTape() as tape:
-        value = reference_loss(model, x, t, dropout_masks, loss)
-    grads = tape.gradient(value, list(variables.values()))
-    return float(value), {name: g.numpy() for name, g in zip(variables, grads, strict=True)}
+def cast_batch(x, t, dtype):
+    """Inputs in `dtype`; float targets too (integer labels stay integers)."""
+    cast = [np.asarray(v, dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
+            for v in as_list(t)]
+    inputs = [np.asarray(v, dtype) for v in as_list(x)]
+    return (inputs if isinstance(x, (list, tuple)) else inputs[0]), (cast if isinstance(t, (list, tuple)) else cast[0])
 
 
-def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None) -> dict:
-    """Manual vs tape (in `dtype`) and both vs float64 central differences, per weight tensor."""
+def dropout_masks_for(model, x, training: bool, dropout_masks: dict | None, seed: int) -> dict | None:
+    """The given masks; in training mode without them, a 0/1 keep-mask per Dropout layer of a graph model,
+    drawn from `seed` (keep with probability 1 − rate), so that every method applies the same ones. (A
+    subclassed model's dropout keeps Keras's own seed, fixed during the check.)"""
+    graph = layer_graph(model)
+    if dropout_masks is not None or not training or graph is None:
+        return dropout_masks
+    import keras
+
+    rng, size = np.random.default_rng([seed, 1]), len(as_list(x)[0])
+    drawn = {node.layer.name: rng.random((size, *node.layer.output.shape[1:])) >= node.layer.rate
+             for node in graph.nodes if isinstance(node.layer, keras.layers.Dropout)}
+    return drawn or None
+
+
+class GradientProblem:
+    """L(w) of one batch by Keras's own layers, as a function of the trainable values (nothing is assigned)."""
+
+    def __init__(self, model, x, t, loss=None, training=False, dropout_masks=None):
+        self.model, self.x, self.t, self.training, self.masks = model, x, t, training, dropout_masks
+        self.losses = resolve_losses(model, loss)
+        self.params = parameters(model)
+        self.point = {name: ops.convert_to_numpy(v.value) for name, v in self.params.items()}
+        self._point_tensors = {name: ops.convert_to_tensor(w) for name, w in self.point.items()}
+        self._compiled_loss = autodiff.compiled(self.loss)
+
+    def loss(self, values: dict | None = None):
+        return reference_loss(self.model, self.x, self.t, self.masks, training=self.training, values=values,
+                              losses=self.losses)
+
+    def loss_value(self, values: dict) -> float:
+        """L at the point with some parameters replaced, compiled: finite differences evaluate it many times."""
+        return float(self._compiled_loss({**self._point_tensors, **values}))
+
+    def loss_with(self, name: str):
+        """w -> L with parameter `name` set to w, the others at the point: what finite differences vary."""
+        return lambda w: self.loss_value({name: w})
+
+    def tape(self) -> tuple[float, dict[str, np.ndarray]]:
+        value, grads = autodiff.value_and_gradients(self.loss, self.point)
+        return float(value), {name: ops.convert_to_numpy(grads[name]) for name in self.params}
+
+
+def manual_or_reason(model, loss, training) -> tuple[ManualTwin | None, list[str]]:
+    try:
+        return ManualTwin(model, loss, training), []
+    except ManualUnavailable as unavailable:
+        return None, unavailable.missing
+
+
+def tape_gradients(model, x, t, dropout_masks=None, loss=None, training=False) -> tuple[float, dict[str, np.ndarray]]:
+    return GradientProblem(model, x, t, loss, training, dropout_masks).tape()
+
+
+def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None,
+                    training=False) -> dict:
+    """Manual vs tape (in `dtype`) and both vs float64 central differences, per weight tensor. Without a
+    manual formula for every layer, tape vs central differences alone, and `manual` says what is missing."""
     rng = np.random.default_rng(seed)
+    dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
     model_in_dtype, model64 = with_dtype(model, dtype), with_dtype(model, "float64")
-    x_in, t_in = (np.asarray(a, dtype) for a in (x, t))
-    manual_loss, manual = ManualTwin(model_in_dtype, dtype, loss).loss_and_gradients(x_in, t_in, dropout_masks)
-    tape_loss, tape = tape_gradients(model_in_dtype, x_in, t_in, dropout_masks, loss)
-    twin64 = ManualTwin(model64, "float64", loss)
+    x_in, t_in = cast_batch(x, t, dtype)
+    x64, t64 = cast_batch(x, t, "float64")
+    tape_loss, tape = GradientProblem(model_in_dtype, x_in, t_in, loss, training, dropout_masks).tape()
+    twin, missing = manual_or_reason(model_in_dtype, loss, training)
+    manual_loss, manual = twin.loss_and_gradients(x_in, t_in, dropout_masks) if twin else (None, None)
+    problem64 = GradientProblem(model64, x64, t64, loss, training, dropout_masks)
     comparisons = []
-    for name, variable in parameters(model64).items():
+    for name in problem64.params:
         rtol, atol = TOLERANCES[f"manual_vs_tape/{dtype}"]
         if dtype != "float64":
             atol *= float(np.abs(tape[name]).max(initial=0))
-        comparisons.append(compare(name, "manual_vs_tape", manual[name], tape[name], rtol, atol))
-        indices = sample_indices(variable.shape, fd_entries, rng)
-        fd, kinks = central_differences(lambda: reference_loss(model64, x, t, dropout_masks, loss), variable, indices,
-                                        pattern_fn=lambda: twin64.kink_pattern(x, t, dropout_masks))
+        if manual is not None:
+            comparisons.append(compare(name, "manual_vs_tape", manual[name], tape[name], rtol, atol))
+        indices = sample_indices(problem64.point[name].shape, fd_entries, rng)
+        fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name])
         if dtype == "float64":
             rtol, atol = TOLERANCES["vs_finite_differences"]  # else the float32 rtol, atol set above
-        for method, grad in (("manual", manual[name]), ("tape", tape[name])):
-            picked = np.array([grad[i] for i in indices]) if grad.shape == variable.shape else grad
-            comparisons.append(compare(name, f"{method}_vs_finite_differences", picked, fd, rtol, atol, kinks))
-    return {"dtype": dtype, "manual_loss": manual_loss, "tape_loss": tape_loss,
+        for method, grads in (("manual", manual), ("tape", tape)):
+            if grads is not None:
+                grad = grads[name]
+                picked = [grad[i] for i in indices] if grad.shape == problem64.point[name].shape else grad
+                comparisons.append(fd.compare(name, f"{method}_vs_finite_differences", indices, picked, rtol, atol))
+    return {"dtype": dtype, "training": training, "dropout_masks": sorted(dropout_masks or {}), "losses": [f.name for f in problem64.losses],
+            "manual": {"available": twin is not None, "missing": missing},
+            "manual_loss": manual_loss, "tape_loss": tape_loss,
             "passed": all(c.passed for c in comparisons), "comparisons": [asdict(c) for c in comparisons]}
 
 
-def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, seed=0, loss=None) -> dict:
+def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, seed=0, loss=None,
+                      training=False) -> dict:
     """Full coverage at the cost of a few forwards: for random unit directions v over all parameters,
     vᵀ∇L from the tape and the manual twin against (L(w + hv) − L(w − hv)) / 2h and against the
-    forward-mode JVP (tf.autodiff.ForwardAccumulator). float64."""
+    forward-mode JVP. float64."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
+    dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
     model64 = with_dtype(model, "float64")
-    twin = ManualTwin(model64, "float64", loss)
-    variables = parameters(model64)
-    _, manual = twin.loss_and_gradients(x, t, dropout_masks)
-    _, tape = tape_gradients(model64, x, t, dropout_masks, loss)
-    originals = {name: v.numpy() for name, v in variables.items()}
-    base_pattern = twin.kink_pattern(x, t, dropout_masks)
-
-    def loss_at(v, scale):
-        for name, variable in variables.items():
-            variable.assign(originals[name] + scale * v[name])
-        value = float(reference_loss(model64, x, t, dropout_masks, loss))
-        return value, twin.kink_pattern(x, t, dropout_masks)
-
-    rows = []
+    x64, t64 = cast_batch(x, t, "float64")
+    problem = GradientProblem(model64, x64, t64, loss, training, dropout_masks)
+    _, tape = problem.tape()
+    twin, missing = manual_or_reason(model64, loss, training)
+    manual = twin.loss_and_gradients(x64, t64, dropout_masks)[1] if twin else None
+    rows, kinks = [], []
+    rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
     for _ in range(directions):
-        v = {name: rng.standard_normal(w.shape) for name, w in originals.items()}
+        v = {name: rng.standard_normal(w.shape) for name, w in problem.point.items()}
         norm = np.sqrt(sum(np.sum(d**2) for d in v.values()))
         v = {name: d / norm for name, d in v.items()}
-        (plus, pattern_plus), (minus, pattern_minus) = loss_at(v, step), loss_at(v, -step)
-        loss_at(v, 0.0)
-        with tf.autodiff.ForwardAccumulator([var.value for var in variables.values()],
-                                            [tf.constant(v[name]) for name in variables]) as accumulator:
-            value = reference_loss(model64, x, t, dropout_masks, loss)
-        rows.append({
-            "tape": float(sum(np.sum(v[n] * tape[n]) for n in variables)),
-            "manual": float(sum(np.sum(v[n] * manual[n]) for n in variables)),
-            "finite_differences": (plus - minus) / (2 * step),
-            "forward_mode_jvp": float(accumulator.jvp(value)),
-            "kink": not (np.array_equal(pattern_plus, base_pattern) and np.array_equal(pattern_minus, base_pattern)),
-        })
-    rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
+        along = FiniteDifferences(lambda s, v=v: problem.loss_value({n: problem.point[n] + float(s) * v[n] for n in v}),
+                                  np.zeros(()), step)
+        _, jvp = autodiff.jvp(problem.loss, problem.point, v)
+        row = {"tape": float(sum(np.sum(v[n] * tape[n]) for n in v)),
+               "finite_differences": along.central(()), "forward_mode_jvp": float(jvp)}
+        if manual is not None:
+            row["manual"] = float(sum(np.sum(v[n] * manual[n]) for n in v))
+        row["kink"] = not agree(row["tape"], row["finite_differences"], rtol_fd, atol_fd) and \
+            along.at_kink((), row["tape"], rtol_fd, atol_fd)
+        rows.append(row)
+        kinks.append(row["kink"])
     rtol, atol = TOLERANCES["manual_vs_tape/float64"]
     column = {key: [row[key] for row in rows] for key in rows[0]}
-    checks = {
-        "manual_vs_tape": compare("all", "manual_vs_tape", column["manual"], column["tape"], rtol, atol),
-        "jvp_vs_tape": compare("all", "jvp_vs_tape", column["forward_mode_jvp"], column["tape"], rtol, atol),
-        "tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", column["tape"],
-                                              column["finite_differences"], rtol_fd, atol_fd, column["kink"]),
-    }
-    return {"parameters": int(sum(w.size for w in originals.values())), "directions": rows,
+    checks = {"jvp_vs_tape": compare("all", "jvp_vs_tape", column["forward_mode_jvp"], column["tape"], rtol, atol),
+              "tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", column["tape"],
+                                                    column["finite_differences"], rtol_fd, atol_fd, kinks)}
+    if manual is not None:
+        checks = {"manual_vs_tape": compare("all", "manual_vs_tape", column["manual"], column["tape"], rtol, atol),
+                  **checks}
+    return {"parameters": int(sum(w.size for w in problem.point.values())), "directions": rows,
+            "manual": {"available": twin is not None, "missing": missing},
             "checks": {k: asdict(c) for k, c in checks.items()}, "passed": all(c.passed for c in checks.values()),
             "seconds": round(time.perf_counter() - start, 2)}

@@ -1,86 +1,67 @@
-"""`compare_gradients`: the three-way check and the directional check of a model, as a table, JSON and a plot."""
+"""A gradient check's report: the per-tensor table (str), JSON, a plot, and the message assert_gradients raises."""
+import json
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from backprop_suite import artifacts
-from backprop_suite.datasets import load_dataset, to_model_inputs
-from backprop_suite.gradcheck import TOLERANCES, directional_check, three_way_check
-from backprop_suite.manual.twin import output_activation
-from backprop_suite.provenance import environment
-from models import build_model
-from models.net_222 import NET_222_PARAMETERS
 
 METHOD_PAIRS = ("manual_vs_tape", "manual_vs_finite_differences", "tape_vs_finite_differences")
 
 
-def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """Inputs, targets and dropout masks: real mnist-5k digits for 784-input models, random otherwise;
-    and a description of the data (with its provenance when it is a dataset)."""
-    input_shape = model.input_shape[1:]
-    if int(np.prod(input_shape)) == 784 and output_activation(model) == "softmax":
-        dataset = load_dataset("mnist-5k")
-        x, t = to_model_inputs(dataset.train, input_shape)
-        picked = rng.choice(len(x), batch_size, replace=False)
-        x, t = x[picked].astype(np.float64), t[picked].astype(np.float64)
-        data = {"description": "mnist-5k training digits", "provenance": dataset.provenance()}
-    else:
-        x = rng.standard_normal((batch_size, *input_shape))
-        t = rng.random((batch_size, model.output_shape[-1]))
-        data = {"description": "standard normal inputs, uniform [0, 1) targets", "provenance": None}
-    masks = {layer.name: rng.random((batch_size, *layer.output.shape[1:])) >= layer.rate
-             for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
-    return x, t, masks, data
+class GradientReport:
+    """What check_gradients found: `passed`, `str()` the table, `to_json()`, `save(directory)`, `plot(path)`."""
 
+    def __init__(self, data: dict):
+        self.data = data
 
-BIAS_STD = 0.1
-CHECK_POINT = f"Keras's initial weights with biases drawn from N(0, {BIAS_STD}²) (off the ReLU kinks)"
+    @property
+    def passed(self) -> bool:
+        return bool(self.data["passed"])
 
+    def __str__(self) -> str:
+        return format_table(self.data)
 
-def gradient_model(name: str, rng) -> keras.Model:
-    """A registry model at Keras's initialisation, but with biases drawn from N(0, BIAS_STD²).
+    def __repr__(self) -> str:
+        return f"<GradientReport {self.data['model']}: {'PASS' if self.passed else 'FAIL'}>"
 
-    Keras initialises biases to 0; then every blank 3×3 patch of a digit gives a conv pre-activation
-    of exactly 0, on the ReLU kink (C002-4), and finite differences of the biases are meaningless
-    there. Random biases put the check at a generic, differentiable point. The 2-2-2 network, whose
-    default weights are 0, gets all twelve parameters uniform in [-1, 1].
-    """
-    if name == "net_222":
-        return build_model(name, parameters={p: rng.uniform(-1, 1) for p in NET_222_PARAMETERS})
-    model = build_model(name)
-    for layer in model.layers:
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(rng.normal(0, BIAS_STD, layer.bias.shape))
-    return model
+    def to_json(self) -> str:
+        return json.dumps(self.data, indent=2, ensure_ascii=False)
 
+    def plot(self, path) -> None:
+        plot_errors(self.data, Path(path))
 
-def compare_gradients(model_name: str, dtype: str, results_root: Path, batch_size=8, fd_entries=32,
-                      directions=5, seed=0) -> dict:
-    """The `compare_gradients` command: print the table, write gradcheck.json and gradcheck.png."""
-    report = gradient_check_report(model_name, dtype, batch_size, fd_entries, directions, seed)
-    out_dir = Path(results_root) / model_name
-    artifacts.write_json(out_dir / "gradcheck.json", report)
-    plot_errors(report, out_dir / "gradcheck.png")
-    print(format_table(report))
-    print(f"\nwrote {out_dir / 'gradcheck.json'} and {out_dir / 'gradcheck.png'}")
-    return report
+    def save(self, directory) -> tuple[Path, Path]:
+        """Write gradcheck.json and gradcheck.png into `directory` (atomically); return their paths."""
+        directory = Path(directory)
+        paths = directory / "gradcheck.json", directory / "gradcheck.png"
+        artifacts.write_json(paths[0], self.data)
+        self.plot(paths[1])
+        return paths
 
+    def failures(self) -> list[dict]:
+        """Every failed comparison: per tensor, worst first (they name an entry), then the directional checks."""
+        def worst_first(comparisons):
+            return sorted((c for c in comparisons if not c["passed"]), key=lambda c: -c["worst_over_tolerance"])
 
-def gradient_check_report(model_name: str, dtype: str, batch_size=8, fd_entries=32, directions=5, seed=0) -> dict:
-    """Three-way and directional checks of a registry model on one batch, as JSON-ready data."""
-    rng = np.random.default_rng(seed)
-    keras.utils.set_random_seed(seed)
-    model = gradient_model(model_name, rng)
-    x, t, masks, data = gradient_batch(model, batch_size, rng)
-    report = {"model": model_name, "parameters": model.count_params(), "batch": {"size": batch_size, **data},
-              "point": CHECK_POINT,
-              "dropout_masks": sorted(masks), "tolerances": TOLERANCES, "seed": seed,
-              "three_way": three_way_check(model, x, t, masks, dtype=dtype, fd_entries=fd_entries, seed=seed),
-              "directional": directional_check(model, x, t, masks, directions=directions, seed=seed),
-              "environment": environment()}
-    report["passed"] = report["three_way"]["passed"] and report["directional"]["passed"]
-    return report
+        directional = [{**c, "tensor": f"all parameters, directional ({key})"}
+                       for key, c in self.data["directional"]["checks"].items()]
+        return worst_first(self.data["three_way"]["comparisons"]) + worst_first(directional)
+
+    def failure_message(self) -> str:
+        failed = self.failures()
+        if not failed:
+            return f"{self.data['model']}: gradients agree"
+        worst = failed[0]
+        a, b = worst.get("worst_values") or (float("nan"), float("nan"))
+        first, second = worst["methods"].split("_vs_")
+        lines = [f"{self.data['model']}: gradient check FAILED ({len(failed)} comparison(s)); worst: "
+                 f"{worst['tensor']}, {first} vs {second.replace('_', ' ')}, entry {tuple(worst.get('worst_entry') or ())}: "
+                 f"{a!r} vs {b!r}, |difference| {abs(a - b):.3g} > tolerance {worst.get('worst_tolerance', 0):.3g} "
+                 f"({worst['worst_over_tolerance']:.3g}× the tolerance)"]
+        lines += [f"  also: {c['tensor']} {c['methods']} ({c['worst_over_tolerance']:.3g}× the tolerance)"
+                  for c in failed[1:6]]
+        return "\n".join(lines)
 
 
 def format_table(report: dict) -> str:
@@ -90,19 +71,30 @@ def format_table(report: dict) -> str:
     for c in three_way["comparisons"]:
         by_tensor.setdefault(c["tensor"], {})[c["methods"]] = c
     header = ("tensor", "entries", "FD entries", "manual~tape", "manual~FD", "tape~FD", "FD kinks", "verdict")
-    rows = [(name, str(pairs["manual_vs_tape"]["entries"]), str(pairs["tape_vs_finite_differences"]["entries"]),
-             *(f"{pairs[m]['max_rel_error']:.1e}" for m in METHOD_PAIRS),
-             str(pairs["tape_vs_finite_differences"]["kinks"]),
-             "PASS" if all(p["passed"] for p in pairs.values()) else "FAIL") for name, pairs in by_tensor.items()]
-    lines = [f"{report['model']} ({report['parameters']:,} parameters), {three_way['dtype']}, batch of "
-             f"{report['batch']['size']} ({report['batch']['description']}); max relative error per method pair "
-             "(FD: float64 central differences on sampled entries).", "PASS: every entry has "
-             "|a − b| <= atol + rtol·max(|a|, |b|), tolerances as documented in backprop_suite/gradcheck.py", ""]
-    lines.append(artifacts.text_table(header, rows))
+    rows = []
+    for name, pairs in by_tensor.items():
+        fd = pairs["tape_vs_finite_differences"]
+        entries = pairs.get("manual_vs_tape", {}).get("entries", "")
+        rows.append((name, str(entries), str(fd["entries"]),
+                     *(f"{pairs[m]['max_rel_error']:.1e}" if m in pairs else "—" for m in METHOD_PAIRS),
+                     str(fd["kinks"]), "PASS" if all(p["passed"] for p in pairs.values()) else "FAIL"))
+    batch = report["batch"]
+    described = f" ({batch['description']})" if batch.get("description") else ""
+    mode = "training mode" if three_way.get("training") else "inference mode"
+    lines = [f"{report['model']} ({report['parameters']:,} parameters), {three_way['dtype']}, {mode}, batch of "
+             f"{batch['size']}{described}, loss {' + '.join(three_way.get('losses', []))}; max relative error "
+             "per method pair (FD: float64 central differences on sampled entries).", "PASS: every entry has "
+             "|a − b| <= atol + rtol·max(|a|, |b|), tolerances as documented in backprop_suite/gradcheck.py"]
+    if not three_way["manual"]["available"]:
+        lines.append("manual: not available — " + "; ".join(three_way["manual"]["missing"]))
+    lines += ["", artifacts.text_table(header, rows)]
     d = report["directional"]
     checks = ", ".join(f"{k} {v['max_rel_error']:.1e}" for k, v in d["checks"].items())
+    kinks = sum(row["kink"] for row in d["directions"])
+    on_kinks = f"; {kinks} on a kink, not counted" if kinks else ""
     lines += ["", f"directional check over all {d['parameters']:,} parameters, {len(d['directions'])} random "
-              f"directions (max relative error: {checks}): {'PASS' if d['passed'] else 'FAIL'} in {d['seconds']} s",
+              f"directions (max relative error: {checks}{on_kinks}): {'PASS' if d['passed'] else 'FAIL'} in "
+              f"{d['seconds']} s",
               f"verdict: {'PASS' if report['passed'] else 'FAIL'}"]
     return "\n".join(lines)
 
@@ -113,12 +105,14 @@ def plot_errors(report: dict, path: Path) -> None:
 
     comparisons = report["three_way"]["comparisons"]
     tensors = list(dict.fromkeys(c["tensor"] for c in comparisons))
+    pairs = [m for m in METHOD_PAIRS if any(c["methods"] == m for c in comparisons)]
     figure, axes = plt.subplots(figsize=(max(6, 1.1 * len(tensors) + 2), 4.5), dpi=100)
-    width = 0.8 / len(METHOD_PAIRS)
-    for k, methods in enumerate(METHOD_PAIRS):
+    width = 0.8 / len(pairs)
+    for k, methods in enumerate(pairs):
         ratios = [next(c["worst_over_tolerance"] for c in comparisons if c["tensor"] == t and c["methods"] == methods)
                   for t in tensors]
-        axes.bar(np.arange(len(tensors)) + (k - 1) * width, np.maximum(ratios, 1e-12), width, label=methods)
+        axes.bar(np.arange(len(tensors)) + (k - (len(pairs) - 1) / 2) * width, np.maximum(ratios, 1e-12), width,
+                 label=methods)
     axes.axhline(1.0, color="red", linestyle="--", linewidth=1, label="tolerance (PASS below)")
     axes.set(yscale="log", ylabel="worst |a − b| / (atol + rtol·max(|a|, |b|))",
              title=f"{report['model']}: gradient agreement ({report['three_way']['dtype']})")

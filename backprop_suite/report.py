@@ -153,8 +153,10 @@ def claim_row(claim: Claim, results: list[ExperimentResult]) -> tuple:
 
 def experiment_blocks(result: ExperimentResult) -> list:
     spec, record = result.spec, result.record
-    blocks = [Heading(3, spec.name, spec.name),
-              Paragraph([spec.question, " Claims: ", ", ".join(spec.claims), ". Spec: ",
+    beyond = getattr(spec, "beyond_the_notes", False)
+    blocks = [Heading(3, f"{spec.name} (beyond the notes)" if beyond else spec.name, spec.name),
+              Paragraph([spec.question, " Claims: ", "none — an experiment beyond the notes, not a claim of the seeds"
+                         if beyond else ", ".join(spec.claims), ". Spec: ",
                          Link(f"experiments/{spec.name}.toml", f"../experiments/{spec.name}.toml"), "."])]
     if record is None:
         return blocks + [Paragraph(["Verdict: ", NOT_YET_RUN, ". Run it with ",

@@ -14,7 +14,7 @@ from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
 from backprop_suite.provenance import code_sha256
 from backprop_suite.report import read_record
 from backprop_suite.training import train_experiment
-from backprop_suite.worked_examples import run_worked_example
+from backprop_suite.example_runner import run_worked_example
 
 UP_TO_DATE = "up to date"
 
@@ -96,7 +96,7 @@ def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: 
         remaining = [estimates.get(s.name) for s in to_run[number - 1:]]
         known = sum(t for t in remaining if t is not None)
         eta = f"about {'≥ ' if None in remaining else ''}{_clock(known)} left by the last run times" if known else ""
-        print(f"\n=== [{number}/{len(to_run)}] {spec.name} ({', '.join(spec.claims)}), because "
+        print(f"\n=== [{number}/{len(to_run)}] {spec.name} ({', '.join(spec.claims) or 'beyond the notes'}), because "
               f"{reasons[spec.name]}; elapsed {_clock(time.perf_counter() - start)}"
               f"{'; ' + eta if eta else ''}\n    {spec.question}", flush=True)
         records[spec.name] = {**run_experiment(spec, results_root, data_path), "status": "ran"}
@@ -109,7 +109,7 @@ def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: 
 def summary_table(records: list[dict]) -> str:
     """A fixed-width table: experiment, claims, data, test accuracy (training), checks met, verdict, status."""
     header = ("experiment", "claims", "data", "test acc", "checks met", "verdict", "this run")
-    rows = [(r["experiment"], " ".join(r["claims"]), r["data"]["name"] if r["data"] else "-",
+    rows = [(r["experiment"], " ".join(r["claims"]) or "beyond the notes", r["data"]["name"] if r["data"] else "-",
              f"{r['metrics']['test_accuracy']:.4f}" if "test_accuracy" in r["metrics"] else "-",
              f"{sum(c['met'] for c in r['checks'])}/{len(r['checks'])}", r["verdict"],
              f"ran, {r.get('wall_time_s', '?')} s" if r.get("status") == "ran" else r.get("status", "-"))

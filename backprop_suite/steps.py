@@ -9,7 +9,8 @@ tf.random, or applies the given ones (a dict by layer name) so that both can be 
 import keras
 import tensorflow as tf
 
-from backprop_suite.manual.twin import ManualTwin, parameters
+from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.reference import parameters
 
 
 def tape_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
@@ -35,7 +36,7 @@ def _drawn_mask(dropout, x):
 def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropout_masks: dict | None = None,
                 compiled: bool = True):
     """step(x, t) -> loss with the manual twin's forward and backward (no tape); compiled unless told not to."""
-    twin = ManualTwin(model, model.trainable_variables[0].dtype)
+    twin = ManualTwin(model)
     variables = list(parameters(model).values())  # the order of twin.gradient_tensors()
     masks = _drawn_mask if dropout_masks is None else dropout_masks
 

@@ -24,8 +24,10 @@ def main(argv=None) -> int:
     from backprop_suite.artifacts import text_table, write_json
     from backprop_suite.provenance import environment
 
+    from backprop_suite.equivalence import equivalence_report
+
     strategy = distribute.make_strategy("mirrored")
-    reports = [distribute.equivalence_report(strategy, name, args.batch_size, args.steps) for name in args.models]
+    reports = [equivalence_report(strategy, name, args.batch_size, args.steps) for name in args.models]
     rows = [(r["model"], f"{r['parameters']:,}", r["replicas"], f"{r['max_gradient_relative_difference']:.1e}",
              f"{r['max_gradient_abs_difference']:.1e}", f"{r['max_weight_relative_difference_after_steps']:.1e}",
              "PASS" if r["passed"] else "FAIL") for r in reports]

@@ -1,27 +1,92 @@
-"""Compare manual backprop, tf.GradientTape and finite differences for a model, per weight tensor."""
-import argparse
+"""Check a model's gradients three ways: hand-derived backward formulas, the framework's autodiff and
+float64 central differences, per weight tensor, plus a directional check over all parameters.
 
-from backprop_suite.errors import exit_cleanly_on_suite_error
-from backprop_suite.gradient_report import compare_gradients
-from backprop_suite.training import RESULTS_DIR
-from models import MODEL_BUILDERS
+--model takes a registry name (the suite's models; their reports are the reference results in results/),
+a PATH.keras saved with model.save, or package.module:function returning a built Keras model."""
+import argparse
+from pathlib import Path
+
+from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+
+REGISTRY = ("mnist_cnn", "two_layer_net", "deep_mlp", "net_222")  # models/ (listed here so --help needs no Keras)
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give 1 or more")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is outside [0, 2**32)")
+    return value
+
+
+def validate(args) -> Path:
+    """Every argument checked before anything is computed or written; returns where the report goes."""
+    model = args.model
+    if model not in REGISTRY and not model.endswith(".keras") and ":" not in model:
+        raise SuiteError(f"--model {model!r}: give a registry name ({', '.join(REGISTRY)}), a PATH.keras file "
+                         "or package.module:function")
+    if model.endswith(".keras") and not Path(model).is_file():
+        raise SuiteError(f"--model {model}: file not found")
+    if args.data is not None and not args.data.is_file():
+        raise SuiteError(f"--data {args.data}: file not found; save one with numpy.savez(path, x=inputs, y=targets)")
+    if args.out is None and model not in REGISTRY:
+        raise SuiteError(f"--model {model}: say where the report goes with --out DIR (a user's check never writes "
+                         "into the suite's results/)")
+    out = args.out if args.out is not None else args.results_dir / model
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise SuiteError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
+            break
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mnist_cnn", help="registry name, PATH.keras or package.module:function "
+                                                              "(default: %(default)s)")
+    parser.add_argument("--data", type=Path, help="an .npz with arrays x and y (x0, x1, ... for several inputs); "
+                                                  "default: the registry's batch, else random inputs and targets")
+    parser.add_argument("--out", type=Path, help="folder for gradcheck.json and gradcheck.png "
+                                                 "(default for a registry model: results/<model>/)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it registers your custom layers); repeatable")
+    parser.add_argument("--loss", help="a Keras loss name (default: the model's compiled loss, else the one "
+                                       "paired with its output activation)")
+    parser.add_argument("--training", action="store_true",
+                        help="check the training-mode function (BatchNorm batch statistics, dropout masks)")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="of the manual and autodiff gradients; finite differences are always float64")
+    parser.add_argument("--batch-size", type=positive, default=8)
+    parser.add_argument("--fd-entries", type=positive, default=32, help="finite-difference entries sampled per tensor")
+    parser.add_argument("--directions", type=positive, default=5, help="random directions of the directional check")
+    parser.add_argument("--seed", type=seed, default=0)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    return run(args)
 
 
 @exit_cleanly_on_suite_error
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", choices=sorted(MODEL_BUILDERS), default="mnist_cnn")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                        help="of the manual and tape gradients; finite differences are always float64")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--fd-entries", type=int, default=32, help="finite-difference entries sampled per tensor")
-    parser.add_argument("--directions", type=int, default=5, help="random directions of the directional check")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results-dir", default=RESULTS_DIR, help="default: %(default)s")
-    args = parser.parse_args(argv)
-    report = compare_gradients(args.model, args.dtype, args.results_dir, args.batch_size, args.fd_entries,
-                               args.directions, args.seed)
-    return 0 if report["passed"] else 1
+def run(args) -> int:
+    out = validate(args)
+    from backprop_suite.compare_gradients import compare_gradients
+
+    report = compare_gradients(args.model, args.dtype, out, args.data, args.batch_size, args.fd_entries,
+                               args.directions, args.seed, args.training, args.loss, args.imports)
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backprop_suite.manual.twin import ManualTwin, parameters, reference_loss
+from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.reference import parameters, reference_loss
 from models import build_model
 
 
@@ -40,7 +41,7 @@ def timings(model, batch: int, rng) -> dict:
             loss = reference_loss(model, x, t, masks)
         return recorder.gradient(loss, variables)
 
-    twin = ManualTwin(model, "float32")
+    twin = ManualTwin(model)
     row = {"tape_ms": median_ms(lambda: [g.numpy() for g in tape()]),
            "manual_eager_ms": median_ms(lambda: twin.loss_and_gradients(x, t, masks))}
     if hasattr(twin, "loss_and_gradient_tensors"):  # the compiled path exists after the change only

@@ -39,7 +39,7 @@ def test_two_devices_compute_the_one_device_gradient_and_the_same_sgd_steps(tmp_
 def test_replicas_that_forget_their_share_of_the_mean_fail_the_check(tmp_path):
     """The check can fail: replicas differentiating their local mean instead of their share (local/global)
     of the global mean sum to twice the gradient on 2 replicas."""
-    mutation = ("import runpy, sys\nimport backprop_suite.distribute as d\noriginal = d.reference_loss\n"
+    mutation = ("import runpy, sys\nimport backprop_suite.equivalence as d\noriginal = d.reference_loss\n"
                 "d.reference_loss = lambda *a, **k: 2 * original(*a, **k)  # = the local mean, on 2 equal halves\n"
                 f"sys.argv = ['check', '--models', 'two_layer_net', '--results-dir', {str(tmp_path)!r}]\n"
                 f"runpy.run_path({CHECK!r}, run_name='__main__')\n")

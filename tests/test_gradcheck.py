@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from backprop_suite.compare_gradients import compare_gradients
 from backprop_suite.gradcheck import compare, directional_check, three_way_check
-from backprop_suite.gradient_report import compare_gradients
+from backprop_suite.manual import conv
 from backprop_suite.manual import layers as manual
+from backprop_suite.manual import losses
 from backprop_suite.worked_examples.whole_batch_softmax import WholeBatchSoftmaxWithLoss
 from models import build_model
 from models.net_222 import NET_222_PARAMETERS
@@ -46,18 +48,18 @@ CASES = {
                                        *mlp_batch(rng)),
     "net_222_identity": lambda rng: (net_222(), rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), None),
     "net_222_sigmoid": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)), rng.random((3, 2)), None),
-    "net_222_sigmoid_half_squared_error": lambda rng: (net_222("sigmoid"), rng.standard_normal((3, 2)),
-                                                       rng.random((3, 2)), None),
     "deep_mlp_tanh": lambda rng: (build_model("deep_mlp", depth=4, width=16, activation="tanh"), *mlp_batch(rng)),
 }
+# The sigmoid 2-2-2 network twice: with its fused binary cross-entropy, and with C000-1's ½ squared error,
+# which backpropagates through σ′ (not fused).
+LOSSES = {"net_222_sigmoid": [None, "half_squared_error"]}
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case, loss", [(case, loss) for case in CASES for loss in LOSSES.get(case, [None])])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_model_passes_the_three_way_check(case, dtype):
+def test_model_passes_the_three_way_check(case, loss, dtype):
     keras.utils.set_random_seed(0)  # the same Keras initial weights in every run
     model, x, t, masks = CASES[case](np.random.default_rng(0))
-    loss = "half_squared_error" if case.endswith("half_squared_error") else None
     report = three_way_check(model, x, t, masks, dtype=dtype, fd_entries=12, loss=loss)
     assert report["passed"], [c for c in report["comparisons"] if not c["passed"]]
     assert report["manual_loss"] == pytest.approx(report["tape_loss"], rel=1e-12 if dtype == "float64" else 1e-5)
@@ -106,7 +108,7 @@ def test_mutation_slides_relu_mask_x_lt_0_differs_from_tensorflow_at_exactly_zer
 
 
 def test_mutation_conv_dx_without_rotating_the_kernel_fails_conv1(monkeypatch):
-    original = manual.Conv2D.backward
+    original = conv.Conv2D.backward
 
     def backward(self, dout):
         original(self, dout)
@@ -114,7 +116,7 @@ def test_mutation_conv_dx_without_rotating_the_kernel_fails_conv1(monkeypatch):
         padded = tf.pad(dout, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
         return tf.nn.conv2d(padded, tf.transpose(self.K, (0, 1, 3, 2)), strides=1, padding="VALID")  # not rotated
 
-    monkeypatch.setattr(manual.Conv2D, "backward", backward)
+    monkeypatch.setattr(conv.Conv2D, "backward", backward)
     model, x, t, masks = CASES["mnist_cnn"](np.random.default_rng(5))
     report = three_way_check(model, x, t, masks, fd_entries=8)
     assert failing_tensors(report) == ["conv1/bias", "conv1/kernel"]
@@ -122,7 +124,7 @@ def test_mutation_conv_dx_without_rotating_the_kernel_fails_conv1(monkeypatch):
 
 def test_mutation_whole_batch_softmax_of_c001_3_fails(monkeypatch):
     # The note's softmax, normalised over the whole batch instead of per row.
-    monkeypatch.setattr(manual.SoftmaxCrossEntropy, "forward", WholeBatchSoftmaxWithLoss.forward)
+    monkeypatch.setattr(losses.SoftmaxCrossEntropy, "forward", WholeBatchSoftmaxWithLoss.forward)
     model, x, t, _ = CASES["two_layer_net_sigmoid"](np.random.default_rng(6))
     report = three_way_check(model, x, t, fd_entries=12)
     assert not report["passed"] and report["manual_loss"] != pytest.approx(report["tape_loss"])
@@ -144,7 +146,7 @@ def test_mutation_sigmoid_derivative_missing_one_minus_y_fails(monkeypatch):
 
 
 def test_compare_gradients_writes_json_and_plot_and_prints_a_table(tmp_path, capsys):
-    assert compare_gradients("net_222", "float64", tmp_path)["passed"]
+    assert compare_gradients("net_222", "float64", tmp_path / "net_222").passed
     printed = capsys.readouterr().out
     assert "hidden/kernel" in printed and "verdict: PASS" in printed
     report = json.loads((tmp_path / "net_222" / "gradcheck.json").read_text())

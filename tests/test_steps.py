@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from backprop_suite.bench import forward_flops_per_sample
-from backprop_suite.manual import layers as manual
-from backprop_suite.manual.twin import parameters, reference_loss, with_dtype
+from backprop_suite.manual import conv
+from backprop_suite.reference import parameters, reference_loss, with_dtype
 from backprop_suite.steps import manual_step, tape_step
 from models import build_model
 
@@ -63,12 +63,12 @@ def test_manual_step_with_an_unrotated_conv_kernel_trains_differently(monkeypatc
     """The comparison above can fail: dx computed with K not rotated by 180° changes conv1's first update."""
     def backward(self, dout):
         kh, kw = self.K.shape[:2]
-        dK = tf.nn.conv2d(tf.transpose(self.x, (3, 1, 2, 0)), tf.transpose(dout, (1, 2, 0, 3)), 1, "VALID")
+        dK = tf.nn.conv2d(tf.transpose(self.xp, (3, 1, 2, 0)), tf.transpose(dout, (1, 2, 0, 3)), 1, "VALID")
         self.grads = {"kernel": tf.transpose(dK, (1, 2, 0, 3)), "bias": tf.reduce_sum(dout, axis=(0, 1, 2))}
         padded = tf.pad(dout, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
         return tf.nn.conv2d(padded, tf.transpose(self.K, (0, 1, 3, 2)), 1, "VALID")  # no [::-1, ::-1]
 
-    monkeypatch.setattr(manual.Conv2D, "backward", backward)
+    monkeypatch.setattr(conv.Conv2D, "backward", backward)
     tape_weights, manual_weights = train_twice("mnist_cnn", steps=1, masked=True)
     assert max_rel_difference(tape_weights[:2], manual_weights[:2]) > 1e-4  # conv1's kernel and bias
     assert max_rel_difference(tape_weights[2:], manual_weights[2:]) < 1e-10  # later layers: dx is not used there

@@ -1,47 +1,51 @@
-"""Manual layers: `forward` keeps what `backward` needs; `backward(dout)` returns dx and sets grads.
+"""Manual layers, each `forward` next to its `backward`: dense, activations, dropout, reshaping, merging.
 
-Conventions (Keras's, so that weights copy straight from `layer.get_weights()`): NHWC tensors, conv
+Protocol: `forward(x, **weights)` keeps what `backward` needs and returns y; `backward(dout)` returns
+dL/dx (a list for a layer with several inputs) and sets `self.grads` {weight name: dL/dweight}.
+`weights` names the Keras weights a layer reads ("kernel", "bias", ...), passed by that name.
+Conventions (Keras's, so that weights copy straight from the Keras layer): NHWC tensors, conv
 kernels (kh, kw, c_in, c_out), Dense W as (in, out), inverted dropout (kept units scaled by
-1/(1 − rate)), losses averaged over the batch. Only forward TensorFlow ops are used (matmul,
-conv2d, reshape, ...): never a tape, tf.gradients or a *Grad / conv2d_backprop_* kernel, which
-would check TensorFlow against itself. `dout` is never modified in place.
+1/(1 − rate)), losses averaged over the batch. Written in keras.ops with forward ops only (matmul,
+conv, where, pad, ...): never an autodiff call or a gradient kernel, which would check the framework
+against itself (tests/test_manual_layers.py enforces this). `dout` is never modified in place.
 """
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 
 class Affine:
-    """y = x·W + b (Keras Dense without its activation)."""
+    """y = x·W + b (Keras Dense without its activation; b absent when use_bias=False)."""
+    weights = ("kernel", "bias")
 
-    def __init__(self, name: str, W: tf.Tensor, b: tf.Tensor):
-        self.name, self.W, self.b = name, W, b
-
-    def set_parameters(self, kernel, bias):
-        self.W, self.b = kernel, bias
-
-    def forward(self, x):
-        self.x = x
-        return tf.matmul(x, self.W) + self.b
+    def forward(self, x, kernel, bias=None):
+        self.x, self.W, self.has_bias = x, kernel, bias is not None
+        y = ops.matmul(x, kernel)
+        return y if bias is None else y + bias
 
     def backward(self, dout):
-        # dL/dW = xᵀ·dout, dL/db = Σ_n dout, dL/dx = dout·Wᵀ  (C002-4; C002-3 entrywise)
-        self.grads = {"kernel": tf.matmul(self.x, dout, transpose_a=True), "bias": tf.reduce_sum(dout, axis=0)}
-        return tf.matmul(dout, self.W, transpose_b=True)
+        # dL/dW = xᵀ·dout, dL/db = Σ_n dout, dL/dx = dout·Wᵀ  (C002-4; C002-3 entrywise). Inputs of rank > 2
+        # (Dense on the last axis) flatten their leading axes into the batch first.
+        x2, d2 = ops.reshape(self.x, (-1, self.x.shape[-1])), ops.reshape(dout, (-1, dout.shape[-1]))
+        self.grads = {"kernel": ops.matmul(ops.transpose(x2), d2)}
+        if self.has_bias:
+            self.grads["bias"] = ops.sum(d2, axis=0)
+        return ops.matmul(dout, ops.transpose(self.W))
 
 
 class ReLU:
     def forward(self, x):
         self.mask = x > 0
-        return tf.where(self.mask, x, tf.zeros_like(x))
+        return ops.where(self.mask, x, ops.zeros_like(x))
 
     def backward(self, dout):
         # Gradient passes where x > 0 (C002-3). At exactly x = 0 it is 0: the book's `x <= 0`
         # zeroing, which TensorFlow's ReluGrad follows; the slide's `x < 0` would pass it (C002-4).
-        return tf.where(self.mask, dout, tf.zeros_like(dout))
+        return ops.where(self.mask, dout, ops.zeros_like(dout))
 
 
 class Sigmoid:
     def forward(self, x):
-        self.y = tf.sigmoid(x)
+        self.y = ops.sigmoid(x)
         return self.y
 
     def backward(self, dout):
@@ -50,7 +54,7 @@ class Sigmoid:
 
 class Tanh:
     def forward(self, x):
-        self.y = tf.tanh(x)
+        self.y = ops.tanh(x)
         return self.y
 
     def backward(self, dout):
@@ -65,130 +69,90 @@ class Identity:
         return dout
 
 
+class Softmax:
+    """y = softmax(x) along `axis`, not fused with a loss (a fused one is in manual/losses.py)."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.y = ops.softmax(x, axis=self.axis)
+        return self.y
+
+    def backward(self, dout):
+        # The Jacobian ∂y_i/∂x_j = y_i(δ_ij − y_j) applied to dout: dx = y ⊙ (dout − Σ_j dout_j·y_j)
+        return self.y * (dout - ops.sum(dout * self.y, axis=self.axis, keepdims=True))
+
+
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "linear": Identity, "softmax": Softmax}
+
+
 class Dropout:
     """Inverted dropout with a given 0/1 mask (None: inference, the identity)."""
 
-    def __init__(self, name: str, rate: float):
-        self.name, self.rate = name, rate
+    def __init__(self, rate: float):
+        self.rate = rate
 
     def forward(self, x, mask=None):
-        self.scale = None if mask is None else tf.cast(mask, x.dtype) / (1 - self.rate)
+        self.scale = None if mask is None else ops.cast(mask, x.dtype) / (1 - self.rate)
         return x if self.scale is None else x * self.scale
 
     def backward(self, dout):
         return dout if self.scale is None else dout * self.scale  # the forward's mask, reused
 
 
-class Flatten:
+class Reshape:
+    """Flatten, or Reshape to `target` (per sample); the backward puts the gradient back in the input's shape."""
+
+    def __init__(self, target=(-1,)):
+        self.target = tuple(target)
+
     def forward(self, x):
-        self.shape = tf.shape(x)
-        return tf.reshape(x, (self.shape[0], -1))
+        self.shape = ops.shape(x)
+        return ops.reshape(x, (-1, *self.target) if self.target != (-1,) else (self.shape[0], -1))
 
     def backward(self, dout):
-        return tf.reshape(dout, self.shape)
+        return ops.reshape(dout, self.shape)
 
 
-class MaxPool2D:
-    """Non-overlapping p×p max pooling (stride p, valid padding: leftover rows/columns dropped)."""
+class ZeroPadding2D:
+    """Zeros around the rows and columns: ((top, bottom), (left, right)); the backward crops them off."""
 
-    def __init__(self, pool: int):
-        self.p = pool
+    def __init__(self, padding):
+        self.padding = padding
 
     def forward(self, x):
-        n, h, w, c = x.shape
-        p, ho, wo = self.p, h // self.p, w // self.p
-        self.in_shape = (n, h, w, c)
-        # space_to_depth lays each window out along the channels, position k = a·p + b (row-major) in
-        # channels [k·c, (k + 1)·c): the windows' entries as p² tensors of the output's shape.
-        windows = tf.nn.space_to_depth(x[:, :ho * p, :wo * p, :], p)
-        entries = [windows[..., k * c:(k + 1) * c] for k in range(p * p)]
-        y = entries[0]
-        for entry in entries[1:]:
-            y = tf.maximum(y, entry)
-        # The arg-max of each window as one mask per position. Ties: the first maximum in row-major
-        # window order wins, as in TF's MaxPoolGrad.
-        self.masks, taken = [], tf.zeros_like(y, tf.bool)
-        for entry in entries:
-            mask = tf.logical_and(tf.equal(entry, y), tf.logical_not(taken))
-            self.masks.append(mask)
-            taken = tf.logical_or(taken, mask)
+        (self.top, bottom), (self.left, right) = self.padding
+        self.h, self.w = x.shape[1], x.shape[2]
+        return ops.pad(x, [[0, 0], [self.top, bottom], [self.left, right], [0, 0]])
+
+    def backward(self, dout):
+        return dout[:, self.top:self.top + self.h, self.left:self.left + self.w, :]
+
+
+class Add:
+    """y = Σ_i x_i: each input receives dout whole (and a tensor used twice sums its two gradients)."""
+
+    def forward(self, xs):
+        self.count = len(xs)
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
         return y
 
-    @property
-    def argmax(self):
-        """The window position k = a·p + b of each output's maximum."""
-        return tf.add_n([k * tf.cast(mask, tf.int64) for k, mask in enumerate(self.masks)])
+    def backward(self, dout):
+        return [dout] * self.count
+
+
+class Concatenate:
+    """y = [x_1, x_2, ...] along `axis`; the backward splits dout at the same boundaries."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, xs):
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return ops.concatenate(xs, axis=self.axis)
 
     def backward(self, dout):
-        # The whole gradient goes to the arg-max of each window; the other inputs get 0.
-        n, h, w, c = self.in_shape
-        p, ho, wo = self.p, h // self.p, w // self.p
-        zero = tf.zeros_like(dout)
-        routed = tf.nn.depth_to_space(tf.concat([tf.where(mask, dout, zero) for mask in self.masks], axis=-1), p)
-        return tf.pad(routed, [[0, 0], [0, h - ho * p], [0, w - wo * p], [0, 0]])
-
-
-class Conv2D:
-    """Valid, stride-1 cross-correlation y[n,i,j,o] = Σ_{a,b,c} x[n,i+a,j+b,c]·K[a,b,c,o] + b[o]."""
-
-    def __init__(self, name: str, K: tf.Tensor, b: tf.Tensor):
-        self.name, self.K, self.b = name, K, b
-
-    def set_parameters(self, kernel, bias):
-        self.K, self.b = kernel, bias
-
-    def forward(self, x):
-        self.x = x
-        return tf.nn.conv2d(x, self.K, strides=1, padding="VALID") + self.b
-
-    def backward(self, dout):
-        kh, kw, c_in, c_out = self.K.shape
-        # dL/dK[a,b,c,o] = Σ_{n,i,j} x[n,i+a,j+b,c]·dout[n,i,j,o]: the input correlated with dout. That is
-        # itself a valid convolution once the batch axis plays the channels: x as (c, H, W, n) correlated
-        # with dout as a (h, w, n, o) kernel gives (c, kh, kw, o). (4× faster here than correlating
-        # extracted patches, and faster than TF's own Conv2DBackpropFilter on 2 CPU cores.)
-        dK = tf.nn.conv2d(tf.transpose(self.x, (3, 1, 2, 0)), tf.transpose(dout, (1, 2, 0, 3)), strides=1,
-                          padding="VALID")
-        self.grads = {"kernel": tf.transpose(dK, (1, 2, 0, 3)), "bias": tf.reduce_sum(dout, axis=(0, 1, 2))}
-        # dL/dx = full convolution of dout with K: pad by (k − 1), correlate with K rotated 180°
-        # and with its channel axes swapped (c_out → c_in).
-        padded = tf.pad(dout, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
-        rotated = tf.transpose(self.K[::-1, ::-1, :, :], (0, 1, 3, 2))
-        return tf.nn.conv2d(padded, rotated, strides=1, padding="VALID")
-
-
-class SoftmaxCrossEntropy:
-    """L = −(1/N) Σ_n Σ_k t log y, y = softmax(u) per row; computed from the logits u, stably."""
-
-    def forward(self, u, t):
-        self.t, self.n = t, tf.cast(tf.shape(u)[0], u.dtype)
-        log_y = u - tf.reduce_logsumexp(u, axis=-1, keepdims=True)  # log-softmax without overflow
-        self.y = tf.exp(log_y)
-        return -tf.reduce_sum(t * log_y) / self.n
-
-    def backward(self):
-        return (self.y - self.t) / self.n  # δ = (y − t)/N  (C004-3, C002-4; uses Σ_k t_k = 1)
-
-
-class SigmoidBinaryCrossEntropy:
-    """L = mean over batch and units of −t log y − (1 − t) log(1 − y), y = σ(u); computed from u."""
-
-    def forward(self, u, t):
-        self.t, self.count = t, tf.cast(tf.size(u), u.dtype)
-        self.y = tf.sigmoid(u)
-        # −t log σ(u) − (1 − t) log(1 − σ(u)) = softplus(u) − t·u, which never takes log(0).
-        return tf.reduce_sum(tf.nn.softplus(u) - t * u) / self.count
-
-    def backward(self):
-        return (self.y - self.t) / self.count  # δ = y − t, averaged  (C004-2, C003-2)
-
-
-class IdentityHalfSquaredError:
-    """E = (1/N) Σ_n ½ Σ_k (u − t)² with the identity output y = u (the note's E for N = 1)."""
-
-    def forward(self, u, t):
-        self.y, self.t, self.n = u, t, tf.cast(tf.shape(u)[0], u.dtype)
-        return 0.5 * tf.reduce_sum((u - t) ** 2) / self.n
-
-    def backward(self):
-        return (self.y - self.t) / self.n  # δ = y − d  (C004-1, C000-1)
+        return ops.split(dout, list(np.cumsum(self.sizes)[:-1]), axis=self.axis)

@@ -4,14 +4,8 @@ A worked example measures named numbers (its metrics), prints what a reader woul
 and may draw figures; the spec's [[expected]] entries turn the numbers into a verdict.
 """
 import inspect
-import shutil
-import time
-from pathlib import Path
 
-from backprop_suite import artifacts
-from backprop_suite.errors import SpecError
-from backprop_suite.experiment import WorkedExampleSpec, evaluate_expectations, spec_header
-from backprop_suite.provenance import environment
+from backprop_suite.worked_examples.batch_norm_backward import batch_norm_backward
 from backprop_suite.worked_examples.chain_network import chain_network
 from backprop_suite.worked_examples.gradient_checks import gradient_check, relu_gradient_at_zero
 from backprop_suite.worked_examples.gradient_cost import gradient_cost
@@ -37,31 +31,9 @@ WORKED_EXAMPLES = {
     "logistic_regression": logistic_regression,  # C003-2
     "l1_vs_l2": l1_vs_l2,  # C003-3
     "vanishing_gradients": vanishing_gradients,  # C003-6
+    "batch_norm_backward": batch_norm_backward,  # beyond the notes: the book's ch. 6.3
 }
 
 
 def example_options(name: str) -> dict:
     return {p.name: p.default for p in inspect.signature(WORKED_EXAMPLES[name]).parameters.values()}
-
-
-def run_worked_example(spec: WorkedExampleSpec, results_root: Path) -> dict:
-    """Run the example, print its text, write report.txt, figures and metrics.json; return metrics.json."""
-    out_dir = Path(results_root) / spec.name
-    start = time.perf_counter()
-    try:
-        result = WORKED_EXAMPLES[spec.example](**spec.options)
-    except (TypeError, ValueError) as error:
-        raise SpecError(f"{spec.path} [example]: {error}") from None
-    print(result.text, flush=True)
-    checks, verdict = evaluate_expectations(spec, result.metrics, (result.data or {}).get("name"))
-    artifacts.write_text(out_dir / "report.txt", result.text + "\n")
-    for filename, draw in result.figures.items():
-        draw(out_dir / filename)
-    with artifacts.atomic_path(out_dir / "spec.toml") as tmp:
-        shutil.copyfile(spec.path, tmp)
-    record = {**spec_header(spec), "verdict": verdict, "checks": checks, "metrics": result.metrics,
-              "data": result.data, "details": result.details, "figures": sorted(result.figures),
-              "wall_time_s": round(time.perf_counter() - start, 2), "environment": environment()}
-    artifacts.write_json(out_dir / "metrics.json", record)
-    print(f"[example] {spec.name}: verdict: {verdict}; results in {out_dir}", flush=True)
-    return record

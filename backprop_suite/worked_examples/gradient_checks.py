@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backprop_suite.gradient_report import format_table, gradient_check_report, plot_errors
+from backprop_suite.compare_gradients import gradient_check_report
+from backprop_suite.gradient_report import format_table, plot_errors
 from backprop_suite.manual import layers as manual
 from backprop_suite.worked_examples.result import WorkedResult
 

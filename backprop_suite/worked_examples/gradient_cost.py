@@ -14,7 +14,8 @@ import tensorflow as tf
 from backprop_suite import artifacts
 from backprop_suite.datasets import load_dataset, to_model_inputs
 from backprop_suite.gradcheck import central_differences
-from backprop_suite.manual.twin import ManualTwin, parameters, reference_loss, with_dtype
+from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.reference import parameters, reference_loss, with_dtype
 from backprop_suite.worked_examples.result import WorkedResult
 from models import build_model
 
@@ -59,7 +60,7 @@ def gradient_cost(hidden_size: int = 50, batch_size: int = 100, repeats: int = 2
     model = with_dtype(build_model("two_layer_net", hidden_size=hidden_size, weight_init_std=0.01), "float64")
     x, t = batch_for(model, dataset.train, batch_size, rng)
     forward, backprop = compiled_forward_and_backprop(model, x, t)
-    twin = ManualTwin(model, "float64")
+    twin = ManualTwin(model)
 
     calls = 0
 
@@ -72,7 +73,10 @@ def gradient_cost(hidden_size: int = 50, batch_size: int = 100, repeats: int = 2
     numerical = {}
     for name, variable in parameters(model).items():  # every entry of every tensor, as the book does
         indices = list(np.ndindex(*variable.shape))
-        numerical[name] = central_differences(counted_forward, variable, indices, step=1e-4)[0]  # the book's h
+        original = variable.numpy()
+        numerical[name] = central_differences(lambda w, variable=variable: (variable.assign(w), counted_forward())[1],
+                                              original, indices, step=1e-4)  # the book's h
+        variable.assign(original)
     numerical_seconds = time.perf_counter() - start
     _, tape_grads = backprop()
     max_diff = max(float(np.abs(numerical[name] - grad.numpy().ravel()).max())

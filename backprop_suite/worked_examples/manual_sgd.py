@@ -8,7 +8,8 @@ import numpy as np
 
 from backprop_suite import artifacts
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
-from backprop_suite.manual.twin import ManualTwin, parameters, with_dtype
+from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.reference import parameters, with_dtype
 from backprop_suite.worked_examples.result import WorkedResult
 from models import build_model
 
@@ -55,7 +56,7 @@ def run_both(dtype, steps, compare_after, batch_size, learning_rate, hidden_size
     keras_model.fit(x_fit[order], y_fit[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
                     callbacks=[per_step])
 
-    twin, variables = ManualTwin(manual_model, dtype), parameters(manual_model)
+    twin, variables = ManualTwin(manual_model), parameters(manual_model)
     manual_losses, manual_accuracy, snapshot = [], [], None
     for step in range(steps):
         batch = order[step * batch_size:(step + 1) * batch_size]

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from backprop_suite.gradcheck import tape_gradients
 from backprop_suite.manual.twin import ManualTwin
-from backprop_suite.manual.twin import parameters as model_variables
+from backprop_suite.reference import parameters as model_variables
 from backprop_suite.worked_examples.result import WorkedResult
 from models.net_222 import NET_222_PARAMETERS, build_net_222, by_note_names, net_222_parameters
 
@@ -71,7 +71,7 @@ def net_222_chain_rule(output_activation: str = "linear", learning_rate: float =
     model = build_net_222(output_activation, w, dtype="float64")
     batch, target = np.array([x]), np.array([d])
     tape_loss, tape = tape_gradients(model, batch, target, loss="half_squared_error")
-    _, twin = ManualTwin(model, "float64", "half_squared_error").loss_and_gradients(batch, target)
+    _, twin = ManualTwin(model, "half_squared_error").loss_and_gradients(batch, target)
 
     tape_named, twin_named = by_note_names(tape), by_note_names(twin)
     updated_by_hand = {n: w[n] - learning_rate * hand[n] for n in NET_222_PARAMETERS}  # w ← w − η·∂E/∂w

@@ -3,18 +3,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backprop_suite.manual import layers as manual
+from backprop_suite.manual import losses
 from backprop_suite.worked_examples.result import WorkedResult
 
 # pairing -> (the suite's fused layer, Keras's per-sample loss E_n(d, u) from the logits u, target kind)
 PAIRINGS = {
     "regression: identity + squared error (C004-1)": (
-        manual.IdentityHalfSquaredError, lambda d, u: 0.5 * tf.reduce_sum((u - d) ** 2, axis=-1), "real"),
+        losses.HalfSquaredError, lambda d, u: 0.5 * tf.reduce_sum((u - d) ** 2, axis=-1), "real"),
     "binary: logistic + negative log-likelihood (C004-2)": (
-        manual.SigmoidBinaryCrossEntropy,  # Keras averages over the K units; E_n sums them
+        losses.SigmoidBinaryCrossEntropy,  # Keras averages over the K units; E_n sums them
         lambda d, u: keras.losses.binary_crossentropy(d, u, from_logits=True) * u.shape[-1], "binary"),
     "multiclass: softmax + cross-entropy (C004-3)": (
-        manual.SoftmaxCrossEntropy, lambda d, u: keras.losses.categorical_crossentropy(d, u, from_logits=True),
+        losses.SoftmaxCrossEntropy, lambda d, u: keras.losses.categorical_crossentropy(d, u, from_logits=True),
         "onehot"),
 }
 
@@ -37,7 +37,7 @@ def output_deltas(samples: int = 200, classes: int = 5, logit_scale: float = 50.
         layer.forward(tf.constant(u), tf.constant(d))
         y = layer.y.numpy()
         # The fused layer's backward is (y − d)/count for a batch mean; times count, the per-sample δ.
-        count = u.size if layer_class is manual.SigmoidBinaryCrossEntropy else samples
+        count = u.size if layer_class is losses.SigmoidBinaryCrossEntropy else samples
         delta_layer = layer.backward().numpy() * count
         finite = np.isfinite(total.numpy()) and np.all(np.isfinite(delta_tape)) and np.all(np.isfinite(delta_layer))
         metrics[f"pairing{number}_max_abs_tape_vs_y_minus_d"] = float(np.abs(delta_tape - (y - d)).max())

@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite.gradcheck import TOLERANCES, central_differences, compare, sample_indices
-from backprop_suite.manual.twin import ManualTwin, parameters, with_dtype
+from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.reference import parameters, with_dtype
 from backprop_suite.worked_examples.result import WorkedResult
 from models import build_model
 
@@ -36,7 +37,8 @@ def consistency(twin: ManualTwin, x, t) -> tuple[bool, list[dict]]:
     rows = []
     for name, variable in parameters(twin.model).items():
         indices = sample_indices(variable.shape, 64, np.random.default_rng(0))
-        fd, _ = central_differences(lambda: twin.forward(x, t), variable, indices)
+        fd = central_differences(lambda w, name=name: float(twin.forward(x, t, values={name: w})), variable.numpy(),
+                                 indices)
         rows.append(vars(compare(name, "backward_vs_own_forward", [grads[name][i] for i in indices], fd, rtol, atol)))
     return all(r["passed"] for r in rows), rows
 
@@ -48,9 +50,9 @@ def whole_batch_softmax(seed: int = 0, weight_init_std: float = 0.01) -> WorkedR
     model.set_weights([rng.standard_normal(w.shape) * weight_init_std if w.ndim == 2 else np.zeros(w.shape)
                        for w in model.get_weights()])  # the book's init: W ~ N(0, std²), b = 0
     model = with_dtype(model, "float64")
-    per_row = ManualTwin(model, "float64")
-    note = ManualTwin(model, "float64")
-    note.loss_layer = WholeBatchSoftmaxWithLoss()
+    per_row = ManualTwin(model)
+    note = ManualTwin(model)
+    note.loss_steps = [(output, WholeBatchSoftmaxWithLoss()) for output, _ in note.loss_steps]
 
     note_loss, note_grads = note.loss_and_gradients(x, t)
     row_loss, row_grads = per_row.loss_and_gradients(x, t)

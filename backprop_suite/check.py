@@ -1,0 +1,105 @@
+"""Check any Keras model's gradients: `check_gradients` returns a report, `assert_gradients` raises.
+
+    from backprop_suite import assert_gradients, check_gradients
+    report = check_gradients(model, x, y)          # any built Keras model; float64 by default
+    print(report)                                  # per-tensor table; report.passed, report.save("out/")
+    assert_gradients(model, x, y, training=True)   # in a pytest test: AssertionError naming the worst entry
+
+Three methods, compared per weight tensor and along random directions over all parameters:
+the framework's autodiff (the reference the user trusts), float64 central differences (derivative-free,
+kink-aware), forward mode (a second autodiff), and, where every layer has a formula in
+backprop_suite/manual/, the hand-derived backward (otherwise the report names the layers without one).
+"""
+import numpy as np
+from keras import ops
+
+from backprop_suite.errors import SuiteError
+from backprop_suite.gradcheck import TOLERANCES, directional_check, three_way_check
+from backprop_suite.gradient_report import GradientReport
+from backprop_suite.provenance import environment
+from backprop_suite.reference import as_list, reference_outputs, resolve_losses
+
+DTYPES = ("float64", "float32")
+
+
+def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_masks: dict | None = None,
+                    training: bool = False, fd_entries: int = 32, directions: int = 5, seed: int = 0) -> GradientReport:
+    """Compare the model's gradients of `loss` on the batch (x, y) three ways, per tensor and along directions.
+
+    loss: a Keras loss name or object, a list (one per output), or a callable (y_true, y_pred) -> per-sample
+        loss; None: the model's compiled loss, else the one paired with the output activation.
+    dtype: of the manual and autodiff gradients ("float64" or "float32"); finite differences are always float64.
+    training: check the training-mode function (BatchNormalization on batch statistics; Dropout applies
+        `dropout_masks`, {layer name: 0/1 mask}, or masks drawn with `seed`). The model's variables,
+        its moving statistics included, are never changed.
+    fd_entries: entries per tensor checked by central differences; directions: random directions over all
+        parameters checked by finite differences and forward mode.
+    """
+    _validate(model, x, y, dtype, fd_entries, directions, seed)
+    three_way = three_way_check(model, x, y, dropout_masks, dtype=dtype, fd_entries=fd_entries, seed=seed,
+                                loss=loss, training=training)
+    directional = directional_check(model, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
+                                    training=training)
+    return GradientReport({
+        "model": model.name, "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        "batch": {"size": len(as_list(x)[0])}, "dtype": dtype, "training": training,
+        "dropout_masks": three_way["dropout_masks"], "tolerances": TOLERANCES, "seed": seed,
+        "three_way": three_way, "directional": directional, "environment": environment(),
+        "passed": three_way["passed"] and directional["passed"]})
+
+
+def assert_gradients(model, x, y, **options) -> GradientReport:
+    """check_gradients, raising AssertionError with the worst tensor, entry, both values and the tolerance."""
+    report = check_gradients(model, x, y, **options)
+    if not report.passed:
+        raise AssertionError(report.failure_message())
+    return report
+
+
+def random_batch(model, batch_size: int = 8, loss=None, seed: int = 0):
+    """Inputs drawn to the model's input shapes (standard normal) and targets suited to each output's loss:
+    one-hot classes for a categorical cross-entropy, integer labels for a sparse one, 0/1 for a binary one,
+    standard normal otherwise."""
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(t.shape[1:]) for t in model.inputs] if _has_inputs(model) else None
+    if shapes is None or any(None in s for s in shapes):
+        raise SuiteError(f"{model.name}: its input shape is not fully known; give the inputs and targets "
+                         "(--data PATH.npz with arrays x and y)")
+    xs = [rng.standard_normal((batch_size, *shape)) for shape in shapes]
+    x = xs if len(xs) > 1 else xs[0]
+    targets = []
+    for fn, output in zip(resolve_losses(model, loss), reference_outputs(model, x), strict=True):
+        classes = output.shape[-1]
+        if fn.name == "sparse_categorical_crossentropy":
+            targets.append(rng.integers(0, classes, tuple(output.shape[:-1])))
+        elif fn.name == "categorical_crossentropy":
+            targets.append(np.eye(classes)[rng.integers(0, classes, tuple(output.shape[:-1]))])
+        elif fn.name == "binary_crossentropy":
+            targets.append(rng.integers(0, 2, tuple(output.shape)).astype(np.float64))
+        else:
+            targets.append(rng.standard_normal(tuple(ops.shape(output))))
+    return x, (targets if len(targets) > 1 else targets[0])
+
+
+def _has_inputs(model) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _validate(model, x, y, dtype, fd_entries, directions, seed):
+    if not hasattr(model, "trainable_variables") or not getattr(model, "built", False):
+        raise SuiteError("model must be a built Keras model (call it once, or build it, before checking)")
+    if not model.trainable_variables:
+        raise SuiteError(f"{model.name} has no trainable weights: there is no gradient to check")
+    if dtype not in DTYPES:
+        raise SuiteError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+    for name, value in (("fd_entries", fd_entries), ("directions", directions)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise SuiteError(f"{name}={value!r}: give a positive whole number")
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise SuiteError(f"seed={seed!r}: give a whole number in [0, 2**32)")
+    sizes = {len(a) for a in as_list(x) + as_list(y)}
+    if len(sizes) != 1 or 0 in sizes:
+        raise SuiteError(f"x and y must hold the same, non-zero number of samples; got sizes {sorted(sizes)}")

@@ -1,0 +1,62 @@
+"""The layer graph of a Keras model: which layer reads which tensors, in topological order.
+
+Sequential models are a chain; Functional models (any DAG: forks, Add, Concatenate, several inputs
+and outputs) are read from Keras's own nodes. A subclassed model has no graph (its `call` is Python),
+so `layer_graph` returns None for it and only the methods that need no formulas can check it.
+Tensors are named by the `id` of their symbolic KerasTensor (Keras's own convention in
+`Function._run_through_graph`); a Sequential chain uses the layer positions instead.
+"""
+from dataclasses import dataclass
+
+import keras
+
+
+@dataclass(frozen=True)
+class Node:
+    layer: keras.layers.Layer
+    inputs: tuple[int, ...]  # the tensors it reads, flattened in call order
+    outputs: tuple[int, ...]
+    arguments: object = None  # Keras's SymbolicArguments (how the layer was called); None: layer(*inputs)
+
+    def call_arguments(self, values: dict) -> tuple[tuple, dict]:
+        if self.arguments is None:
+            return tuple(values[i] for i in self.inputs), {}
+        return self.arguments.fill_in(values)
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    nodes: tuple[Node, ...]  # topological order: every node after the nodes it reads from
+
+    def consumers(self, tensor: int) -> list[Node]:
+        return [node for node in self.nodes if tensor in node.inputs]
+
+
+def layer_graph(model: keras.Model) -> LayerGraph | None:
+    """The model's layer graph; None for a subclassed model (no graph to read)."""
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+        return LayerGraph((0,), (len(layers),), tuple(Node(layer, (k,), (k + 1,)) for k, layer in enumerate(layers)))
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return None
+    nodes = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # deepest (nearest the inputs) first
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            nodes.append(Node(node.operation, tuple(id(t) for t in node.input_tensors),
+                              tuple(id(t) for t in node.outputs), node.arguments))
+    return LayerGraph(tuple(id(t) for t in model.inputs), tuple(id(t) for t in model.outputs), tuple(nodes))
+
+
+def run_graph(graph: LayerGraph, inputs: list, call_node) -> list:
+    """Feed `inputs` through the graph; `call_node(node, args, kwargs)` computes a node's outputs."""
+    values = dict(zip(graph.inputs, inputs, strict=True))
+    for node in graph.nodes:
+        args, kwargs = node.call_arguments(values)
+        outputs = call_node(node, args, kwargs)
+        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        values.update(zip(node.outputs, outputs, strict=True))
+    return [values[i] for i in graph.outputs]

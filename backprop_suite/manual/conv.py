@@ -1,0 +1,185 @@
+"""Manual convolution and pooling (NHWC), each `forward` next to its `backward`; protocol in manual/layers.py.
+
+"same" padding is made explicit, as TensorFlow and Keras compute it: the output has ⌈H/s⌉ rows,
+and the P = max((⌈H/s⌉ − 1)·s + k_eff − H, 0) padded rows go ⌊P/2⌋ above and the rest below, with
+k_eff = (k − 1)·d + 1 for dilation d. Every layer pads first and then works on a "valid" window grid,
+so one backward serves both paddings (its gradient is cropped back to the unpadded input).
+"""
+from keras import ops
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    effective = (kernel - 1) * dilation + 1
+    total = max((-(-size // stride) - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def _paddings(padding: str, shape, kernel, strides, dilation=(1, 1)) -> list[tuple[int, int]]:
+    if padding == "valid":
+        return [(0, 0), (0, 0)]
+    return [same_padding(shape[1 + k], kernel[k], strides[k], dilation[k]) for k in range(2)]
+
+
+def _pad(x, pads, value=0.0):
+    return ops.pad(x, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]], constant_values=value)
+
+
+def _crop(x, pads, h, w):
+    return x[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w, :]
+
+
+def _spread(t, strides):
+    """t[:, i, j] moved to [:, i·s_h, j·s_w], zeros in between: (N, (h − 1)·s_h + 1, (w − 1)·s_w + 1, C)."""
+    for axis, s in ((1, strides[0]), (2, strides[1])):
+        if s > 1:
+            size = t.shape[axis]
+            interleaved = ops.stack([t] + [ops.zeros_like(t)] * (s - 1), axis=axis + 1)
+            shape = [-1, *t.shape[1:]]
+            shape[axis] = size * s
+            t = ops.reshape(interleaved, shape)
+            t = t[:, :(size - 1) * s + 1] if axis == 1 else t[:, :, :(size - 1) * s + 1]
+    return t
+
+
+def _window_entries(xp, pool, strides):
+    """For each window position (a, b), row-major: xp[:, a + i·s_h, b + j·s_w] over the output grid (i, j)."""
+    ho = (xp.shape[1] - pool[0]) // strides[0] + 1
+    wo = (xp.shape[2] - pool[1]) // strides[1] + 1
+    return [((a, b), xp[:, a:a + (ho - 1) * strides[0] + 1:strides[0], b:b + (wo - 1) * strides[1] + 1:strides[1]])
+            for a in range(pool[0]) for b in range(pool[1])]
+
+
+def _route_back(routed, strides, padded_shape):
+    """Σ over window positions (a, b) of each routed (N, ho, wo, C) gradient put back at a + i·s, b + j·s."""
+    total = 0
+    for (a, b), grad in routed:
+        spread = _spread(grad, strides)
+        total = total + ops.pad(spread, [[0, 0], [a, padded_shape[1] - a - spread.shape[1]],
+                                         [b, padded_shape[2] - b - spread.shape[2]], [0, 0]])
+    return total
+
+
+class Conv2D:
+    """Cross-correlation y[n,i,j,o] = Σ_{a,b,c} xp[n, i·s + a·d, j·s + b·d, c]·K[a,b,c,o] + b[o],
+    xp the padded input; any stride s or dilation d (Keras allows one of them > 1), valid or same."""
+    weights = ("kernel", "bias")
+
+    def __init__(self, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        self.strides, self.padding, self.dilation = tuple(strides), padding, tuple(dilation)
+
+    def forward(self, x, kernel, bias=None):
+        self.pads = _paddings(self.padding, x.shape, kernel.shape[:2], self.strides, self.dilation)
+        self.h, self.w, self.K, self.has_bias = x.shape[1], x.shape[2], kernel, bias is not None
+        self.xp = _pad(x, self.pads)
+        y = ops.conv(self.xp, kernel, strides=self.strides, padding="valid", dilation_rate=self.dilation)
+        return y if bias is None else y + bias
+
+    def backward(self, dout):
+        (sh, sw), (dh, dw) = self.strides, self.dilation
+        kh, kw = self.K.shape[:2]
+        # dL/dK[a,b,c,o] = Σ_{n,i,j} xp[n, i·s + a·d, j·s + b·d, c]·dout[n,i,j,o]: with the batch axis as the
+        # channels, a valid convolution of xp as (c, H, W, n) with dout as a (h, w, n, o) kernel dilated by s,
+        # stepping by d, gives (c, ≥kh, ≥kw, o). (Faster here than correlating extracted patches, and than
+        # TensorFlow's own Conv2DBackpropFilter on 2 CPU cores.)
+        dK = ops.conv(ops.transpose(self.xp, (3, 1, 2, 0)), ops.transpose(dout, (1, 2, 0, 3)),
+                      strides=self.dilation, padding="valid", dilation_rate=self.strides)
+        self.grads = {"kernel": ops.transpose(dK[:, :kh, :kw, :], (1, 2, 0, 3))}
+        if self.has_bias:
+            self.grads["bias"] = ops.sum(dout, axis=(0, 1, 2))
+        # dL/dxp = full convolution of dout with K: spread dout back to stride 1 (zeros between), pad by k_eff − 1
+        # (plus the rows and columns the stride never reached), correlate with K rotated 180°, dilated by d,
+        # with its channel axes swapped (c_out → c_in).
+        eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        spread = _spread(dout, self.strides)
+        hp, wp = self.xp.shape[1], self.xp.shape[2]
+        padded = ops.pad(spread, [[0, 0], [eh - 1, hp - spread.shape[1]], [ew - 1, wp - spread.shape[2]], [0, 0]])
+        rotated = ops.transpose(ops.flip(self.K, axis=(0, 1)), (0, 1, 3, 2))
+        dxp = ops.conv(padded, rotated, strides=1, padding="valid", dilation_rate=self.dilation)
+        return _crop(dxp, self.pads, self.h, self.w)
+
+
+class MaxPool2D:
+    """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞)."""
+
+    def __init__(self, pool=(2, 2), strides=None, padding="valid"):
+        self.pool, self.strides, self.padding = tuple(pool), tuple(strides or pool), padding
+
+    def forward(self, x):
+        self.pads = _paddings(self.padding, x.shape, self.pool, self.strides)
+        self.h, self.w = x.shape[1], x.shape[2]
+        xp = _pad(x, self.pads, float("-inf"))
+        self.padded_shape = xp.shape
+        entries = _window_entries(xp, self.pool, self.strides)
+        y = entries[0][1]
+        for _, entry in entries[1:]:
+            y = ops.maximum(y, entry)
+        # The arg-max of each window as one mask per window position. Ties: the first maximum in row-major
+        # window order wins, as in TensorFlow's MaxPoolGrad.
+        self.masks, taken = [], ops.zeros_like(y, dtype="bool")
+        for position, entry in entries:
+            mask = ops.logical_and(ops.equal(entry, y), ops.logical_not(taken))
+            self.masks.append((position, mask))
+            taken = ops.logical_or(taken, mask)
+        return y
+
+    def backward(self, dout):
+        # The whole gradient of each output goes to its window's arg-max; overlapping windows add up.
+        zero = ops.zeros_like(dout)
+        routed = [(position, ops.where(mask, dout, zero)) for position, mask in self.masks]
+        return _crop(_route_back(routed, self.strides, self.padded_shape), self.pads, self.h, self.w)
+
+
+class AvgPool2D:
+    """y = the mean of each pool window; with "same" padding the padded entries are not counted (TensorFlow's rule)."""
+
+    def __init__(self, pool=(2, 2), strides=None, padding="valid"):
+        self.pool, self.strides, self.padding = tuple(pool), tuple(strides or pool), padding
+
+    def forward(self, x):
+        self.pads = _paddings(self.padding, x.shape, self.pool, self.strides)
+        self.h, self.w = x.shape[1], x.shape[2]
+        xp = _pad(x, self.pads)
+        self.padded_shape = xp.shape
+        self.count = sum(entry for _, entry in _window_entries(_pad(ops.ones_like(x[:1, :, :, :1]), self.pads),
+                                                                self.pool, self.strides))
+        return sum(entry for _, entry in _window_entries(xp, self.pool, self.strides)) / self.count
+
+    def backward(self, dout):
+        # Each window entry receives dout / (entries counted in that window); overlapping windows add up.
+        share = dout / self.count
+        positions = [(a, b) for a in range(self.pool[0]) for b in range(self.pool[1])]
+        return _crop(_route_back([(p, share) for p in positions], self.strides, self.padded_shape),
+                     self.pads, self.h, self.w)
+
+
+class GlobalAvgPool2D:
+    """y[n, c] = mean over (i, j) of x[n, i, j, c] (keepdims: shape (N, 1, 1, C))."""
+
+    def __init__(self, keepdims=False):
+        self.keepdims = keepdims
+
+    def forward(self, x):
+        self.shape = x.shape
+        return ops.mean(x, axis=(1, 2), keepdims=self.keepdims)
+
+    def backward(self, dout):
+        _, h, w, c = self.shape
+        dout = ops.reshape(dout, (-1, 1, 1, c))
+        return ops.broadcast_to(dout / (h * w), (ops.shape(dout)[0], h, w, c))  # every entry gets 1/(H·W)
+
+
+class GlobalMaxPool2D:
+    """y[n, c] = max over (i, j) of x[n, i, j, c] (keepdims: shape (N, 1, 1, C))."""
+
+    def __init__(self, keepdims=False):
+        self.keepdims = keepdims
+
+    def forward(self, x):
+        y = ops.max(x, axis=(1, 2), keepdims=True)
+        # Ties share the gradient equally: the rule of TensorFlow's reduce_max gradient (and of JAX's and PyTorch's).
+        hits = ops.cast(ops.equal(x, y), x.dtype)
+        self.share = hits / ops.sum(hits, axis=(1, 2), keepdims=True)
+        return y if self.keepdims else ops.squeeze(y, axis=(1, 2))
+
+    def backward(self, dout):
+        return ops.reshape(dout, (-1, 1, 1, self.share.shape[-1])) * self.share

@@ -1,0 +1,117 @@
+"""Which manual formula stands in for which Keras layer: one table keyed by the Keras layer class.
+
+Each entry turns a configured Keras layer into the manual steps that compute it (a Dense with an
+activation is an Affine then the activation), or raises Unsupported naming the option it lacks.
+The class must match exactly: a user's subclass of Dense may compute something else, so it gets no
+formula rather than a wrong one. Adding a layer is one class in manual/ and one entry here, plus its
+mutation test (tests/test_manual_layers.py).
+"""
+import keras
+
+from backprop_suite.manual import conv, layers, normalization
+
+
+class Unsupported(Exception):
+    """A layer, or an option of it, with no manual formula here."""
+
+
+def _require(condition: bool, option: str):
+    if not condition:
+        raise Unsupported(option)
+
+
+def _activation(name: str) -> list:
+    _require(name in layers.ACTIVATIONS, f"activation {name!r}")
+    return [] if name == "linear" else [layers.ACTIVATIONS[name]()]
+
+
+def _channels_last(layer):
+    _require(getattr(layer, "data_format", "channels_last") == "channels_last", f"data_format={layer.data_format!r}")
+
+
+def _dense(layer, training):
+    return [layers.Affine()] + _activation(layer.activation.__name__)
+
+
+def _conv2d(layer, training):
+    _channels_last(layer)
+    _require(layer.groups == 1, f"groups={layer.groups}")
+    return [conv.Conv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation.__name__)
+
+
+def _pooling(manual_class):
+    def steps(layer, training):
+        _channels_last(layer)
+        return [manual_class(layer.pool_size, layer.strides, layer.padding)]
+    return steps
+
+
+def _global_pooling(manual_class):
+    def steps(layer, training):
+        _channels_last(layer)
+        return [manual_class(layer.keepdims)]
+    return steps
+
+
+def _rank(layer) -> int:
+    """The rank of the layer's input, from the graph it was called in, else from its build."""
+    try:
+        return len(layer.input.shape)
+    except (AttributeError, ValueError):
+        return layer.input_spec.ndim if getattr(layer, "input_spec", None) is not None else layer._build_shapes_dict[
+            next(iter(layer._build_shapes_dict))].__len__()
+
+
+def _batch_norm(layer, training):
+    _require(layer.axis in (-1, _rank(layer) - 1), f"axis={layer.axis} (only the last axis)")
+    _require(not getattr(layer, "renorm", False), "renorm=True")
+    return [normalization.BatchNorm(layer.epsilon, training and layer.trainable)]  # Keras: frozen BN infers
+
+
+def _layer_norm(layer, training):
+    rank = _rank(layer)
+    axes = sorted(a % rank for a in ([layer.axis] if isinstance(layer.axis, int) else layer.axis))
+    _require(axes == list(range(rank - len(axes), rank)), f"axis={layer.axis} (only trailing axes)")
+    _require(not layer.rms_scaling, "rms_scaling=True")
+    return [normalization.LayerNorm(axes, layer.epsilon)]
+
+
+def _relu_layer(layer, training):
+    _require(layer.max_value is None and layer.negative_slope == 0 and layer.threshold == 0,
+             "max_value, negative_slope or threshold")
+    return [layers.ReLU()]
+
+
+def _zero_padding(layer, training):
+    _channels_last(layer)
+    return [layers.ZeroPadding2D(layer.padding)]
+
+
+MANUAL_LAYERS = {
+    keras.layers.InputLayer: lambda layer, training: [],
+    keras.layers.Dense: _dense,
+    keras.layers.Conv2D: _conv2d,
+    keras.layers.MaxPooling2D: _pooling(conv.MaxPool2D),
+    keras.layers.AveragePooling2D: _pooling(conv.AvgPool2D),
+    keras.layers.GlobalAveragePooling2D: _global_pooling(conv.GlobalAvgPool2D),
+    keras.layers.GlobalMaxPooling2D: _global_pooling(conv.GlobalMaxPool2D),
+    keras.layers.BatchNormalization: _batch_norm,
+    keras.layers.LayerNormalization: _layer_norm,
+    keras.layers.Activation: lambda layer, training: _activation(layer.activation.__name__),
+    keras.layers.ReLU: _relu_layer,
+    keras.layers.Softmax: lambda layer, training: [layers.Softmax(layer.axis)],
+    keras.layers.Dropout: lambda layer, training: [layers.Dropout(layer.rate)],
+    keras.layers.Flatten: lambda layer, training: (_channels_last(layer), [layers.Reshape()])[1],
+    keras.layers.Reshape: lambda layer, training: [layers.Reshape(layer.target_shape)],
+    keras.layers.ZeroPadding2D: _zero_padding,
+    keras.layers.Add: lambda layer, training: [layers.Add()],
+    keras.layers.Concatenate: lambda layer, training: [layers.Concatenate(layer.axis)],
+}
+
+
+def manual_steps(layer, training: bool) -> list:
+    """The manual steps computing `layer`; Unsupported if its class or an option has no formula here."""
+    factory = MANUAL_LAYERS.get(type(layer))
+    if factory is None:
+        raise Unsupported("no manual formula for this layer class")
+    return factory(layer, training)

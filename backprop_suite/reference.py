@@ -1,0 +1,191 @@
+"""The Keras reference: a model's loss computed by Keras's own layers and losses, as a pure function
+of the trainable values, so that tape, forward mode, finite differences and the manual twin all
+differentiate the same L(w).
+
+Every call runs inside `keras.StatelessScope`: the model's variables are never written (BatchNorm's
+moving statistics and dropout's seed state are read, and any update is discarded), and `values`
+may replace any trainable variable's value. Parameters are named "<layer>/<weight>" (e.g.
+"conv1/kernel"); a model whose weights cannot be named that way uniquely uses Keras's variable paths.
+"""
+import functools
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import ops
+
+from backprop_suite.errors import SuiteError
+from backprop_suite.keras_graph import LayerGraph, layer_graph, run_graph
+
+
+def parameters(model: keras.Model) -> dict[str, keras.Variable]:
+    """The trainable variables by "<layer>/<weight>" name, in layer order."""
+    named = {f"{layer.name}/{v.name}": v for layer in model.layers for v in layer.trainable_weights}
+    if len(named) != len(model.trainable_variables) or \
+            {id(v) for v in named.values()} != {id(v) for v in model.trainable_variables}:
+        return {v.path: v for v in model.trainable_variables}  # nested or shared weights: Keras's own paths
+    return named
+
+
+def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
+    """A copy of the model computing in `dtype`, with the same weights and its own variables."""
+    try:
+        if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
+            inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
+            copy = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
+                                            clone_function=functools.partial(_layer_in_dtype, dtype=dtype))
+        else:
+            with _global_dtype_policy(dtype):
+                copy = model.__class__.from_config(model.get_config())
+                shapes = list(model._build_shapes_dict.values())  # a subclassed model: built by a call
+                copy(*(np.zeros([1 if n is None else n for n in shape], dtype) for shape in shapes))
+    except Exception as error:  # a user's layer without get_config/from_config, or a model that cannot rebuild
+        raise SuiteError(f"{model.name}: cannot rebuild this model in {dtype} ({type(error).__name__}: {error}); "
+                         f"build it in {dtype} yourself (keras.config.set_dtype_policy({dtype!r}) before building) "
+                         "and pass dtype=None to check it in its own dtype") from None
+    if len(copy.weights) != len(model.weights):
+        raise SuiteError(f"{model.name}: its {dtype} copy has {len(copy.weights)} weights, not {len(model.weights)}; "
+                         f"build the model in {dtype} yourself and pass dtype=None")
+    for source, target in zip(model.weights, copy.weights, strict=True):
+        target.assign(ops.cast(source.value, target.dtype))
+    return copy
+
+
+def _layer_in_dtype(layer, dtype):
+    if isinstance(layer, keras.Model):  # a nested model: clone it layer by layer too
+        return with_dtype(layer, dtype)
+    return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
+
+
+class _global_dtype_policy:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.previous)
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+def _half_squared_error(t, y):
+    return 0.5 * ops.sum(ops.square(y - t), axis=-1)  # E = ½ Σ_k (y_k − t_k)², the notes' E (C000-1)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One output's loss: per-sample `fn(t, y, **options)`, averaged over every remaining entry (Keras's
+    "sum_over_batch_size"). `name` is Keras's function name, which the manual twin's table is keyed by."""
+    name: str
+    fn: object
+    options: dict = field(default_factory=dict)
+
+    def __call__(self, t, y):
+        return ops.mean(self.fn(t, y, **self.options))
+
+
+DEFAULT_LOSS = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy"}  # else half_squared_error
+
+
+def as_loss(loss) -> Loss:
+    """A Loss from a name, a Keras loss object or function, or a callable (y_true, y_pred) -> per-sample loss."""
+    if isinstance(loss, Loss):
+        return loss
+    if loss == "half_squared_error":
+        return Loss("half_squared_error", _half_squared_error)
+    if isinstance(loss, str):
+        try:
+            fn = keras.losses.get(loss)
+        except ValueError:
+            raise SuiteError(f"loss {loss!r} is not a Keras loss name; give e.g. 'categorical_crossentropy', "
+                             "'mse', 'half_squared_error', a keras.losses object or a function") from None
+        return Loss(fn.__name__, fn)
+    if hasattr(loss, "fn") and hasattr(loss, "_fn_kwargs"):  # keras.losses.CategoricalCrossentropy(...) and friends
+        return Loss(loss.fn.__name__, loss.fn, dict(loss._fn_kwargs))
+    if isinstance(loss, keras.losses.Loss):  # its own call(), unreduced, without the Loss's float32 cast
+        return Loss(type(loss).__name__, loss.call)
+    if callable(loss):
+        return Loss(getattr(loss, "__name__", "custom"), loss)
+    raise SuiteError(f"loss must be a name, a keras.losses object or a callable; got {type(loss).__name__}")
+
+
+def output_activation(model: keras.Model, output: int = 0) -> str:
+    """The activation that produces the model's output: a layer's `activation`, or a Softmax layer."""
+    graph = layer_graph(model)
+    if graph is None:
+        layer = model.layers[-1] if model.layers else None
+    else:
+        layer = next(node.layer for node in graph.nodes if graph.outputs[output] in node.outputs)
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "linear")
+
+
+def resolve_losses(model: keras.Model, loss=None) -> list[Loss]:
+    """One Loss per model output: `loss` (one for all, or a list), else the model's compiled loss, else the
+    one paired with each output's activation (softmax: categorical cross-entropy, sigmoid: binary
+    cross-entropy, otherwise ½ squared error)."""
+    count = len(model.outputs) if getattr(model, "_nodes_by_depth", None) is not None else 1
+    loss = loss if loss is not None else getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        loss = [loss[name] for name in model.output_names]
+    if isinstance(loss, (list, tuple)):
+        if len(loss) != count:
+            raise SuiteError(f"{model.name}: {len(loss)} losses for {count} outputs; give one per output")
+        return [as_loss(item) for item in loss]
+    if loss is not None:
+        return [as_loss(loss)] * count
+    return [as_loss(DEFAULT_LOSS.get(output_activation(model, k), "half_squared_error")) for k in range(count)]
+
+
+# --- the reference loss ---------------------------------------------------------------------------
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def reference_outputs(model, x, training=False, dropout_masks=None, values=None, graph: LayerGraph | None = None):
+    """The model's outputs (a list) by Keras's own layers. Dropout layers named in `dropout_masks` apply
+    that 0/1 mask (inverted dropout), the same masks the manual twin is given; other layers run with
+    `training`. `values`: {parameter name: value} replacing trainable variables."""
+    named = parameters(model)
+    mapping = [(named[name], value) for name, value in (values or {}).items()]
+    graph = graph or layer_graph(model)
+    with keras.StatelessScope(state_mapping=mapping):
+        if graph is None:
+            if dropout_masks:
+                raise SuiteError(f"{model.name}: dropout masks need a Sequential or Functional model; a subclassed "
+                                 "model's dropout runs with Keras's own seed (fixed during a check)")
+            return as_list(model(x, training=training))
+
+        def call_node(node, args, kwargs):
+            layer = node.layer
+            mask = (dropout_masks or {}).get(layer.name) if isinstance(layer, keras.layers.Dropout) else None
+            if mask is not None:
+                return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
+            if getattr(layer, "_call_has_training_arg", False):
+                kwargs = {**kwargs, "training": training}
+            return layer(*args, **kwargs)
+
+        return run_graph(graph, as_list(x), call_node)
+
+
+def reference_loss(model, x, t, dropout_masks=None, loss=None, training=False, values=None, losses=None):
+    """Σ over outputs of each output's loss, averaged over the batch, by Keras's layers and losses."""
+    losses = losses or resolve_losses(model, loss)
+    outputs = reference_outputs(model, x, training, dropout_masks, values)
+    targets = as_list(t)
+    if len(targets) != len(outputs):
+        raise SuiteError(f"{model.name}: {len(targets)} target arrays for {len(outputs)} outputs")
+    total = 0
+    for fn, target, y in zip(losses, targets, outputs, strict=True):
+        total = total + fn(ops.cast(target, y.dtype) if _is_float(target) else target, y)
+    return total
+
+
+def _is_float(array) -> bool:
+    return "float" in keras.backend.standardize_dtype(getattr(array, "dtype", "float64"))

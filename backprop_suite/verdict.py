@@ -1,0 +1,26 @@
+"""What every run records: which experiment and spec made it, and the verdict its expectations give."""
+from backprop_suite.errors import SpecError
+from backprop_suite.experiment import EXPERIMENTS_DIR
+from backprop_suite.provenance import code_sha256
+
+
+def spec_header(spec) -> dict:
+    """The first fields of every metrics.json: which experiment, which claims, which spec file."""
+    root = EXPERIMENTS_DIR.parent
+    return {"experiment": spec.name, "kind": spec.kind, "question": spec.question, "claims": list(spec.claims),
+            "spec_file": str(spec.path.resolve().relative_to(root)) if spec.path.resolve().is_relative_to(root)
+            else str(spec.path), "spec_sha256": spec.sha256, "code_sha256": code_sha256(), "spec": spec.resolved()}
+
+
+def evaluate_expectations(spec, measured: dict, dataset: str | None = None) -> tuple[list[dict], str]:
+    """Each applicable expectation against the measured metrics, and the verdict they give."""
+    applicable = [e for e in spec.expected if e.dataset in (None, dataset)]
+    missing = [e.metric for e in applicable if e.metric not in measured]
+    if missing:
+        raise SpecError(f"{spec.path}: expected metric(s) {missing} are not measured here; "
+                        f"measured: {', '.join(sorted(measured))}")
+    checks = [{"metric": e.metric, "expected": e.describe(), "measured": measured[e.metric],
+               "met": e.is_met_by(measured[e.metric]), "source": e.source} for e in applicable]
+    if not checks:
+        return checks, f"measured only (no expectation for dataset {dataset})"
+    return checks, spec.outcome if all(c["met"] for c in checks) else "failed"

@@ -1,0 +1,187 @@
+"""A zoo of models in the style of the keras-io examples and the book (ゼロから作るDL ch. 6–7), for checking
+that the gradient verifier handles what users build: Sequential, Functional DAGs (skips, several inputs and
+outputs), a subclassed model, and the common vision/MLP layers. Each entry says how it is checked: in
+training mode (batch statistics, dropout masks) or inference mode, and with which loss."""
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def keras_io_mnist_convnet() -> keras.Sequential:
+    """keras-io's "Simple MNIST convnet", layer for layer: 34,826 parameters."""
+    return keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+        layers.MaxPooling2D(pool_size=(2, 2)),
+        layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+        layers.MaxPooling2D(pool_size=(2, 2)),
+        layers.Flatten(),
+        layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ], name="keras_io_mnist_convnet")
+
+
+def simple_conv_net() -> keras.Sequential:
+    """The book's ch. 7 SimpleConvNet: conv(30 filters 5×5) - ReLU - pool(2) - affine(100) - ReLU - affine(10) - softmax."""
+    return keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        layers.Conv2D(30, 5, activation="relu", name="conv1"),
+        layers.MaxPooling2D(2, name="pool1"),
+        layers.Flatten(),
+        layers.Dense(100, activation="relu", name="affine1"),
+        layers.Dense(10, activation="softmax", name="affine2"),
+    ], name="simple_conv_net")
+
+
+def resnet_block() -> keras.Model:
+    """A small ResNet: stem conv, one residual block (Conv–BN–ReLU–Conv–BN, identity skip, Add), GAP, softmax."""
+    inputs = keras.Input(shape=(12, 12, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    stem = layers.Activation("relu", name="stem_relu")(x)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_a")(stem)
+    x = layers.BatchNormalization(name="bn_a")(x)
+    x = layers.ReLU(name="relu_a")(x)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv_b")(x)
+    x = layers.BatchNormalization(name="bn_b")(x)
+    x = layers.Add(name="skip")([x, stem])  # the fork: stem's output feeds conv_a and the skip
+    x = layers.Activation("relu", name="block_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(5, activation="softmax", name="head")(x), name="resnet_block")
+
+
+def strided_cnn_gap() -> keras.Sequential:
+    """All-convolutional: same-padded stride-2 convolutions instead of pooling, then global average pooling."""
+    return keras.Sequential([
+        keras.Input(shape=(15, 15, 1)),
+        layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv1"),  # (8, 8, 8)
+        layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2"),  # (8, 8, 8)
+        layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="conv3"),  # (4, 4, 16)
+        layers.Conv2D(16, 2, strides=(2, 1), padding="valid", activation="tanh", name="conv4"),  # (2, 3, 16)
+        layers.GlobalAveragePooling2D(name="gap"),
+        layers.Dense(10, activation="softmax", name="head"),
+    ], name="strided_cnn_gap")
+
+
+def mlp_layernorm_dropout() -> keras.Sequential:
+    """An MLP with layer normalisation and dropout, logits out (trained with from_logits=True)."""
+    return keras.Sequential([
+        keras.Input(shape=(20,)),
+        layers.Dense(32, name="dense1"),
+        layers.LayerNormalization(name="norm1"),
+        layers.Activation("tanh", name="act1"),
+        layers.Dropout(0.3, name="dropout1"),
+        layers.Dense(32, activation="relu", name="dense2"),
+        layers.LayerNormalization(center=False, name="norm2"),
+        layers.Dense(6, name="logits"),
+    ], name="mlp_layernorm_dropout")
+
+
+def two_inputs_two_outputs() -> keras.Model:
+    """Functional, two inputs joined by Concatenate, two heads: a class (softmax) and a value (linear)."""
+    image = keras.Input(shape=(6, 6, 1), name="image")
+    features = keras.Input(shape=(4,), name="features")
+    a = layers.Dense(12, activation="sigmoid", name="image_dense")(layers.Flatten(name="flatten")(image))
+    b = layers.Dense(5, activation="relu", name="feature_dense")(features)
+    joined = layers.Concatenate(name="concat")([a, b, features])
+    hidden = layers.Dense(10, activation="tanh", name="shared")(joined)
+    label = layers.Dense(3, activation="softmax", name="label")(hidden)
+    value = layers.Dense(1, name="value")(hidden)
+    return keras.Model([image, features], [label, value], name="two_inputs_two_outputs")
+
+
+@keras.saving.register_keras_serializable(package="backprop_suite_zoo")
+class SubclassedMLP(keras.Model):
+    """A subclassed model: its call is Python, so only the methods that need no formulas can check it."""
+
+    def __init__(self, hidden: int = 16, classes: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.classes = hidden, classes
+        self.dense1 = layers.Dense(hidden, activation="tanh", name="dense1")
+        self.dense2 = layers.Dense(classes, activation="softmax", name="dense2")
+
+    def call(self, x):
+        h = self.dense1(x)
+        return self.dense2(h + 0.5 * h * h)  # a nonlinearity no layer table knows
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "classes": self.classes}
+
+
+def subclassed_mlp() -> keras.Model:
+    model = SubclassedMLP(name="subclassed_mlp")
+    model(np.zeros((1, 8)))  # built by its first call, as subclassed models are
+    return model
+
+
+def bn_inference_cnn() -> keras.Sequential:
+    """Conv–BN–ReLU–pool–Dense, checked in inference mode: BatchNorm uses its moving statistics."""
+    return keras.Sequential([
+        keras.Input(shape=(10, 10, 2)),
+        layers.Conv2D(6, 3, name="conv"),
+        layers.BatchNormalization(name="bn"),
+        layers.ReLU(name="relu"),
+        layers.MaxPooling2D(2, name="pool"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(4, activation="sigmoid", name="head"),
+    ], name="bn_inference_cnn")
+
+
+def pooling_and_reshaping() -> keras.Sequential:
+    """Reshape, a conv, ZeroPadding2D, a dilated conv, overlapping same-padded average and max pooling, global max
+    pooling, a Dense without bias and a separate Softmax layer."""
+    return keras.Sequential([
+        keras.Input(shape=(288,)),
+        layers.Reshape((12, 12, 2), name="to_image"),
+        layers.Conv2D(4, 2, activation="tanh", name="conv0"),
+        layers.ZeroPadding2D(((1, 2), (0, 1)), name="pad"),
+        layers.Conv2D(6, 3, dilation_rate=2, activation="tanh", name="dilated"),
+        layers.AveragePooling2D(3, strides=2, padding="same", name="avg"),
+        layers.MaxPooling2D(3, strides=2, padding="same", name="max"),
+        layers.GlobalMaxPooling2D(name="global_max"),
+        layers.Dense(4, use_bias=False, name="no_bias"),
+        layers.Softmax(name="softmax"),
+    ], name="pooling_and_reshaping")
+
+
+def cifar_convnet() -> keras.Sequential:
+    """keras-io-style CIFAR-10 convnet, about 0.9M parameters: the size the full check is benchmarked at."""
+    return keras.Sequential([
+        keras.Input(shape=(32, 32, 3)),
+        layers.Conv2D(32, 3, activation="relu", name="conv1"),
+        layers.Conv2D(32, 3, activation="relu", name="conv2"),
+        layers.MaxPooling2D(2, name="pool1"),
+        layers.Conv2D(64, 3, activation="relu", name="conv3"),
+        layers.Conv2D(64, 3, activation="relu", name="conv4"),
+        layers.MaxPooling2D(2, name="pool2"),
+        layers.Flatten(name="flatten"),
+        layers.Dropout(0.5, name="dropout"),
+        layers.Dense(512, activation="relu", name="dense1"),
+        layers.Dense(10, activation="softmax", name="head"),
+    ], name="cifar_convnet")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    build: object
+    training: bool = False  # check the training-mode function (batch statistics, dropout masks)
+    loss: object = None  # None: the default for the output activation
+    manual: bool = True  # whether every layer has a manual formula
+    options: dict = field(default_factory=dict)
+
+
+ZOO = {
+    "keras_io_mnist_convnet": ZooEntry(keras_io_mnist_convnet, training=True),
+    "simple_conv_net": ZooEntry(simple_conv_net),
+    "resnet_block": ZooEntry(resnet_block, training=True),
+    "strided_cnn_gap": ZooEntry(strided_cnn_gap),
+    "mlp_layernorm_dropout": ZooEntry(mlp_layernorm_dropout, training=True,
+                                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+    "two_inputs_two_outputs": ZooEntry(two_inputs_two_outputs, loss=["categorical_crossentropy", "mse"]),
+    "subclassed_mlp": ZooEntry(subclassed_mlp, manual=False),
+    "bn_inference_cnn": ZooEntry(bn_inference_cnn),
+    "pooling_and_reshaping": ZooEntry(pooling_and_reshaping),
+    "cifar_convnet": ZooEntry(cifar_convnet, training=True),
+}

@@ -1,0 +1,213 @@
+"""The verifier on models the suite does not know: the zoo, a user's custom layer, a saved .keras file."""
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from backprop_suite import GradientReport, assert_gradients, check_gradients
+from backprop_suite.check import random_batch
+from backprop_suite.compare_gradients import gradient_batch
+from models import MODEL_BUILDERS, build_model
+from models.zoo import ZOO
+
+SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
+
+
+def zoo_batch(name, entry, model):
+    if name == "subclassed_mlp":  # no symbolic inputs to read a shape from
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((8, 8)), np.eye(4)[rng.integers(0, 4, 8)]
+    return random_batch(model, 8, entry.loss)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_passes_the_full_check(name):
+    keras.utils.set_random_seed(0)
+    entry = ZOO[name]
+    model = entry.build()
+    x, y = zoo_batch(name, entry, model)
+    report = check_gradients(model, x, y, loss=entry.loss, training=entry.training)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["manual"]["available"] == entry.manual
+    methods = {c["methods"] for c in report.data["three_way"]["comparisons"]}
+    assert ("manual_vs_tape" in methods) == entry.manual and "tape_vs_finite_differences" in methods
+    assert report.data["directional"]["parameters"] == model.count_params() - sum(
+        int(np.prod(v.shape)) for v in model.non_trainable_weights)
+
+
+@keras.saving.register_keras_serializable(package="test_check_any_model")
+class Sine(keras.layers.Layer):
+    """y = sin(x), with the framework's gradient or, broken, one that says sin where cos belongs."""
+
+    def __init__(self, broken: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.broken = broken
+
+    def call(self, x):
+        if not self.broken:
+            return keras.ops.sin(x)
+
+        @keras.ops.custom_gradient
+        def sine(v):
+            def grad(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return upstream * keras.ops.sin(v)  # should be cos(v)
+            return keras.ops.sin(v), grad
+
+        return sine(x)
+
+    def get_config(self):
+        return {**super().get_config(), "broken": self.broken}
+
+
+def model_with_sine(broken: bool) -> keras.Model:
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="before"), Sine(broken, name="sine"),
+                             keras.layers.Dense(3, activation="softmax", name="after")], name="with_sine")
+
+
+def test_a_layer_without_a_formula_is_named_and_the_model_still_checked():
+    model = model_with_sine(broken=False)
+    report = check_gradients(model, *random_batch(model, 4))
+    assert report.passed
+    assert "manual: not available — Sine (sine: no manual formula for this layer class)" in str(report)
+
+
+def test_assert_gradients_names_the_worst_tensor_entry_both_values_and_the_tolerance():
+    model = model_with_sine(broken=True)
+    x, y = random_batch(model, 4)
+    with pytest.raises(AssertionError) as raised:
+        assert_gradients(model, x, y)
+    message = str(raised.value)
+    report = check_gradients(model, x, y)
+    worst = report.failures()[0]
+    assert worst["tensor"].startswith("before/")  # upstream of the broken layer; `after` is still right
+    assert worst["tensor"] in message and str(tuple(worst["worst_entry"])) in message
+    assert repr(worst["worst_values"][0]) in message and repr(worst["worst_values"][1]) in message
+    assert f"{worst['worst_tolerance']:.3g}" in message
+    assert not any(c["tensor"].startswith("after/") for c in report.failures())
+
+
+def test_the_check_never_changes_the_model_its_moving_statistics_or_seed_state():
+    model = ZOO["resnet_block"].build()
+    before = [w.copy() for w in model.get_weights()] + [np.array(v.value) for v in model.variables]
+    x, y = random_batch(model, 4)
+    assert check_gradients(model, x, y, training=True, fd_entries=4, directions=2).passed
+    after = [w.copy() for w in model.get_weights()] + [np.array(v.value) for v in model.variables]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_kinks_are_found_without_looking_inside_the_model():
+    """At Keras's zero biases, blank 3×3 patches of digits put conv pre-activations exactly on ReLU's kink: the
+    generic check flags those finite-difference entries as kinks instead of failing them."""
+    rng = np.random.default_rng(0)
+    model = build_model("mnist_cnn")  # zero biases
+    x, t, masks, _ = gradient_batch(model, 4, rng)
+    report = check_gradients(model, x, t, dropout_masks=masks, fd_entries=16)
+    assert report.passed
+    assert sum(c["kinks"] for c in report.data["three_way"]["comparisons"]
+               if c["methods"] == "tape_vs_finite_differences") > 0
+
+
+def test_the_report_prints_saves_and_reloads(tmp_path):
+    model = ZOO["strided_cnn_gap"].build()
+    report = check_gradients(model, *random_batch(model, 4), fd_entries=4, directions=2)
+    json_path, png_path = report.save(tmp_path / "out")
+    assert json.loads(json_path.read_text())["passed"] is True and png_path.stat().st_size > 0
+    assert "conv3/kernel" in str(report) and "verdict: PASS" in str(report)
+    assert GradientReport(json.loads(report.to_json())).passed
+
+
+def run(args, cwd=None):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+USER_SCRIPT = """
+import keras, numpy as np
+from mylayers import Sine
+model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), Sine(BROKEN),
+                          keras.layers.Dense(3, activation="softmax")])
+model.compile(loss="categorical_crossentropy", optimizer="adam")
+model.save("user_model.keras")
+"""
+USER_LAYERS = textwrap.dedent("""
+import keras
+
+@keras.saving.register_keras_serializable(package="mylayers")
+class Sine(keras.layers.Layer):
+    def __init__(self, broken=False, **kwargs):
+        super().__init__(**kwargs)
+        self.broken = broken
+
+    def call(self, x):
+        if not self.broken:
+            return keras.ops.sin(x)
+
+        @keras.ops.custom_gradient
+        def sine(v):
+            def grad(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return upstream * keras.ops.sin(v)
+            return keras.ops.sin(v), grad
+
+        return sine(x)
+
+    def get_config(self):
+        return {**super().get_config(), "broken": self.broken}
+""")
+
+
+@pytest.mark.parametrize("broken, exit_code, verdict", [(False, 0, True), (True, 1, False)])
+def test_cli_checks_a_model_saved_by_a_users_own_script(tmp_path, broken, exit_code, verdict):
+    (tmp_path / "mylayers.py").write_text(USER_LAYERS)
+    (tmp_path / "save_model.py").write_text(USER_SCRIPT.replace("BROKEN", str(broken)))
+    subprocess.run([sys.executable, "save_model.py"], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    done = run(["--model", "user_model.keras", "--import", "mylayers", "--out", "checked"], cwd=tmp_path)
+    assert done.returncode == exit_code, done.stderr[-2000:]
+    report = json.loads((tmp_path / "checked" / "gradcheck.json").read_text())
+    assert report["passed"] is verdict and (tmp_path / "checked" / "gradcheck.png").is_file()
+    assert "manual: not available — Sine" in done.stdout
+    assert report["three_way"]["losses"] == ["categorical_crossentropy"]  # the model's compiled loss
+
+
+def test_cli_takes_a_function_and_an_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "batch.npz", x=rng.standard_normal((3, 15, 15, 1)), y=np.eye(10)[[1, 4, 7]])
+    done = run(["--model", "models.zoo:strided_cnn_gap", "--data", str(tmp_path / "batch.npz"), "--out",
+                str(tmp_path / "out"), "--fd-entries", "4", "--directions", "2"], cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "gradcheck.json").read_text())["batch"]["size"] == 3
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--model", "net_222", "--batch-size", "0"], "--batch-size"),
+    (["--model", "net_222", "--fd-entries", "-1"], "--fd-entries"),
+    (["--model", "net_222", "--directions", "0"], "--directions"),
+    (["--model", "net_222", "--seed", "4294967296"], "--seed"),
+    (["--model", "nowhere.keras", "--out", "x"], "nowhere.keras"),
+    (["--model", "models.zoo:strided_cnn_gap"], "--out"),
+    (["--model", "no_such_model"], "--model"),
+    (["--model", "net_222", "--data", "missing.npz"], "--data"),
+])
+def test_cli_refuses_bad_arguments_in_one_line_before_anything_is_written(args, named, tmp_path):
+    committed = REPO_ROOT / "results" / "net_222" / "gradcheck.json"
+    before = committed.read_bytes() if committed.exists() else None
+    done = run(args, cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert named in lines[-1] and "Traceback" not in done.stderr
+    assert (committed.read_bytes() if committed.exists() else None) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_registry_names_are_the_registry():
+    """The script lists the registry's names itself, so that --help and bad arguments answer before Keras loads."""
+    spec = importlib.util.spec_from_file_location("compare_gradients_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert set(script.REGISTRY) == set(MODEL_BUILDERS)

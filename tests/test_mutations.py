@@ -1,0 +1,142 @@
+"""A checker that passes a broken formula is the worst defect this suite can have. Each test breaks one
+manual formula the way a slip of the pen would and requires the three-way check of a zoo model to FAIL,
+manual vs tape, at exactly the tensors the slip corrupts (the tape and finite differences still agree)."""
+import numpy as np
+import pytest
+from keras import ops
+
+from backprop_suite.check import random_batch
+from backprop_suite.gradcheck import three_way_check
+from backprop_suite.manual import conv, layers, losses, normalization
+from models.zoo import ZOO
+
+
+def wrap_backward(cls, after):
+    """cls.backward, then `after(self, dout, dx) -> dx` to slip something in."""
+    original = cls.backward
+    return lambda self, dout: after(self, dout, original(self, dout))
+
+
+def conv_kernel_gradient_ignores_the_stride(self, dout, dx):
+    kh, kw = self.K.shape[:2]
+    dK = ops.conv(ops.transpose(self.xp, (3, 1, 2, 0)), ops.transpose(dout, (1, 2, 0, 3)), strides=self.dilation,
+                  padding="valid", dilation_rate=1)  # should be dilated by the stride
+    self.grads["kernel"] = ops.transpose(dK[:, :kh, :kw, :], (1, 2, 0, 3))
+    return dx
+
+
+def conv_input_gradient_with_an_undilated_kernel(self, dout, dx):
+    (dh, dw), kh, kw = self.dilation, *self.K.shape[:2]
+    padded = ops.pad(dout, [[0, 0], [(kh - 1) * dh, (kh - 1) * dh], [(kw - 1) * dw, (kw - 1) * dw], [0, 0]])
+    rotated = ops.transpose(ops.flip(self.K, axis=(0, 1)), (0, 1, 3, 2))
+    wrong = ops.conv(padded, rotated, strides=1, padding="valid", dilation_rate=1)  # should be dilated by d
+    return wrong[:, :dx.shape[1], :dx.shape[2], :]
+
+
+def max_pool_routes_to_the_transposed_window_position(self, dout):
+    zero = ops.zeros_like(dout)
+    routed = [((b, a), ops.where(mask, dout, zero)) for (a, b), mask in self.masks]  # (a, b) swapped
+    return conv._crop(conv._route_back(routed, self.strides, self.padded_shape), self.pads, self.h, self.w)
+
+
+def avg_pool_divides_by_the_whole_window(self, dout):
+    share = dout / (self.pool[0] * self.pool[1])  # padded entries counted, unlike TensorFlow's forward
+    positions = [(a, b) for a in range(self.pool[0]) for b in range(self.pool[1])]
+    return conv._crop(conv._route_back([(p, share) for p in positions], self.strides, self.padded_shape),
+                      self.pads, self.h, self.w)
+
+
+def batch_norm_treats_batch_statistics_as_constants(self, dout):
+    return self._parameter_grads(dout, self.axes) * self.inv_std  # drops the paths through μ and σ²
+
+
+def batch_norm_gamma_gradient_without_xhat(self, dout, dx):
+    self.grads["gamma"] = ops.sum(dout, axis=self.axes)  # should be Σ dout·x̂
+    return dx
+
+
+def layer_norm_drops_the_variance_path(self, dout):
+    dxhat = self._parameter_grads(dout, self.other_axes)
+    m = int(np.prod([dout.shape[a] for a in self.axes]))
+    return self.inv_std / m * (m * dxhat - ops.sum(dxhat, axis=self.axes, keepdims=True))  # − x̂·Σ(dx̂·x̂) lost
+
+
+MUTATIONS = {
+    # name: (zoo model, loss (None: the zoo's), (class, method, replacement), tensors that must fail)
+    "conv_same_crop_ignores_the_padding_offset": (
+        "strided_cnn_gap", None, (conv, "_crop", lambda x, pads, h, w: x[:, :h, :w, :]),
+        {"conv1/kernel", "conv1/bias"}),  # conv2 is padded (1, 1); conv3 (0, 1) and conv4 (valid) are unaffected
+    "conv_kernel_gradient_ignores_the_stride": (
+        "strided_cnn_gap", None, (conv.Conv2D, "backward",
+                                  wrap_backward(conv.Conv2D, conv_kernel_gradient_ignores_the_stride)),
+        {"conv1/kernel", "conv3/kernel", "conv4/kernel"}),  # conv2 has stride 1
+    "conv_input_gradient_with_an_undilated_kernel": (
+        "pooling_and_reshaping", None, (conv.Conv2D, "backward",
+                                           wrap_backward(conv.Conv2D, conv_input_gradient_with_an_undilated_kernel)),
+        {"conv0/kernel", "conv0/bias"}),  # the dilated conv's dx reaches conv0 only
+    "max_pool_routes_to_the_transposed_window_position": (
+        "pooling_and_reshaping", None, (conv.MaxPool2D, "backward", max_pool_routes_to_the_transposed_window_position),
+        {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
+    "avg_pool_divides_by_the_whole_window": (
+        "pooling_and_reshaping", None, (conv.AvgPool2D, "backward", avg_pool_divides_by_the_whole_window),
+        {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
+    "global_max_pool_spreads_like_a_mean": (
+        "pooling_and_reshaping", None, (conv.GlobalMaxPool2D, "forward", lambda self, x: (
+            setattr(self, "share", ops.ones_like(x) / (x.shape[1] * x.shape[2])), ops.max(x, axis=(1, 2)))[1]),
+        {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
+    "global_avg_pool_forgets_one_over_hw": (
+        "resnet_block", None, (conv.GlobalAvgPool2D, "backward", lambda self, dout: ops.broadcast_to(
+            ops.reshape(dout, (-1, 1, 1, self.shape[-1])), (dout.shape[0], *self.shape[1:]))),
+        {"stem/kernel", "stem_bn/gamma", "stem_bn/beta", "conv_a/kernel", "bn_a/gamma", "bn_a/beta", "conv_b/kernel",
+         "bn_b/gamma", "bn_b/beta"}),
+    "batch_norm_treats_batch_statistics_as_constants": (
+        "resnet_block", None, (normalization.BatchNorm, "backward", batch_norm_treats_batch_statistics_as_constants),
+        # bn_b's own γ, β see the true dout (from the skip's Add); everything upstream of a BatchNorm is hit
+        {"stem/kernel", "stem_bn/gamma", "stem_bn/beta", "conv_a/kernel", "bn_a/gamma", "bn_a/beta", "conv_b/kernel"}),
+    "batch_norm_inference_gamma_gradient_without_xhat": (
+        "bn_inference_cnn", None, (normalization.BatchNorm, "backward",
+                                   wrap_backward(normalization.BatchNorm, batch_norm_gamma_gradient_without_xhat)),
+        {"bn/gamma"}),
+    "layer_norm_drops_the_variance_path": (
+        "mlp_layernorm_dropout", None, (normalization.LayerNorm, "backward", layer_norm_drops_the_variance_path),
+        {"dense1/kernel", "dense1/bias", "norm1/gamma", "norm1/beta", "dense2/kernel", "dense2/bias"}),
+    "softmax_jacobian_diagonal_only": (
+        "pooling_and_reshaping", "mean_squared_error",  # mean squared error: the Softmax layer is not fused
+        (layers.Softmax, "backward", lambda self, dout: dout * self.y * (1 - self.y)),
+        {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias", "no_bias/kernel"}),
+    "zero_padding_crop_ignores_the_offset": (
+        "pooling_and_reshaping", None, (layers.ZeroPadding2D, "backward", lambda self, dout: dout[:, :self.h, :self.w]),
+        {"conv0/kernel", "conv0/bias"}),
+    "flatten_unflattens_in_reverse_order": (
+        "simple_conv_net", None, (layers.Reshape, "backward",
+                                  lambda self, dout: ops.reshape(ops.flip(dout, axis=-1), self.shape)),
+        {"conv1/kernel", "conv1/bias"}),
+    "add_sends_dout_to_its_first_input_only": (
+        "resnet_block", None, (layers.Add, "backward", lambda self, dout: [dout] + [ops.zeros_like(dout)] *
+                               (self.count - 1)),
+        {"stem/kernel", "stem_bn/gamma", "stem_bn/beta"}),  # the skip's second input is stem's output
+    "concatenate_splits_without_offsets": (
+        "two_inputs_two_outputs", None, (layers.Concatenate, "backward",
+                                         lambda self, dout: [dout[:, :size] for size in self.sizes]),
+        {"feature_dense/kernel", "feature_dense/bias"}),  # the first part (image_dense) is still right
+    "mean_squared_error_without_the_factor_2": (
+        "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
+                                         lambda self: (self.y - self.t) / self.count),
+        {"value/kernel", "value/bias", "shared/kernel", "shared/bias", "image_dense/kernel", "image_dense/bias",
+         "feature_dense/kernel", "feature_dense/bias"}),  # only the other head's own weights stay right
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, monkeypatch):
+    model_name, loss, (owner, attribute, replacement), expected = MUTATIONS[mutation]
+    entry = ZOO[model_name]
+    loss = loss or entry.loss
+    model = entry.build()
+    x, y = random_batch(model, 6, loss, seed=3)
+    assert three_way_check(model, x, y, loss=loss, training=entry.training, fd_entries=6)["passed"]  # unbroken
+    monkeypatch.setattr(owner, attribute, replacement)
+    report = three_way_check(model, x, y, loss=loss, training=entry.training, fd_entries=6)
+    failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
+    assert failed == expected
+    assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
