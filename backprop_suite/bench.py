@@ -201,8 +201,8 @@ def _probe(config: str, batch_size: int, steps: int) -> None:
 
 def gradient_costs(repeats: int) -> dict:
     """C000-2, C001-1, C002-2 and the CNN's full-coverage check, by the suite's own experiments' code."""
-    from backprop_suite.gradcheck import directional_check
     from backprop_suite.compare_gradients import gradient_batch, gradient_model
+    from backprop_suite.gradcheck import directional_check
     from backprop_suite.worked_examples.gradient_cost import gradient_cost
 
     cost = gradient_cost(repeats=repeats).metrics
@@ -217,6 +217,33 @@ def gradient_costs(repeats: int) -> dict:
             "numerical_gradient_seconds": cost["numerical_seconds"],
             "cnn_directional_check_seconds": check["seconds"], "cnn_directional_check_passed": check["passed"],
             "cnn_parameters_covered": check["parameters"]}
+
+
+def verifier_costs(batch_size: int = 8) -> dict:
+    """check_gradients on every zoo model: seconds for the first check in the process (tracing included, what
+    a user waits) and for a repeat (steady state), with its parameter count and verdict."""
+    from backprop_suite.check import check_gradients, random_batch
+    from models.zoo import ZOO
+
+    costs = {}
+    for name, entry in ZOO.items():
+        keras.utils.set_random_seed(SEED)
+        model = entry.build()
+        if name == "subclassed_mlp":
+            rng = np.random.default_rng(SEED)
+            x, y = rng.standard_normal((batch_size, 8)), np.eye(4)[rng.integers(0, 4, batch_size)]
+        else:
+            x, y = random_batch(model, batch_size, entry.loss, SEED)
+        seconds = []
+        for _ in range(2):
+            start = time.perf_counter()
+            report = check_gradients(model, x, y, loss=entry.loss, training=entry.training)
+            seconds.append(time.perf_counter() - start)
+        costs[name] = {"parameters": report.data["parameters"], "first_check_s": round(seconds[0], 2),
+                       "repeat_check_s": round(seconds[1], 2), "passed": report.passed,
+                       "manual": report.data["three_way"]["manual"]["available"]}
+        print(f"[bench] {name}: {costs[name]}", flush=True)
+    return costs
 
 
 def summarise(measured: dict, matmul_rate: float, flops_per_sample: float) -> dict:

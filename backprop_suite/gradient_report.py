@@ -56,7 +56,8 @@ class GradientReport:
         a, b = worst.get("worst_values") or (float("nan"), float("nan"))
         first, second = worst["methods"].split("_vs_")
         lines = [f"{self.data['model']}: gradient check FAILED ({len(failed)} comparison(s)); worst: "
-                 f"{worst['tensor']}, {first} vs {second.replace('_', ' ')}, entry {tuple(worst.get('worst_entry') or ())}: "
+                 f"{worst['tensor']}, {first} vs {second.replace('_', ' ')}, "
+                 f"entry {tuple(worst.get('worst_entry') or ())}: "
                  f"{a!r} vs {b!r}, |difference| {abs(a - b):.3g} > tolerance {worst.get('worst_tolerance', 0):.3g} "
                  f"({worst['worst_over_tolerance']:.3g}× the tolerance)"]
         lines += [f"  also: {c['tensor']} {c['methods']} ({c['worst_over_tolerance']:.3g}× the tolerance)"

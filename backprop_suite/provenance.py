@@ -28,11 +28,28 @@ def environment() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        **cpu(),
         "memory_gib": _memory_gib(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "code_revision": CODE_REVISION,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu() -> dict:
+    """The CPU's model name and the instruction-set flags that decide its speed here (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            fields = dict(line.split(":", 1) for line in cpuinfo.read().splitlines() if ":" in line)
+    except OSError:
+        return {"cpu_model": platform.processor() or None, "cpu_flags": []}
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name"), "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
 
 
 def _memory_gib() -> float | None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from backprop_suite.artifacts import text_table
 from backprop_suite.datasets import current_sha256
+from backprop_suite.example_runner import run_worked_example
 from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
 from backprop_suite.provenance import code_sha256
 from backprop_suite.report import read_record
 from backprop_suite.training import train_experiment
-from backprop_suite.example_runner import run_worked_example
 
 UP_TO_DATE = "up to date"
 

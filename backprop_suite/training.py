@@ -13,8 +13,8 @@ from backprop_suite.checkpoint import EpochCheckpoint
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import OPTIMIZERS, ExperimentSpec
-from backprop_suite.verdict import evaluate_expectations, spec_header
 from backprop_suite.provenance import REPO_ROOT, environment
+from backprop_suite.verdict import evaluate_expectations, spec_header
 from models import build_model
 
 RESULTS_DIR = REPO_ROOT / "results"

@@ -24,7 +24,7 @@ def keras_io_mnist_convnet() -> keras.Sequential:
 
 
 def simple_conv_net() -> keras.Sequential:
-    """The book's ch. 7 SimpleConvNet: conv(30 filters 5×5) - ReLU - pool(2) - affine(100) - ReLU - affine(10) - softmax."""
+    """The book's ch. 7 SimpleConvNet: conv(30 filters 5×5)-ReLU-pool(2)-affine(100)-ReLU-affine(10)-softmax."""
     return keras.Sequential([
         keras.Input(shape=(28, 28, 1)),
         layers.Conv2D(30, 5, activation="relu", name="conv1"),

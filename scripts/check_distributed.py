@@ -22,9 +22,8 @@ def main(argv=None) -> int:
     distribute.split_cpu(args.devices)  # before anything else starts TensorFlow's runtime
 
     from backprop_suite.artifacts import text_table, write_json
-    from backprop_suite.provenance import environment
-
     from backprop_suite.equivalence import equivalence_report
+    from backprop_suite.provenance import environment
 
     strategy = distribute.make_strategy("mirrored")
     reports = [equivalence_report(strategy, name, args.batch_size, args.steps) for name in args.models]

@@ -14,8 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite.manual.twin import ManualTwin
-from backprop_suite.reference import parameters, reference_loss
 from models import build_model
+
+try:
+    from backprop_suite.reference import parameters, reference_loss
+    TWIN_ARGS = ()
+except ImportError:  # revisions before the Keras reference moved out of the twin's module (and the twin took a dtype)
+    from backprop_suite.manual.twin import parameters, reference_loss
+    TWIN_ARGS = ("float32",)
 
 
 def median_ms(fn, calls: int = 20) -> float:
@@ -41,7 +47,7 @@ def timings(model, batch: int, rng) -> dict:
             loss = reference_loss(model, x, t, masks)
         return recorder.gradient(loss, variables)
 
-    twin = ManualTwin(model)
+    twin = ManualTwin(model, *TWIN_ARGS)
     row = {"tape_ms": median_ms(lambda: [g.numpy() for g in tape()]),
            "manual_eager_ms": median_ms(lambda: twin.loss_and_gradients(x, t, masks))}
     if hasattr(twin, "loss_and_gradient_tensors"):  # the compiled path exists after the change only

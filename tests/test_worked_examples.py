@@ -5,8 +5,8 @@ import matplotlib.image
 import pytest
 
 from backprop_suite.errors import SpecError
-from backprop_suite.experiment import load_spec
 from backprop_suite.example_runner import run_worked_example
+from backprop_suite.experiment import load_spec
 from backprop_suite.worked_examples.gradient_cost import gradient_cost
 from backprop_suite.worked_examples.manual_sgd import manual_sgd_vs_keras_fit
 

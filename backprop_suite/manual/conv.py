@@ -75,7 +75,7 @@ class Conv2D:
         return y if bias is None else y + bias
 
     def backward(self, dout):
-        (sh, sw), (dh, dw) = self.strides, self.dilation
+        dh, dw = self.dilation
         kh, kw = self.K.shape[:2]
         # dL/dK[a,b,c,o] = Σ_{n,i,j} xp[n, i·s + a·d, j·s + b·d, c]·dout[n,i,j,o]: with the batch axis as the
         # channels, a valid convolution of xp as (c, H, W, n) with dout as a (h, w, n, o) kernel dilated by s,

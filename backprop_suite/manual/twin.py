@@ -44,11 +44,11 @@ class ManualTwin:
                 missing.append(f"{type(node.layer).__name__} ({node.layer.name}: {reason})")
         self.loss_steps = []
         if not missing:
-            for output, loss in zip(self.graph.outputs, resolve_losses(model, loss), strict=True):
+            for output, output_loss in zip(self.graph.outputs, resolve_losses(model, loss), strict=True):
                 try:
-                    self.loss_steps.append((output, self._manual_loss(output, loss)))
+                    self.loss_steps.append((output, self._manual_loss(output, output_loss)))
                 except Unsupported as reason:
-                    missing.append(f"loss {loss.name} ({reason})")
+                    missing.append(f"loss {output_loss.name} ({reason})")
         if missing:
             raise ManualUnavailable(missing)
 

@@ -65,8 +65,10 @@ def batch_norm_backward(batch_size: int = 8, features: int = 5, epsilon: float =
     fd_dx = central_differences(lambda v: float(keras_loss(v)), x, indices).reshape(x.shape)
     naive_dx = gamma * dout / np.sqrt(x.var(axis=0) + epsilon)  # batch statistics treated as constants
 
-    metrics = {"book_vs_tape_dx": relative(book_dx, tape_dx), "book_vs_tape_dgamma": relative(book_dgamma, tape_dgamma),
-               "book_vs_tape_dbeta": relative(book_dbeta, tape_dbeta), "compact_vs_book_dx": relative(compact_dx, book_dx),
+    metrics = {"book_vs_tape_dx": relative(book_dx, tape_dx),
+               "book_vs_tape_dgamma": relative(book_dgamma, tape_dgamma),
+               "book_vs_tape_dbeta": relative(book_dbeta, tape_dbeta),
+               "compact_vs_book_dx": relative(compact_dx, book_dx),
                "tape_vs_finite_differences_dx": relative(tape_dx, fd_dx),
                "constant_statistics_vs_tape_dx": relative(naive_dx, tape_dx),
                "dx_column_sums_max": float(np.max(np.abs(book_dx.sum(axis=0))))}
