@@ -20,11 +20,14 @@ def build_two_layer_net(input_size: int = 784, hidden_size: int = 50, output_siz
     Keras's Glorot-uniform default.
     """
     _check_choice("activation", activation, ACTIVATIONS)
-    init = "glorot_uniform" if weight_init_std is None else keras.initializers.RandomNormal(stddev=weight_init_std)
+
+    def init():  # one initialiser per layer: an unseeded Keras initialiser shared by two layers draws the same numbers
+        return "glorot_uniform" if weight_init_std is None else keras.initializers.RandomNormal(stddev=weight_init_std)
+
     return keras.Sequential([
         keras.Input(shape=(input_size,), name="x"),
-        layers.Dense(hidden_size, activation=activation, kernel_initializer=init, name="affine1"),
-        layers.Dense(output_size, activation="softmax", kernel_initializer=init, name="affine2"),
+        layers.Dense(hidden_size, activation=activation, kernel_initializer=init(), name="affine1"),
+        layers.Dense(output_size, activation="softmax", kernel_initializer=init(), name="affine2"),
     ], name="two_layer_net")
 
 
