@@ -36,6 +36,21 @@ def atomic_path(path: Path):
             os.remove(tmp)
 
 
+def require_writable_folder(folder: Path, option: str) -> None:
+    """Create `folder` if needed and write a probe file in it: a SuiteError naming it (and `option`, the way
+    to choose another) now, before any work, instead of a traceback after an epoch of training."""
+    from backprop_suite.errors import SuiteError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SuiteError(f"{folder}: cannot write results there ({error.strerror or error}); "
+                         f"choose a writable folder with {option}") from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

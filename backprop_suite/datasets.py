@@ -199,10 +199,18 @@ def download_with_keras(name: str) -> str | None:
     return None
 
 
-def held_out_validation(train: Split, fraction: float) -> tuple[Split, Split]:
-    """Split a stratified `fraction` of the training data off for validation curves."""
+def held_out_validation(train: Split, fraction: float, source: str = "the dataset") -> tuple[Split, Split]:
+    """Split a stratified `fraction` of the training data off for validation curves; DataError naming `source`
+    when the training split is too small for that."""
     from sklearn.model_selection import train_test_split
 
+    counts = np.bincount(train.y) if len(train) else np.zeros(0, int)
+    classes = int(np.count_nonzero(counts))
+    held_out = int(np.ceil(fraction * len(train)))
+    if len(train) == 0 or counts[counts > 0].min() < 2 or held_out < classes or len(train) - held_out < classes:
+        raise DataError(f"{source}: its training split has {len(train)} images in {classes} classes, too few to hold "
+                        f"out a stratified {fraction:g} for validation (every class needs 2 images, and each side "
+                        "one per class); give a larger training split")
     x_fit, x_val, y_fit, y_val = train_test_split(
         train.x, train.y, test_size=fraction, stratify=train.y, random_state=SPLIT_SEED)
     return Split(x_fit, y_fit), Split(x_val, y_val)

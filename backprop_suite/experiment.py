@@ -14,11 +14,12 @@ A spec opens with the question it answers and names the claim IDs it reproduces:
 """
 import hashlib
 import inspect
+import math
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
-import tomllib
 
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
@@ -165,8 +166,11 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedE
     if not 0 < spec.validation_fraction < 1:
         raise SpecError(f"{where} [data]: validation_fraction must be between 0 and 1, got {spec.validation_fraction}")
     for key in ("learning_rate", "batch_size", "epochs"):
-        if getattr(spec, key) <= 0:
-            raise SpecError(f"{where} [training]: {key} must be positive, got {getattr(spec, key)}")
+        if not getattr(spec, key) > 0 or not math.isfinite(getattr(spec, key)):  # nan and inf fail too
+            raise SpecError(f"{where} [training]: {key} must be a positive finite number, got {getattr(spec, key)}")
+    if not 0 <= spec.seed < 2**32:
+        raise SpecError(f"{where} [training]: seed must be in [0, 2**32) (NumPy's and Keras's seed range), "
+                        f"got {spec.seed}")
     _check_claims(spec)
     return spec
 
@@ -237,6 +241,12 @@ def _parse_expectation(raw: object, where: str, metrics: tuple[str, ...] | None)
         tolerance=table.take("tolerance", float, default=None),
     )
     table.reject_unknown()
+    for key in ("at_least", "at_most", "value", "tolerance"):
+        number = getattr(expectation, key)
+        if number is not None and not math.isfinite(number):
+            raise SpecError(f"{where}: {key} must be a finite number, got {number}")
+    if expectation.tolerance is not None and expectation.tolerance < 0:
+        raise SpecError(f"{where}: tolerance must be >= 0, got {expectation.tolerance}")
     bounded = expectation.at_least is not None or expectation.at_most is not None
     exact = expectation.value is not None and expectation.tolerance is not None
     if bounded == exact or (not exact and (expectation.value, expectation.tolerance) != (None, None)):

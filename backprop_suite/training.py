@@ -59,11 +59,12 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
     strategy = strategy or tf.distribute.get_strategy()
     worker = distribute.worker_index(strategy)
     out_dir = Path(results_root) / spec.name
+    artifacts.require_writable_folder(out_dir, "--results-dir")
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(spec.dataset, data_path)
-    fit_split, val_split = held_out_validation(dataset.train, spec.validation_fraction)
+    fit_split, val_split = held_out_validation(dataset.train, spec.validation_fraction, dataset.source)
     with strategy.scope():
         model = build_compiled_model(spec)
     input_shape = model.input_shape[1:]

@@ -8,10 +8,10 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
 python="${PYTHON:-python3}"
 
-if ! "$python" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
-  echo "setup: TensorFlow 2.21 needs Python 3.10-3.13; '$python' is $("$python" --version 2>&1 || echo missing)." >&2
+if ! "$python" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
+  echo "setup: the suite needs Python 3.11-3.13 (tomllib; TensorFlow 2.21 wheels); '$python' is $("$python" --version 2>&1 || echo missing)." >&2
   echo "setup: set PYTHON=/path/to/python3.11 and rerun." >&2
-  exit 1
+  exit 2
 fi
 
 stamp="$venv/.installed-from"

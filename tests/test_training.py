@@ -2,7 +2,6 @@
 reproducible, and a killed run resumes to exactly the history of an uninterrupted one."""
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from conftest import REPO_ROOT, tiny_spec
 
 from backprop_suite.artifacts import HISTORY_COLUMNS, draw_model
+from backprop_suite.experiment import load_spec
 from backprop_suite.training import train_experiment
 from models import build_model
 
@@ -27,8 +27,9 @@ def read_history(path):
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("short_run")
-    os.environ["BACKPROP_SUITE_OFFLINE"] = "1"
-    record = train_experiment(tiny_spec(tmp_path), tmp_path / "results")
+    with pytest.MonkeyPatch.context() as patch:  # for this run only, not for the tests that follow
+        patch.setenv("BACKPROP_SUITE_OFFLINE", "1")
+        record = train_experiment(tiny_spec(tmp_path), tmp_path / "results")
     return record, tmp_path / "results" / "tiny"
 
 
@@ -165,3 +166,13 @@ def test_checkpoint_goes_back_one_epoch_when_a_cluster_agrees_on_it(tmp_path):
     assert EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(fresh, agree=lambda mine: 0) == 0
     with pytest.raises(SuiteError, match="resumes after epoch 1, but this worker holds epoch 3 only"):
         EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled(), agree=lambda mine: 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["c003_1_mnist_cnn", "c002_1_two_layer_net", "c003_1_fashion_mnist_cnn"])
+def test_full_profile_training_runs_meet_their_expectations(experiment, tmp_path, monkeypatch):
+    """The note-exact training runs (about 10 minutes together on 2 cores): `bash scripts/test.sh -m slow`.
+    The default run trains the same code on tiny specs."""
+    monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
+    record = train_experiment(load_spec(experiment), tmp_path)
+    assert record["verdict"] == "reproduced" and all(check["met"] for check in record["checks"])
