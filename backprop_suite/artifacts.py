@@ -1,10 +1,13 @@
 """Result files, each written atomically: a reader sees the old file or the new one, never half."""
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +15,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from backprop_suite.errors import SuiteError  # noqa: E402
+
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+TEMPORARY_PREFIX = ".tmp-"  # a file being written; one left behind by a killed writer is removed by the next
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -23,7 +29,7 @@ def atomic_path(path: Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Some writers require the suffix (Keras's `.weights.h5`, matplotlib's format from `.png`).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix="".join(path.suffixes))
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
     try:
@@ -36,11 +42,36 @@ def atomic_path(path: Path):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def sole_writer(folder: Path, lock_name: str = ".lock"):
+    """Hold an exclusive lock on `folder` while writing it: a second writer gets a SuiteError naming the first.
+
+    flock(2) is released by the kernel when its holder dies, so a lock left by a killed run is simply taken
+    over. Holding it, the temporary files a killed writer left in the folder are removed.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / lock_name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise SuiteError(f"{folder}: {holder} is writing these results; wait for it to finish (or stop it), "
+                         "then run again") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})".encode())
+        for stale in folder.glob(f"{TEMPORARY_PREFIX}*"):
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race with a writer about to lock it)
+
+
 def require_writable_folder(folder: Path, option: str) -> None:
     """Create `folder` if needed and write a probe file in it: a SuiteError naming it (and `option`, the way
     to choose another) now, before any work, instead of a traceback after an epoch of training."""
-    from backprop_suite.errors import SuiteError
-
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,12 @@ import numpy as np
 from backprop_suite.artifacts import HISTORY_COLUMNS, atomic_path, write_json
 from backprop_suite.errors import SuiteError
 
+STATE_KEYS = ("fingerprint", "epochs_done", "weights", "rows", "seconds", "rng_states")
+
+
+class ResumeStateError(SuiteError):
+    """An interrupted run's state cannot be resumed: unreadable, incomplete, or from another spec or data."""
+
 
 class EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, state_dir: Path, fingerprint: dict):
@@ -51,7 +57,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not state:
             return 0
         model.optimizer.build(model.trainable_variables)  # so that load_weights restores its slots
-        model.load_weights(self.state_dir / state["weights"])
+        weights = self.state_dir / state["weights"]
+        if not weights.is_file():
+            raise ResumeStateError(f"{weights}: the interrupted run's weights are missing; rerun with --restart "
+                                   "to discard the interrupted run")
+        try:
+            model.load_weights(weights)
+        except Exception as error:  # h5py and Keras raise many kinds for a truncated or foreign file
+            raise ResumeStateError(f"{weights}: unreadable checkpoint weights ({type(error).__name__}); rerun "
+                                   "with --restart to discard the interrupted run") from None
         for generator, saved in zip(dropout_seed_generators(model), state["rng_states"], strict=True):
             generator.state.assign(np.asarray(saved, dtype=generator.state.dtype))
         self.rows, self.seconds = state["rows"], state["seconds"]
@@ -63,11 +77,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         try:
             state = json.loads(self.state_file.read_text())
         except (OSError, ValueError) as error:
-            raise SuiteError(f"{self.state_file}: unreadable resume state ({error}); "
-                             "rerun with --restart to discard it") from None
-        if state.get("fingerprint") != self.fingerprint:
-            raise SuiteError(f"{self.state_dir} holds an interrupted run with a different spec or data; "
-                             "rerun with --restart to discard it")
+            raise ResumeStateError(f"{self.state_file}: unreadable resume state ({error}); "
+                                   "rerun with --restart to discard it") from None
+        if isinstance(state, dict) and state.get("fingerprint") != self.fingerprint:
+            raise ResumeStateError(f"{self.state_dir} holds an interrupted run with a different spec or data; "
+                                   "rerun with --restart to discard it")
+        if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
+            raise ResumeStateError(f"{self.state_file}: not a resume state (it needs {', '.join(STATE_KEYS)}); "
+                                   "rerun with --restart to discard it")
         return state
 
     def _state_of_epoch(self, state: dict | None, epochs_done: int) -> dict | None:

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from backprop_suite.check import check_gradients, random_batch
-from backprop_suite.datasets import load_dataset, to_model_inputs
+from backprop_suite.datasets import load_dataset, read_npz, to_model_inputs
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradient_report import GradientReport
 from backprop_suite.reference import output_activation
@@ -112,12 +112,7 @@ def _import(module_name: str, option: str):
 
 def load_npz(path: Path) -> tuple:
     """Arrays x and y (or x0, x1, ... / y0, y1, ... for several inputs or outputs) from an .npz file."""
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            data = {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise SuiteError(f"--data {path}: not a readable .npz file ({error}); save one with "
-                         "numpy.savez(path, x=inputs, y=targets)") from None
+    data = read_npz(path, "save one with numpy.savez(path, x=inputs, y=targets)")
     found = []
     for name in ("x", "y"):
         numbered = sorted((k for k in data if k.startswith(name) and k[1:].isdigit()), key=lambda k: int(k[1:]))

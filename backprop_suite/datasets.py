@@ -122,15 +122,25 @@ def load_from_path(name: str, path: Path) -> Dataset:
     raise DataError(f"{path}: expected a .npz file (as Keras writes it) or a folder with the four IDX files")
 
 
-def load_npz(name: str, path: Path) -> Dataset:
-    """A dataset from a .npz with x_train, y_train, x_test, y_test, as `keras.datasets` caches it."""
+def read_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive; DataError naming the file, what is wrong and `remedy`."""
+    path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found; {remedy}")
+    with open(path, "rb") as stream:
+        start = stream.read(4)
+    if start != b"PK\x03\x04":  # an .npz is a zip archive; np.load would call anything else "pickled data"
+        raise DataError(f"{path}: not an .npz archive (it starts with {start!r}, not a zip header); {remedy}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            return {key: archive[key] for key in archive.files}
     except Exception as error:  # np.load raises many types for a corrupt archive
-        raise DataError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
+        raise DataError(f"{path}: not a readable .npz file ({type(error).__name__}: {error}); {remedy}") from None
+
+
+def load_npz(name: str, path: Path) -> Dataset:
+    """A dataset from a .npz with x_train, y_train, x_test, y_test, as `keras.datasets` caches it."""
+    arrays = read_npz(path, "give Keras's mnist.npz (x_train, y_train, x_test, y_test) or a folder of IDX files")
     missing = [key for key in NPZ_KEYS if key not in arrays]
     if missing:
         raise DataError(f"{path}: missing arrays {missing} (found {sorted(arrays)})")

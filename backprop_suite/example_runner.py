@@ -13,6 +13,12 @@ from backprop_suite.worked_examples import WORKED_EXAMPLES
 def run_worked_example(spec: WorkedExampleSpec, results_root: Path) -> dict:
     """Run the example, print its text, write report.txt, figures and metrics.json; return metrics.json."""
     out_dir = Path(results_root) / spec.name
+    artifacts.require_writable_folder(out_dir, "--results-dir")
+    with artifacts.sole_writer(out_dir):
+        return _run(spec, out_dir)
+
+
+def _run(spec: WorkedExampleSpec, out_dir: Path) -> dict:
     start = time.perf_counter()
     result = WORKED_EXAMPLES[spec.example](**spec.options)  # options checked against its signature when parsed
     print(result.text, flush=True)

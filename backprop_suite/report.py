@@ -85,7 +85,15 @@ class ExperimentResult:
 def stored_results(results_root: Path, specs=None) -> list[ExperimentResult]:
     """Every spec in experiments/ (or `specs`) with its stored metrics.json, if any."""
     specs = specs if specs is not None else [load_spec(path) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    return [ExperimentResult(spec, read_record(Path(results_root) / spec.name / "metrics.json")) for spec in specs]
+    return [ExperimentResult(spec, _record_or_none(Path(results_root) / spec.name / "metrics.json")) for spec in specs]
+
+
+def _record_or_none(path: Path) -> dict | None:
+    """A stored result, or None (shown as not yet run) when it is unreadable: the main job reruns it."""
+    try:
+        return read_record(path)
+    except SpecError:
+        return None
 
 
 def read_record(path: Path) -> dict | None:
@@ -94,7 +102,8 @@ def read_record(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SpecError(f"{path}: unreadable stored result ({error}); delete it or rerun with --force") from None
+        raise SpecError(f"{path}: unreadable stored result ({error}); rerun it with "
+                        f"`bash scripts/reproduce.sh --only {path.parent.name}`") from None
 
 
 def claim_verdict(results: list[ExperimentResult]) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backprop_suite.artifacts import text_table
 from backprop_suite.datasets import current_sha256
+from backprop_suite.errors import SpecError
 from backprop_suite.example_runner import run_worked_example
 from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
 from backprop_suite.provenance import code_sha256
@@ -19,10 +20,10 @@ from backprop_suite.training import train_experiment
 UP_TO_DATE = "up to date"
 
 
-def run_experiment(spec, results_root: Path, data_path: str | None = None) -> dict:
-    """Train a training spec or run a worked example; its metrics.json record."""
-    if spec.kind == "training":
-        return train_experiment(spec, results_root, data_path)
+def run_experiment(spec, results_root: Path, data_path: str | None = None, force: bool = False) -> dict:
+    """Train a training spec (afresh if `force`) or run a worked example; its metrics.json record."""
+    if spec.kind == "training":  # an interrupted run that cannot resume is discarded, with a line saying so
+        return train_experiment(spec, results_root, data_path, restart=force, discard_unresumable=True)
     return run_worked_example(spec, results_root)
 
 
@@ -51,11 +52,17 @@ def stored_data(record: dict) -> list[tuple[str, str]]:
 def out_of_date_reason(spec, results_root: Path, data_path: str | None = None) -> str | None:
     """Why the stored result of `spec` must be remade, or None when its spec, code and data are unchanged."""
     out_dir = Path(results_root) / spec.name
-    record = read_record(out_dir / "metrics.json")
+    try:
+        record = read_record(out_dir / "metrics.json")
+    except SpecError as error:
+        return f"its stored result is unreadable ({str(error).split(': ', 1)[-1].split(';')[0]})"
     if record is None:
         return "no stored result"
     if (out_dir / ".in_progress").exists():
         return "an interrupted run to resume"
+    missing = [name for name in result_files(spec, record) if not (out_dir / name).is_file()]
+    if missing:
+        return f"its {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
     if record.get("spec_sha256") != spec.sha256:
         return f"experiments/{spec.name}.toml changed"
     if record.get("code_sha256") != code_sha256():
@@ -71,6 +78,20 @@ def out_of_date_reason(spec, results_root: Path, data_path: str | None = None) -
     return None
 
 
+def result_files(spec, record: dict) -> list[str]:
+    """The files a finished run left beside metrics.json, which the report links to."""
+    if spec.kind == "training":
+        return ["history.csv", "acc.png", "loss.png", record.get("model_drawing") or "model.png"]
+    return ["report.txt", *record.get("figures", [])]
+
+
+def _readable_record(path: Path) -> dict | None:
+    try:
+        return read_record(path)
+    except SpecError:
+        return None
+
+
 def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
@@ -84,7 +105,7 @@ def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: 
     results_root = Path(results_root)
     reasons = {spec.name: "--force" if force else out_of_date_reason(spec, results_root, data_path) for spec in specs}
     to_run = [spec for spec in specs if reasons[spec.name]]
-    stored = {spec.name: read_record(results_root / spec.name / "metrics.json") for spec in to_run}
+    stored = {spec.name: _readable_record(results_root / spec.name / "metrics.json") for spec in to_run}
     estimates = {name: record.get("wall_time_s") for name, record in stored.items() if record}
     print(f"{len(specs)} experiments: {len(specs) - len(to_run)} up to date (skipped; --force reruns them), "
           f"{len(to_run)} to run", flush=True)
@@ -99,7 +120,7 @@ def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: 
         print(f"\n=== [{number}/{len(to_run)}] {spec.name} ({', '.join(spec.claims) or 'beyond the notes'}), because "
               f"{reasons[spec.name]}; elapsed {_clock(time.perf_counter() - start)}"
               f"{'; ' + eta if eta else ''}\n    {spec.question}", flush=True)
-        records[spec.name] = {**run_experiment(spec, results_root, data_path), "status": "ran"}
+        records[spec.name] = {**run_experiment(spec, results_root, data_path, force), "status": "ran"}
     for spec in specs:
         if spec.name not in records:
             records[spec.name] = {**read_record(results_root / spec.name / "metrics.json"), "status": UP_TO_DATE}

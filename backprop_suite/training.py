@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from backprop_suite import artifacts, distribute
-from backprop_suite.checkpoint import EpochCheckpoint
+from backprop_suite.checkpoint import EpochCheckpoint, ResumeStateError
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import OPTIMIZERS, ExperimentSpec
@@ -49,8 +49,12 @@ def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
 
 def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,
                      restart: bool = False, strategy: tf.distribute.Strategy | None = None,
-                     save_weights: str | None = None) -> dict:
+                     save_weights: str | None = None, discard_unresumable: bool = False) -> dict:
     """Train `spec`, resuming an interrupted run of it; write results_root/<name>/ and return metrics.json.
+
+    An interrupted run that cannot be resumed (unreadable, or of another spec) stops with a one-line error
+    naming --restart, or, with `discard_unresumable` (the main job), is discarded with a line saying so.
+    One process writes an experiment's results at a time (artifacts.sole_writer).
 
     Under a tf.distribute `strategy` (backprop_suite.distribute) the batch size is the global batch. With
     several workers only the chief (worker 0) writes results; each worker checkpoints its own state.
@@ -60,6 +64,11 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
     worker = distribute.worker_index(strategy)
     out_dir = Path(results_root) / spec.name
     artifacts.require_writable_folder(out_dir, "--results-dir")
+    with artifacts.sole_writer(out_dir, ".lock" if worker == 0 else f".lock-worker{worker}"):
+        return _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable)
+
+
+def _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable) -> dict:
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -77,7 +86,18 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
         checkpoint.discard()
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     # In a cluster every worker resumes from the last epoch they all finished (checkpoint.py).
-    first_epoch = checkpoint.restore(model, distribute.agreed_epochs_done(strategy) if multiworker else None)
+    try:
+        with strategy.scope():  # restoring builds the optimizer's slots: under a strategy, its variables
+            first_epoch = checkpoint.restore(model, distribute.agreed_epochs_done(strategy) if multiworker else None)
+    except ResumeStateError as error:
+        if not discard_unresumable:
+            raise
+        print(f"[train] {spec.name}: {str(error).split('; rerun')[0]}: discarding it and starting afresh", flush=True)
+        checkpoint.discard()
+        keras.utils.set_random_seed(spec.seed)  # the fresh run's initial weights, as if never interrupted
+        with strategy.scope():
+            model = build_compiled_model(spec)
+        first_epoch = 0
     if first_epoch:
         print(f"[train] {spec.name}: resuming after epoch {first_epoch}/{spec.epochs} "
               f"from {checkpoint.state_dir}", flush=True)

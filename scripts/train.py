@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     if args.strategy == "mirrored" and not distribute.has_gpus():
         distribute.split_cpu(args.cpu_devices)  # before TensorFlow's runtime starts
     strategy = distribute.make_strategy(args.strategy)
-    train_experiment(spec, args.results_dir, args.data_path, args.restart, strategy, args.save_weights)
-    return 0
+    record = train_experiment(spec, args.results_dir, args.data_path, args.restart, strategy, args.save_weights)
+    return 1 if record["verdict"] == "failed" else 0
 
 
 if __name__ == "__main__":

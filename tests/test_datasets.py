@@ -155,11 +155,31 @@ def test_bad_npz_gets_an_error_naming_the_file_and_the_problem(tmp_path, problem
     assert str(path) in str(error.value) and problem in str(error.value)
 
 
-def test_a_file_that_is_not_an_npz_gets_a_clear_error(tmp_path):
+def test_a_text_file_named_npz_is_called_what_it_is_not_pickled_data(tmp_path):
     path = tmp_path / "mnist.npz"
     path.write_text("not a zip archive")
+    with pytest.raises(DataError, match=r"not an .npz archive \(it starts with b'not ', not a zip header\)") as error:
+        load_dataset("mnist", path)
+    assert "pickled" not in str(error.value) and "mnist.npz" in str(error.value)
+
+
+def test_a_truncated_npz_gets_a_clear_error(tmp_path):
+    whole = _npz(tmp_path)
+    path = tmp_path / "truncated.npz"
+    path.write_bytes(whole.read_bytes()[:200])
     with pytest.raises(DataError, match="not a readable .npz file"):
         load_dataset("mnist", path)
+
+
+@pytest.mark.parametrize("train_size", [0, 5])
+def test_a_training_split_too_small_to_hold_out_validation_is_named_not_a_traceback(tmp_path, train_size):
+    from backprop_suite.datasets import held_out_validation
+
+    rng = np.random.default_rng(0)
+    x, y = random_digits(rng, train_size) if train_size else (np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    dataset = load_dataset("mnist", _npz(tmp_path, x_train=x, y_train=y))
+    with pytest.raises(DataError, match=f"its training split has {train_size} images"):
+        held_out_validation(dataset.train, 0.1, str(tmp_path / "m.npz"))
 
 
 def test_missing_path_and_unknown_dataset_are_named(tmp_path):
