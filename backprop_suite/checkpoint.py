@@ -35,6 +35,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.rows: list[dict] = []
         self.seconds = 0.0  # training time of the epochs in `rows`, across interruptions
         self._epoch_start = 0.0
+        self._last: dict | None = None  # the state this run stands on (restored or last saved): the next "previous"
 
     @property
     def state_file(self) -> Path:
@@ -54,6 +55,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             agreed = agree(epochs_done)
             if agreed != epochs_done:
                 state = self._state_of_epoch(state, agreed)
+        self._last = state
         if not state:
             return 0
         model.optimizer.build(model.trainable_variables)  # so that load_weights restores its slots
@@ -105,14 +107,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         weights_name = f"epoch-{epoch + 1:04d}.weights.h5"
         with atomic_path(self.state_dir / weights_name) as tmp:
             self.model.save_weights(str(tmp))
-        last = self._read_state()
+        # The epoch before is the one this run stands on, not what state.json says: after a cluster's rollback
+        # state.json still names the epoch being redone, which must not become its own "previous".
+        last = self._last if self._last and self._last["epochs_done"] == epoch else None
         previous = {key: last[key] for key in ("epochs_done", "weights", "seconds", "rng_states")} if last else None
-        write_json(self.state_file, {
+        self._last = {
             "fingerprint": self.fingerprint, "epochs_done": epoch + 1, "weights": weights_name,
             "rows": self.rows, "seconds": self.seconds,
             "rng_states": [g.state.numpy().tolist() for g in dropout_seed_generators(self.model)],
             "previous": previous,
-        })
+        }
+        write_json(self.state_file, self._last)
         keep = {weights_name, previous["weights"] if previous else None}
         for old in self.state_dir.glob("epoch-*.weights.h5"):
             if old.name not in keep:

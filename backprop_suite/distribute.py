@@ -10,9 +10,8 @@ by k and warm it up, which the suite leaves to you.
 Strategies: `default` (one device), `mirrored` (every local GPU, else the logical CPU devices set up
 by split_cpu), `multiworker` (MultiWorkerMirroredStrategy over the cluster in TF_CONFIG).
 
-This module is not in the code checksum that dates stored results (provenance.NOT_EXPERIMENT_CODE): no
-experiment runs under a strategy, and on the default one training asks it only for the worker index (0)
-and a description ("").
+This module is in the code checksum that dates stored results: a multi-worker run's results depend on
+its training loop.
 """
 import json
 import os

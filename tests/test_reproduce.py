@@ -67,3 +67,25 @@ def test_quick_selection_is_the_quick_profile_and_full_is_every_spec():
     assert {spec.name for spec in quick} < {spec.name for spec in full}
     assert {spec.profile for spec in full} == {"quick", "full"}
     assert [spec.name for spec in select_specs(only=[EXPERIMENT])] == [EXPERIMENT]
+
+
+def test_the_code_checksum_dates_results_when_training_code_changes_but_not_the_report(tmp_path, monkeypatch):
+    import shutil
+
+    from backprop_suite import provenance
+
+    for folder in ("models", "backprop_suite"):
+        shutil.copytree(provenance.REPO_ROOT / folder, tmp_path / folder)
+    shutil.copy(provenance.REPO_ROOT / "requirements.txt", tmp_path)
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+
+    def checksum():
+        return provenance.code_sha256.__wrapped__()
+
+    before = checksum()
+    with open(tmp_path / "backprop_suite" / "report.py", "a") as report:
+        report.write("# presentation only\n")
+    assert checksum() == before
+    with open(tmp_path / "backprop_suite" / "distribute.py", "a") as distribute:
+        distribute.write("# the multi-worker training loop\n")  # multi-worker results depend on it
+    assert checksum() != before

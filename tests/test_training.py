@@ -176,3 +176,33 @@ def test_full_profile_training_runs_meet_their_expectations(experiment, tmp_path
     monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
     record = train_experiment(load_spec(experiment), tmp_path)
     assert record["verdict"] == "reproduced" and all(check["met"] for check in record["checks"])
+
+
+def test_after_a_cluster_rollback_the_next_save_keeps_the_epoch_it_redid_from(tmp_path):
+    """Rolled back to epoch 2 and epoch 3 redone: the new state's "previous" is epoch 2 (its weights still on
+    disk), so a second failure during epoch 4 can again resume from epoch 2 or 3 without --restart."""
+    import keras
+    import numpy as np
+
+    from backprop_suite.checkpoint import EpochCheckpoint
+
+    def compiled():
+        keras.utils.set_random_seed(0)
+        model = build_model("two_layer_net", hidden_size=8)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, 64)]
+    model = compiled()
+    model.fit(x, y, epochs=3, batch_size=16, validation_data=(x, y), shuffle=False, verbose=0,
+              callbacks=[EpochCheckpoint(tmp_path / "state", {"spec": "s"})])
+    worker = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
+    assert worker.restore(model := compiled(), agree=lambda mine: mine - 1) == 2  # the cluster agreed on 2
+    model.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, validation_data=(x, y), shuffle=False, verbose=0,
+              callbacks=[worker])
+    state = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert state["epochs_done"] == 3 and state["previous"]["epochs_done"] == 2
+    assert sorted(p.name for p in (tmp_path / "state").glob("*.weights.h5")) == \
+        ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    assert EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled(), agree=lambda mine: 2) == 2
