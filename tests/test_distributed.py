@@ -178,3 +178,31 @@ def test_bad_tf_config_is_one_line_naming_what_is_wrong(tmp_path, tf_config, mes
     done = subprocess.run([sys.executable, TRAIN, str(spec_file(tmp_path, epochs=1)), "--strategy", "multiworker"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-1500:]
+
+
+def test_a_killed_mirrored_run_with_adam_resumes_when_run_again(tmp_path):
+    """Adam has slot variables: restoring them must happen inside the strategy's scope (it once crashed with
+    "Need to be inside strategy.scope()"). Killed after an epoch, the same command resumes and ends as a run
+    never interrupted."""
+    spec = tiny_spec(tmp_path, "mirrored", epochs=12).path  # Adam, batch 64
+    command = [sys.executable, TRAIN, str(spec), "--strategy", "mirrored", "--cpu-devices", "2"]
+    state = tmp_path / "killed" / "mirrored" / ".in_progress" / "state.json"
+    process = subprocess.Popen([*command, "--results-dir", str(tmp_path / "killed")], env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + WORKER_TIME_LIMIT_S
+    while not (state.exists() and json.loads(state.read_text())["epochs_done"] >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    resumed = subprocess.run([*command, "--results-dir", str(tmp_path / "killed")], env=ENV, capture_output=True,
+                             text=True, timeout=WORKER_TIME_LIMIT_S)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch" in resumed.stdout
+    alone = subprocess.run([*command, "--results-dir", str(tmp_path / "alone")], env=ENV, capture_output=True,
+                           text=True, timeout=WORKER_TIME_LIMIT_S)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    rows = [(tmp_path / run_ / "mirrored" / "history.csv").read_text().splitlines() for run_ in ("killed", "alone")]
+    assert len(rows[0]) == len(rows[1]) == 13
+    for row, reference in zip(rows[0][1:], rows[1][1:], strict=True):
+        assert np.allclose([float(v) for v in row.split(",")], [float(v) for v in reference.split(",")], rtol=1e-5)
