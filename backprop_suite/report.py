@@ -17,6 +17,7 @@ from backprop_suite.claims import CLAIMS_FILE, Claim, load_claims
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import EXPERIMENTS_DIR, load_spec
 from backprop_suite.provenance import CODE_REVISION
+from backprop_suite.verdict import qualified_verdict
 
 NOT_YET_RUN = "not yet run"
 VERDICT_ORDER = ("failed", "discrepancy explained", "reproduced")  # the first one present decides a claim
@@ -126,9 +127,10 @@ def format_value(value) -> str:
 
 
 def unchecked_expectations(result: ExperimentResult) -> list:
-    """Expectations for another dataset than the one the run used (e.g. full MNIST when it fell back)."""
+    """Expectations for the spec's own dataset when the run used another (e.g. full MNIST when it fell back)."""
     used = (result.record.get("data") or {}).get("name")
-    return [e for e in result.spec.expected if e.dataset not in (None, used)]
+    primary = getattr(result.spec, "dataset", None)
+    return [e for e in result.spec.expected if e.dataset == primary and used not in (None, primary)]
 
 
 def figure_anchor(experiment: str, filename: str) -> str:
@@ -156,8 +158,9 @@ def claim_row(claim: Claim, results: list[ExperimentResult]) -> tuple:
     figure = next((Link(name, f"{result.spec.name}/{name}", figure_anchor(result.spec.name, name))
                    for result in ran for name in result.figures()), "—")
     experiments = [Link(result.spec.name, f"#{result.spec.name}", result.spec.name) for result in results] or ["—"]
+    verdict = qualified_verdict(claim_verdict(results), [result.record for result in ran])
     return (claim.id, claim.seed_file, claim.summary, experiments, expected or ["—"], measured or ["—"],
-            claim_verdict(results), figure)
+            verdict, figure)
 
 
 def experiment_blocks(result: ExperimentResult) -> list:
@@ -170,7 +173,7 @@ def experiment_blocks(result: ExperimentResult) -> list:
     if record is None:
         return blocks + [Paragraph(["Verdict: ", NOT_YET_RUN, ". Run it with ",
                                     Code(f"bash scripts/reproduce.sh --only {spec.name}"), "."])]
-    blocks.append(Paragraph([f"Verdict: {record['verdict']}. Wall time {record.get('wall_time_s', '?')} s."]))
+    blocks.append(Paragraph([f"Verdict: {qualified_verdict(record['verdict'], [record])}. Wall time {record.get('wall_time_s', '?')} s."]))
     rows = [(check["metric"], check["expected"], format_value(check["measured"]), _MARK[check["met"]], check["source"])
             for check in record["checks"]]
     rows += [(e.metric, e.describe() + f" (on {e.dataset})", f"not checked: ran on {record['data']['name']}", "—",
@@ -209,9 +212,14 @@ def environment_description(env: dict) -> str:
 def build_report(results_root: Path, claims: list[Claim] | None = None, results=None) -> list:
     claims = claims if claims is not None else load_claims()
     results = results if results is not None else stored_results(results_root)
-    rows = [claim_row(claim, [r for r in results if claim.id in r.spec.claims]) for claim in claims]
-    counts = {verdict: sum(row[6] == verdict for row in rows) for verdict in (*VERDICT_ORDER[::-1], NOT_YET_RUN)}
+    by_claim = {claim.id: [r for r in results if claim.id in r.spec.claims] for claim in claims}
+    rows = [claim_row(claim, by_claim[claim.id]) for claim in claims]
+    bases = [claim_verdict(by_claim[claim.id]) for claim in claims]
+    counts = {verdict: bases.count(verdict) for verdict in (*VERDICT_ORDER[::-1], NOT_YET_RUN)}
+    unchecked = sum(row[6] != base for row, base in zip(rows, bases, strict=True))
     summary = ", ".join(f"{count} {verdict}" for verdict, count in counts.items())
+    if unchecked:
+        summary += f" ({unchecked} of them with an expectation their data left unchecked)"
     blocks = [
         Heading(1, "Backprop reproduction suite: report"),
         Paragraph([f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by code revision {CODE_REVISION}, "
@@ -315,7 +323,9 @@ def render_html(blocks: list, results_root: Path) -> str:
             for row in block.rows:
                 cells = []
                 for cell in row:
-                    kind = f' class="verdict-{cell.replace(" ", "-")}"' if cell in (*VERDICT_ORDER, NOT_YET_RUN) else ""
+                    base = next((v for v in (*VERDICT_ORDER, NOT_YET_RUN) if isinstance(cell, str)
+                                 and cell.startswith(v)), None)
+                    kind = f' class="verdict-{base.replace(" ", "-")}"' if base else ""
                     cells.append(f"<td{kind}>{_html_inline(cell)}</td>")
                 out.append("<tr>" + "".join(cells) + "</tr>")
             out.append("</tbody></table>")

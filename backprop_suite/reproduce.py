@@ -16,6 +16,7 @@ from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
 from backprop_suite.provenance import code_sha256
 from backprop_suite.report import read_record
 from backprop_suite.training import train_experiment
+from backprop_suite.verdict import qualified_verdict
 
 UP_TO_DATE = "up to date"
 
@@ -132,7 +133,7 @@ def summary_table(records: list[dict]) -> str:
     header = ("experiment", "claims", "data", "test acc", "checks met", "verdict", "this run")
     rows = [(r["experiment"], " ".join(r["claims"]) or "beyond the notes", r["data"]["name"] if r["data"] else "-",
              f"{r['metrics']['test_accuracy']:.4f}" if "test_accuracy" in r["metrics"] else "-",
-             f"{sum(c['met'] for c in r['checks'])}/{len(r['checks'])}", r["verdict"],
+             f"{sum(c['met'] for c in r['checks'])}/{len(r['checks'])}", qualified_verdict(r["verdict"], [r]),
              f"ran, {r.get('wall_time_s', '?')} s" if r.get("status") == "ran" else r.get("status", "-"))
             for r in records]
     return text_table(header, rows)

@@ -162,3 +162,21 @@ def test_image_probe_sees_a_broken_image(report_of_three_experiments, tmp_path):
     copy.write_text(corrupted, encoding="utf-8")
     count, broken = images_in_chromium(copy, tmp_path)
     assert len(broken) == 1 and count >= 1
+
+
+def test_a_verdict_says_when_a_data_fallback_left_an_expectation_unchecked_c003_1():
+    """c003_1_mnist_cnn fell back to mnist-5k: its ≥ 99 % on full MNIST was not checked, so the claim is not
+    simply 'reproduced' — in the claims table, the experiment's section and the main job's summary alike."""
+    from backprop_suite.reproduce import summary_table
+
+    spec = load_spec("c003_1_mnist_cnn")
+    record = {"experiment": spec.name, "claims": list(spec.claims), "verdict": "reproduced", "spec": spec.resolved(),
+              "checks": [{"metric": "test_accuracy", "expected": "test_accuracy >= 0.96", "measured": 0.967,
+                          "met": True}], "data": {"name": "mnist-5k"}, "metrics": {"test_accuracy": 0.967},
+              "model_drawing": "model.png"}
+    claim = next(c for c in load_claims() if c.id == "C003-1")
+    verdict = "reproduced on mnist-5k; full-MNIST expectation not checked"
+    assert claim_row(claim, [ExperimentResult(spec, record)])[6] == verdict
+    assert verdict in summary_table([record])
+    on_full_mnist = {**record, "data": {"name": "mnist"}}
+    assert claim_row(claim, [ExperimentResult(spec, on_full_mnist)])[6] == "reproduced"
