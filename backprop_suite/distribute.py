@@ -16,6 +16,11 @@ its training loop.
 import json
 import os
 import re
+import select
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import keras
@@ -26,6 +31,8 @@ from backprop_suite.errors import SuiteError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 COLLECTIVE_TIMEOUT_S = 60  # a collective that waits longer for a peer fails instead of hanging
+PEER_TIMEOUT_S = 120  # how long a worker waits for the others to start (train.py --peer-timeout)
+PROGRESS_S = 10  # a "waiting for worker ..." line this often meanwhile
 
 
 def has_gpus() -> bool:
@@ -55,12 +62,21 @@ def check_tf_config(text: str | None) -> dict:
         index = int(task["index"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise SuiteError(f"TF_CONFIG is not a cluster spec with cluster.worker and task.index: {error}") from None
+    if not isinstance(workers, list) or not workers:
+        raise SuiteError(f"TF_CONFIG cluster.worker must be a list of \"host:port\" addresses, one per worker; got "
+                         f"{workers!r}")
+    for address in workers:
+        host, _, port = str(address).rpartition(":")
+        if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SuiteError(f"TF_CONFIG cluster.worker: {address!r} is not \"host:port\" with a port in 1-65535")
     if task.get("type") != "worker" or not 0 <= index < len(workers):
         raise SuiteError(f"TF_CONFIG task {task} is not one of the {len(workers)} workers in cluster.worker")
     return config
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy; for `multiworker`, the cluster of TF_CONFIG (run under supervise_worker, which bounds the
+    wait for it)."""
     if name not in STRATEGIES:
         raise SuiteError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     if name == "default":
@@ -70,7 +86,88 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(devices)
     check_tf_config(os.environ.get("TF_CONFIG"))
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (tf.errors.OpError, RuntimeError, ValueError) as error:
+        raise cluster_error(error, "while the cluster formed") from None
+
+
+CHILD_ENV = "BACKPROP_SUITE_CLUSTER_PIPE"  # set in the supervised worker: the pipe to say "cluster formed" on
+
+
+def supervise_worker(argv: list[str], workers: list[str], me: int, timeout: float) -> int:
+    """Run this worker's command as a child process and watch it until its cluster has formed: a progress line
+    every PROGRESS_S seconds naming the workers not yet listening, the one-line cluster error (exit 2) after
+    `timeout` seconds, and Ctrl-C or SIGTERM ending it at once. TensorFlow waits for its peers inside C++
+    holding Python's lock, so neither a thread nor a signal handler of the waiting process would ever run."""
+    peers = {index: address for index, address in enumerate(workers) if index != me}
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen([sys.executable, *argv], env={**os.environ, CHILD_ENV: str(write_end)},
+                             pass_fds=[write_end])
+    os.close(write_end)
+    formed = False
+
+    def stop(number, _frame):
+        if formed:  # the worker runs Python again: let it handle the signal (Ctrl-C resumes later, as documented)
+            child.send_signal(number)
+            return
+        child.kill()
+        child.wait()
+        print(f"stopped by {signal.Signals(number).name} while waiting for the cluster; run the same command again "
+              "on every worker to resume", file=sys.stderr, flush=True)
+        raise SystemExit(128 + number)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        start = time.monotonic()
+        while not formed and child.poll() is None:
+            if select.select([read_end], [], [], PROGRESS_S)[0]:
+                formed = True  # "formed", or end of file: the worker ended (its exit code tells)
+                continue
+            elapsed = time.monotonic() - start
+            silent = ", ".join(_not_listening(peers)) or "the other workers (listening, not yet joined)"
+            if elapsed >= timeout:
+                child.kill()
+                child.wait()
+                print(f"error: a worker of the cluster failed or cannot be reached (no cluster after {elapsed:.0f} s; "
+                      f"waiting for {silent}); start every worker with the same TF_CONFIG, or give them longer "
+                      "with --peer-timeout", file=sys.stderr, flush=True)
+                return 2
+            print(f"[cluster] waiting for {silent}, {elapsed:.0f} s of {timeout:.0f} s…", flush=True)
+        return child.wait()
+    finally:
+        os.close(read_end)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _not_listening(peers: dict[int, str]) -> list[str]:
+    silent = []
+    for index, address in peers.items():
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            silent.append(f"worker {index} at {address}")
+    return silent
+
+
+def _say_cluster_formed() -> None:
+    """Tell the supervising process (supervise_worker) that every worker answered."""
+    pipe = os.environ.pop(CHILD_ENV, None)
+    if pipe is not None:
+        os.write(int(pipe), b"formed")
+        os.close(int(pipe))
+
+
+def cluster_error(error: Exception, when: str = "") -> "ClusterError":
+    """A TensorFlow error about the cluster as the one-line ClusterError, naming the cause, not a source line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    detail = next((line for line in lines if re.search(r"task|worker|peer|heartbeat|address|port", line, re.I)),
+                  lines[-1])
+    return ClusterError(f"a worker of the cluster failed or cannot be reached{' ' + when if when else ''} "
+                        f"({type(error).__name__}: {detail[:300]}); run the same command again on every worker "
+                        "to resume after the last finished epoch")
 
 
 def my_share(size, *arrays):
@@ -170,18 +267,17 @@ def fit_multiworker(strategy, model, batches: tf.data.Dataset, samples_per_epoch
             checkpoint.on_epoch_end(epoch, logs)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.InternalError,
             tf.errors.AbortedError, tf.errors.CancelledError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
-        detail = next((line for line in lines if re.search(r"task|worker|peer|heartbeat", line, re.IGNORECASE)),
-                      lines[-1])
-        raise ClusterError(f"a worker of the cluster failed or cannot be reached ({type(error).__name__}: "
-                           f"{detail[:300]}); run the same command again on every worker to resume after the "
-                           "last finished epoch") from None
+        raise cluster_error(error) from None
 
 
 def agreed_epochs_done(strategy):
     """For EpochCheckpoint.restore: every worker's epochs done, gathered, and their minimum."""
     def agree(local: int) -> int:
-        values = strategy.gather(strategy.run(lambda: tf.constant([local], tf.int64)), axis=0)
+        try:
+            values = strategy.gather(strategy.run(lambda: tf.constant([local], tf.int64)), axis=0)
+        except tf.errors.OpError as error:
+            raise cluster_error(error, "while the cluster formed") from None
+        _say_cluster_formed()  # every worker answered
         return int(tf.reduce_min(values))
 
     return agree

@@ -173,7 +173,8 @@ def experiment_blocks(result: ExperimentResult) -> list:
     if record is None:
         return blocks + [Paragraph(["Verdict: ", NOT_YET_RUN, ". Run it with ",
                                     Code(f"bash scripts/reproduce.sh --only {spec.name}"), "."])]
-    blocks.append(Paragraph([f"Verdict: {qualified_verdict(record['verdict'], [record])}. Wall time {record.get('wall_time_s', '?')} s."]))
+    verdict = qualified_verdict(record["verdict"], [record])
+    blocks.append(Paragraph([f"Verdict: {verdict}. Wall time {record.get('wall_time_s', '?')} s."]))
     rows = [(check["metric"], check["expected"], format_value(check["measured"]), _MARK[check["met"]], check["source"])
             for check in record["checks"]]
     rows += [(e.metric, e.describe() + f" (on {e.dataset})", f"not checked: ran on {record['data']['name']}", "—",

@@ -1,5 +1,7 @@
 """Train one experiment: `python scripts/train.py c003_1_mnist_cnn_quick` (a name in experiments/ or a .toml path)."""
 import argparse
+import os
+import sys
 
 from backprop_suite import distribute
 from backprop_suite.errors import SpecError, exit_cleanly_on_suite_error
@@ -22,9 +24,13 @@ def main(argv=None) -> int:
                              "size is the global batch, split over the replicas (default: %(default)s)")
     parser.add_argument("--cpu-devices", type=int, default=2,
                         help="logical CPU devices for --strategy mirrored without GPUs (default: %(default)s)")
+    parser.add_argument("--peer-timeout", type=float, default=distribute.PEER_TIMEOUT_S, metavar="SECONDS",
+                        help="multiworker: how long to wait for the other workers to start (default: %(default)s)")
     parser.add_argument("--save-weights", metavar="PATH",
                         help="also save the trained weights (.weights.h5; {worker} becomes the worker's index)")
     args = parser.parse_args(argv)
+    if not args.peer_timeout > 0:
+        raise SpecError(f"--peer-timeout {args.peer_timeout}: give a positive number of seconds")
     if args.save_weights and not args.save_weights.endswith(".weights.h5"):
         raise SpecError(f"--save-weights {args.save_weights}: Keras needs a name ending in .weights.h5")
     spec = load_spec(args.experiment)
@@ -33,6 +39,10 @@ def main(argv=None) -> int:
                         f"run it with `python scripts/reproduce.py --only {spec.name}`")
     if args.strategy == "mirrored" and not distribute.has_gpus():
         distribute.split_cpu(args.cpu_devices)  # before TensorFlow's runtime starts
+    if args.strategy == "multiworker" and distribute.CHILD_ENV not in os.environ:
+        config = distribute.check_tf_config(os.environ.get("TF_CONFIG"))  # bad TF_CONFIG: one line, no child
+        return distribute.supervise_worker(sys.argv, config["cluster"]["worker"], int(config["task"]["index"]),
+                                           args.peer_timeout)
     strategy = distribute.make_strategy(args.strategy)
     record = train_experiment(spec, args.results_dir, args.data_path, args.restart, strategy, args.save_weights)
     return 1 if record["verdict"] == "failed" else 0

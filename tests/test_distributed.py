@@ -3,6 +3,7 @@ and in 2 worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy). Each runs 
 logical devices and a cluster must be set up before TensorFlow's runtime starts."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -170,6 +171,12 @@ def test_surviving_worker_reports_a_killed_peer_and_both_resume_when_restarted(t
     ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
      "is not one of the 2 workers in cluster.worker"),
     ('{"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "TF_CONFIG is not a cluster spec"),
+    ('{"cluster": {"worker": "127.0.0.1:2222"}, "task": {"type": "worker", "index": 0}}',
+     "cluster.worker must be a list of \"host:port\" addresses"),
+    ('{"cluster": {"worker": ["127.0.0.1:99999", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "'127.0.0.1:99999' is not \"host:port\" with a port in 1-65535"),
+    ('{"cluster": {"worker": ["127.0.0.1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "'127.0.0.1' is not \"host:port\""),
 ])
 def test_bad_tf_config_is_one_line_naming_what_is_wrong(tmp_path, tf_config, message):
     env = {key: value for key, value in ENV.items() if key != "TF_CONFIG"}
@@ -206,3 +213,36 @@ def test_a_killed_mirrored_run_with_adam_resumes_when_run_again(tmp_path):
     assert len(rows[0]) == len(rows[1]) == 13
     for row, reference in zip(rows[0][1:], rows[1][1:], strict=True):
         assert np.allclose([float(v) for v in row.split(",")], [float(v) for v in reference.split(",")], rtol=1e-5)
+
+
+def launch_alone(tmp_path, *extra):
+    """Worker 0 of a two-worker cluster whose worker 1 never starts."""
+    config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]},
+                         "task": {"type": "worker", "index": 0}})
+    return subprocess.Popen([sys.executable, TRAIN, str(spec_file(tmp_path, epochs=1)), "--strategy", "multiworker",
+                             "--results-dir", str(tmp_path / "results"), *extra], env={**ENV, "TF_CONFIG": config},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_worker_whose_peer_never_starts_says_so_while_waiting_and_gives_up_after_its_timeout(tmp_path):
+    process = launch_alone(tmp_path, "--peer-timeout", "12")
+    start = time.monotonic()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and time.monotonic() - start < 60
+    assert "[cluster] waiting for worker 1 at 127.0.0.1:" in out
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: a worker of the cluster failed or cannot be reached (no cluster after")
+    assert "--peer-timeout" in last and "Traceback" not in err
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_waiting_worker_ends_at_once_on_sigterm_or_ctrl_c(tmp_path, stop):
+    process = launch_alone(tmp_path, "--peer-timeout", "300")
+    assert process.stdout.readline().startswith("[cluster] waiting for worker 1")  # it is waiting now
+    process.send_signal(stop)
+    try:
+        _, err = process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"{stop.name} did not end a worker waiting for its cluster")
+    assert process.returncode == 128 + stop and f"stopped by {stop.name}" in err
