@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.rounds < 1 or args.seconds <= 0:
         raise SuiteError("--batch-sizes, --rounds and --seconds must be positive")
+    artifacts.require_writable_folder(args.out.parent, "--out")
     configs = list(args.configs)
     torch_version = bench.torch_available()
     if "torch" in configs and torch_version is None:

@@ -15,6 +15,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_gradcheck.json", help="default: %(default)s")
     args = parser.parse_args(argv)
     from backprop_suite import artifacts, bench
+
+    artifacts.require_writable_folder(args.out.parent, "--out")
     from backprop_suite.provenance import environment
 
     costs = bench.verifier_costs()

@@ -3,6 +3,7 @@ results/REPORT.md and results/report.html (every claim with its verdict)."""
 import argparse
 from pathlib import Path
 
+from backprop_suite.artifacts import require_writable_folder
 from backprop_suite.errors import exit_cleanly_on_suite_error
 from backprop_suite.report import write_report
 from backprop_suite.reproduce import run_experiments, select_specs, summary_table
@@ -20,6 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-path", help="full MNIST as a Keras .npz or IDX folder, for experiments on `mnist`")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
+    require_writable_folder(args.results_dir, "--results-dir")
     records = run_experiments(select_specs(args.full, args.only), args.results_dir, args.data_path, args.force)
     markdown, page = write_report(args.results_dir)
     print(f"\n{summary_table(records)}\n\nReport: {markdown} and {page} (one file, plots embedded). "
