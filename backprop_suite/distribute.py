@@ -103,7 +103,7 @@ def supervise_worker(argv: list[str], workers: list[str], me: int, timeout: floa
     peers = {index: address for index, address in enumerate(workers) if index != me}
     read_end, write_end = os.pipe()
     child = subprocess.Popen([sys.executable, *argv], env={**os.environ, CHILD_ENV: str(write_end)},
-                             pass_fds=[write_end])
+                             pass_fds=[write_end], preexec_fn=_die_with_parent)
     os.close(write_end)
     formed = False
 
@@ -139,6 +139,14 @@ def supervise_worker(argv: list[str], workers: list[str], me: int, timeout: floa
         os.close(read_end)
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _die_with_parent() -> None:
+    """In the supervised worker: the kernel kills it when its supervisor dies (kill -9 of the command a user
+    started must stop the worker too). Linux's prctl(PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 def _not_listening(peers: dict[int, str]) -> list[str]:
