@@ -45,4 +45,4 @@ def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropo
         optimizer.apply(grads, variables)
         return loss
 
-    return tf.function(step) if compiled else step
+    return tf.function(step, autograph=False) if compiled else step  # plain Python control flow

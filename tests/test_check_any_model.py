@@ -41,29 +41,39 @@ def test_every_zoo_model_passes_the_full_check(name):
         int(np.prod(v.shape)) for v in model.non_trainable_weights)
 
 
-@keras.saving.register_keras_serializable(package="test_check_any_model")
-class Sine(keras.layers.Layer):
-    """y = sin(x), with the framework's gradient or, broken, one that says sin where cos belongs."""
+def sine_layer_source(package: str) -> str:
+    """A custom layer y = sin(x), registered under `package`, with the framework's gradient or, broken, one that
+    says sin where cos belongs: the tests' layer and the "user's" module are this one text."""
+    return textwrap.dedent(f"""
+        import keras
 
-    def __init__(self, broken: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.broken = broken
+        @keras.saving.register_keras_serializable(package="{package}")
+        class Sine(keras.layers.Layer):
+            def __init__(self, broken=False, **kwargs):
+                super().__init__(**kwargs)
+                self.broken = broken
 
-    def call(self, x):
-        if not self.broken:
-            return keras.ops.sin(x)
+            def call(self, x):
+                if not self.broken:
+                    return keras.ops.sin(x)
 
-        @keras.ops.custom_gradient
-        def sine(v):
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return upstream * keras.ops.sin(v)  # should be cos(v)
-            return keras.ops.sin(v), grad
+                @keras.ops.custom_gradient
+                def sine(v):
+                    def grad(*args, upstream=None):
+                        upstream = args[0] if upstream is None else upstream
+                        return upstream * keras.ops.sin(v)  # should be cos(v)
+                    return keras.ops.sin(v), grad
 
-        return sine(x)
+                return sine(x)
 
-    def get_config(self):
-        return {**super().get_config(), "broken": self.broken}
+            def get_config(self):
+                return {{**super().get_config(), "broken": self.broken}}
+        """)
+
+
+_namespace: dict = {}
+exec(sine_layer_source("test_check_any_model"), _namespace)  # noqa: S102  (the layer a user would write)
+Sine = _namespace["Sine"]
 
 
 def model_with_sine(broken: bool) -> keras.Model:
@@ -135,36 +145,9 @@ model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="t
 model.compile(loss="categorical_crossentropy", optimizer="adam")
 model.save("user_model.keras")
 """
-USER_LAYERS = textwrap.dedent("""
-import keras
-
-@keras.saving.register_keras_serializable(package="mylayers")
-class Sine(keras.layers.Layer):
-    def __init__(self, broken=False, **kwargs):
-        super().__init__(**kwargs)
-        self.broken = broken
-
-    def call(self, x):
-        if not self.broken:
-            return keras.ops.sin(x)
-
-        @keras.ops.custom_gradient
-        def sine(v):
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return upstream * keras.ops.sin(v)
-            return keras.ops.sin(v), grad
-
-        return sine(x)
-
-    def get_config(self):
-        return {**super().get_config(), "broken": self.broken}
-""")
-
-
 @pytest.mark.parametrize("broken, exit_code, verdict", [(False, 0, True), (True, 1, False)])
 def test_cli_checks_a_model_saved_by_a_users_own_script(tmp_path, broken, exit_code, verdict):
-    (tmp_path / "mylayers.py").write_text(USER_LAYERS)
+    (tmp_path / "mylayers.py").write_text(sine_layer_source("mylayers"))
     (tmp_path / "save_model.py").write_text(USER_SCRIPT.replace("BROKEN", str(broken)))
     subprocess.run([sys.executable, "save_model.py"], cwd=tmp_path, check=True, capture_output=True, timeout=300)
     done = run(["--model", "user_model.keras", "--import", "mylayers", "--out", "checked"], cwd=tmp_path)

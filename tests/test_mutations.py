@@ -35,15 +35,12 @@ def conv_input_gradient_with_an_undilated_kernel(self, dout, dx):
 
 def max_pool_routes_to_the_transposed_window_position(self, dout):
     zero = ops.zeros_like(dout)
-    routed = [((b, a), ops.where(mask, dout, zero)) for (a, b), mask in self.masks]  # (a, b) swapped
-    return conv._crop(conv._route_back(routed, self.strides, self.padded_shape), self.pads, self.h, self.w)
+    return self._routed_back([((b, a), ops.where(mask, dout, zero)) for (a, b), mask in self.masks])  # (a, b) swapped
 
 
 def avg_pool_divides_by_the_whole_window(self, dout):
     share = dout / (self.pool[0] * self.pool[1])  # padded entries counted, unlike TensorFlow's forward
-    positions = [(a, b) for a in range(self.pool[0]) for b in range(self.pool[1])]
-    return conv._crop(conv._route_back([(p, share) for p in positions], self.strides, self.padded_shape),
-                      self.pads, self.h, self.w)
+    return self._routed_back([((a, b), share) for a in range(self.pool[0]) for b in range(self.pool[1])])
 
 
 def batch_norm_treats_batch_statistics_as_constants(self, dout):

@@ -134,6 +134,15 @@ def test_without_graphviz_the_model_is_drawn_as_dot_with_a_hint(tmp_path, monkey
     assert "apt-get install graphviz" in capsys.readouterr().out
 
 
+def compiled_two_layer_net():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model("two_layer_net", hidden_size=8)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def test_checkpoint_goes_back_one_epoch_when_a_cluster_agrees_on_it(tmp_path):
     """A worker killed while the others saved epoch 3 holds epoch 2: all then resume after epoch 2, so a
     worker holding epoch 3 must restore exactly the model and history it had after epoch 2."""
@@ -143,29 +152,23 @@ def test_checkpoint_goes_back_one_epoch_when_a_cluster_agrees_on_it(tmp_path):
     from backprop_suite.checkpoint import EpochCheckpoint
     from backprop_suite.errors import SuiteError
 
-    def compiled():
-        keras.utils.set_random_seed(0)
-        model = build_model("two_layer_net", hidden_size=8)
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
-        return model
-
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 784)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, 64)]
     after = {}
     keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: after.update(
         {epoch + 1: [w.copy() for w in model.get_weights()]}))
-    model = compiled()
+    model = compiled_two_layer_net()
     model.fit(x, y, epochs=3, batch_size=16, validation_data=(x, y), shuffle=False, verbose=0,
               callbacks=[EpochCheckpoint(tmp_path / "state", {"spec": "s"}), keep])
 
     worker = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
-    assert worker.restore(restored := compiled(), agree=lambda mine: mine - 1) == 2
+    assert worker.restore(restored := compiled_two_layer_net(), agree=lambda mine: mine - 1) == 2
     assert all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), after[2], strict=True))
     assert [row["epoch"] for row in worker.rows] == [1, 2]
-    fresh = compiled()
+    fresh = compiled_two_layer_net()
     assert EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(fresh, agree=lambda mine: 0) == 0
     with pytest.raises(SuiteError, match="resumes after epoch 1, but this worker holds epoch 3 only"):
-        EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled(), agree=lambda mine: 1)
+        EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled_two_layer_net(), agree=lambda mine: 1)
 
 
 @pytest.mark.slow
@@ -181,28 +184,23 @@ def test_full_profile_training_runs_meet_their_expectations(experiment, tmp_path
 def test_after_a_cluster_rollback_the_next_save_keeps_the_epoch_it_redid_from(tmp_path):
     """Rolled back to epoch 2 and epoch 3 redone: the new state's "previous" is epoch 2 (its weights still on
     disk), so a second failure during epoch 4 can again resume from epoch 2 or 3 without --restart."""
-    import keras
     import numpy as np
 
     from backprop_suite.checkpoint import EpochCheckpoint
 
-    def compiled():
-        keras.utils.set_random_seed(0)
-        model = build_model("two_layer_net", hidden_size=8)
-        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", metrics=["accuracy"])
-        return model
-
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 784)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, 64)]
-    model = compiled()
+    model = compiled_two_layer_net()
     model.fit(x, y, epochs=3, batch_size=16, validation_data=(x, y), shuffle=False, verbose=0,
               callbacks=[EpochCheckpoint(tmp_path / "state", {"spec": "s"})])
     worker = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
-    assert worker.restore(model := compiled(), agree=lambda mine: mine - 1) == 2  # the cluster agreed on 2
+    model = compiled_two_layer_net()
+    assert worker.restore(model, agree=lambda mine: mine - 1) == 2  # the cluster agreed on 2
     model.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, validation_data=(x, y), shuffle=False, verbose=0,
               callbacks=[worker])
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert state["epochs_done"] == 3 and state["previous"]["epochs_done"] == 2
     assert sorted(p.name for p in (tmp_path / "state").glob("*.weights.h5")) == \
         ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
-    assert EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled(), agree=lambda mine: 2) == 2
+    again = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
+    assert again.restore(compiled_two_layer_net(), agree=lambda mine: 2) == 2

@@ -98,18 +98,30 @@ class Conv2D:
         return _crop(dxp, self.pads, self.h, self.w)
 
 
-class MaxPool2D:
-    """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞)."""
+class _Pooling:
+    """A pool window slid over the padded input: its entries forward, each output's gradient routed back."""
 
     def __init__(self, pool=(2, 2), strides=None, padding="valid"):
         self.pool, self.strides, self.padding = tuple(pool), tuple(strides or pool), padding
 
-    def forward(self, x):
+    def _windows(self, x, fill: float = 0.0) -> list:
+        """(window position, its entries over the output grid), after padding x with `fill`."""
         self.pads = _paddings(self.padding, x.shape, self.pool, self.strides)
         self.h, self.w = x.shape[1], x.shape[2]
-        xp = _pad(x, self.pads, float("-inf"))
+        xp = _pad(x, self.pads, fill)
         self.padded_shape = xp.shape
-        entries = _window_entries(xp, self.pool, self.strides)
+        return _window_entries(xp, self.pool, self.strides)
+
+    def _routed_back(self, routed) -> object:
+        """dL/dx from each window position's share of dout: summed where windows overlap, padding cropped off."""
+        return _crop(_route_back(routed, self.strides, self.padded_shape), self.pads, self.h, self.w)
+
+
+class MaxPool2D(_Pooling):
+    """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞)."""
+
+    def forward(self, x):
+        entries = self._windows(x, float("-inf"))
         y = entries[0][1]
         for _, entry in entries[1:]:
             y = ops.maximum(y, entry)
@@ -125,31 +137,20 @@ class MaxPool2D:
     def backward(self, dout):
         # The whole gradient of each output goes to its window's arg-max; overlapping windows add up.
         zero = ops.zeros_like(dout)
-        routed = [(position, ops.where(mask, dout, zero)) for position, mask in self.masks]
-        return _crop(_route_back(routed, self.strides, self.padded_shape), self.pads, self.h, self.w)
+        return self._routed_back([(position, ops.where(mask, dout, zero)) for position, mask in self.masks])
 
 
-class AvgPool2D:
+class AvgPool2D(_Pooling):
     """y = the mean of each pool window; with "same" padding the padded entries are not counted (TensorFlow's rule)."""
 
-    def __init__(self, pool=(2, 2), strides=None, padding="valid"):
-        self.pool, self.strides, self.padding = tuple(pool), tuple(strides or pool), padding
-
     def forward(self, x):
-        self.pads = _paddings(self.padding, x.shape, self.pool, self.strides)
-        self.h, self.w = x.shape[1], x.shape[2]
-        xp = _pad(x, self.pads)
-        self.padded_shape = xp.shape
-        self.count = sum(entry for _, entry in _window_entries(_pad(ops.ones_like(x[:1, :, :, :1]), self.pads),
-                                                                self.pool, self.strides))
-        return sum(entry for _, entry in _window_entries(xp, self.pool, self.strides)) / self.count
+        self.count = sum(entry for _, entry in self._windows(ops.ones_like(x[:1, :, :, :1])))  # entries per window
+        return sum(entry for _, entry in self._windows(x)) / self.count
 
     def backward(self, dout):
         # Each window entry receives dout / (entries counted in that window); overlapping windows add up.
         share = dout / self.count
-        positions = [(a, b) for a in range(self.pool[0]) for b in range(self.pool[1])]
-        return _crop(_route_back([(p, share) for p in positions], self.strides, self.padded_shape),
-                     self.pads, self.h, self.w)
+        return self._routed_back([((a, b), share) for a in range(self.pool[0]) for b in range(self.pool[1])])
 
 
 class GlobalAvgPool2D:
