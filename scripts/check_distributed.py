@@ -6,14 +6,14 @@ from pathlib import Path
 
 from backprop_suite import distribute
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from models import MODEL_BUILDERS
 
 
 @exit_cleanly_on_suite_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=2, help="logical CPU devices (default: %(default)s)")
-    parser.add_argument("--models", nargs="+", default=["two_layer_net", "mnist_cnn"],
-                        choices=("mnist_cnn", "two_layer_net", "deep_mlp", "net_222"))  # models/ (no Keras yet)
+    parser.add_argument("--models", nargs="+", default=["two_layer_net", "mnist_cnn"], choices=sorted(MODEL_BUILDERS))
     parser.add_argument("--batch-size", type=int, default=16, help="global batch (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=5, help="SGD steps compared (default: %(default)s)")
     parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent.parent / "results")

@@ -17,7 +17,9 @@ def main(argv=None) -> int:
                         help="every experiment, including the note-exact training runs on full data (about 10 "
                              "minutes more on 2 CPU cores); default: the quick profile, about 5 minutes")
     parser.add_argument("--only", action="append", metavar="EXPERIMENT", help="run just this experiment (repeatable)")
-    parser.add_argument("--force", action="store_true", help="rerun experiments whose stored results are up to date")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun the selected experiments from scratch, up to date or not (an interrupted run of "
+                             "one is discarded)")
     parser.add_argument("--data-path", help="full MNIST as a Keras .npz or IDX folder, for experiments on `mnist`")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
