@@ -110,12 +110,17 @@ def write_history_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def plot_curves(rows: list[dict], metric: str, path: Path, title: str) -> None:
-    """Training and validation `metric` against epoch (1-based, as Keras prints it)."""
+def plot_curves(rows: list[dict], metric: str, path: Path, title: str, test_value: float | None = None) -> None:
+    """Training and validation `metric` against epoch (1-based, as Keras prints it); the test set's value after
+    the last epoch as a star with its number, when given."""
     epochs = [row["epoch"] for row in rows]
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     axes.plot(epochs, [row[metric] for row in rows], "o-", label=metric)
     axes.plot(epochs, [row[f"val_{metric}"] for row in rows], "s--", label=f"val_{metric}")
+    if test_value is not None:
+        axes.plot([epochs[-1]], [test_value], "*", color="crimson", markersize=14, label=f"test_{metric}")
+        axes.annotate(f"test {test_value:.4f}", (epochs[-1], test_value), textcoords="offset points",
+                      xytext=(-8, -16 if metric == "accuracy" else 10), ha="right", color="crimson")
     axes.set(title=title, xlabel="epoch", ylabel=metric)
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.grid(alpha=0.3)

@@ -21,11 +21,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from backprop_suite.cli import BENCH_CONFIGS
 from backprop_suite.datasets import load_dataset, to_model_inputs
+from backprop_suite.models import build_model
 from backprop_suite.steps import manual_step, tape_step
-from models import build_model
 
-CONFIGS = ("fit", "fit_jit", "tape_step", "manual_step", "manual_step_eager", "torch")
+CONFIGS = BENCH_CONFIGS
 TRAINING_OVER_FORWARD = 3
 SEED = 0
 
@@ -108,7 +109,7 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
 def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
     import torch
 
-    from models.torch_mnist_cnn import build_torch_mnist_cnn
+    from backprop_suite.models.torch_mnist_cnn import build_torch_mnist_cnn
 
     torch.manual_seed(SEED)
     torch.set_num_threads(os.cpu_count())
@@ -223,7 +224,7 @@ def verifier_costs(batch_size: int = 8) -> dict:
     """check_gradients on every zoo model: seconds for the first check in the process (tracing included, what
     a user waits) and for a repeat (steady state), with its parameter count and verdict."""
     from backprop_suite.check import check_gradients, random_batch
-    from models.zoo import ZOO
+    from backprop_suite.models.zoo import ZOO
 
     costs = {}
     for name, entry in ZOO.items():

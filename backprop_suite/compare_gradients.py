@@ -14,9 +14,9 @@ from backprop_suite.check import check_gradients, random_batch
 from backprop_suite.datasets import load_dataset, read_npz, to_model_inputs
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradient_report import GradientReport
+from backprop_suite.models import MODEL_BUILDERS, build_model
+from backprop_suite.models.net_222 import NET_222_PARAMETERS
 from backprop_suite.reference import output_activation
-from models import MODEL_BUILDERS, build_model
-from models.net_222 import NET_222_PARAMETERS
 
 BIAS_STD = 0.1
 CHECK_POINT = f"Keras's initial weights with biases drawn from N(0, {BIAS_STD}²) (off the ReLU kinks)"

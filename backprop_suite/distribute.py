@@ -27,11 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from backprop_suite.cli import STRATEGIES
 from backprop_suite.errors import SuiteError
 
-STRATEGIES = ("default", "mirrored", "multiworker")
 COLLECTIVE_TIMEOUT_S = 60  # a collective that waits longer for a peer fails instead of hanging
-PEER_TIMEOUT_S = 120  # how long a worker waits for the others to start (train.py --peer-timeout)
 PROGRESS_S = 10  # a "waiting for worker ..." line this often meanwhile
 
 

@@ -12,6 +12,7 @@ A spec opens with the question it answers and names the claim IDs it reproduces:
     worked_example:  [example] name (from backprop_suite.worked_examples) + its options
     [[expected]] metric, at_least and/or at_most | value and tolerance, source; for training, the dataset
 """
+import dataclasses
 import hashlib
 import inspect
 import math
@@ -23,8 +24,8 @@ import keras
 
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
+from backprop_suite.models import MODEL_BUILDERS, model_options
 from backprop_suite.worked_examples import WORKED_EXAMPLES, example_options
-from models import MODEL_BUILDERS, model_options
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PROFILES = ("quick", "full")
@@ -80,10 +81,35 @@ class ExperimentSpec:
     seed: int
     deterministic: bool
     expected: tuple[Expectation, ...] = field(default=())
+    overrides: dict = field(default_factory=dict)  # train.py --epochs etc.: a variation, not the spec's run
     kind = "training"
 
     def resolved(self) -> dict:
         return resolved(self)
+
+
+OVERRIDABLE = ("dataset", "epochs", "batch_size", "learning_rate")
+
+
+def with_overrides(spec: ExperimentSpec, **changes) -> ExperimentSpec:
+    """The spec with train.py's --dataset/--epochs/--batch-size/--learning-rate applied (None: keep the spec's).
+
+    The result is a variation, not the spec's own run: its results go to results/<name>+<changes>/ (the
+    reference results of <name> stay as a valid run of the spec wrote them), and its verdict is "measured only"."""
+    changes = {key: value for key, value in changes.items() if value is not None and value != getattr(spec, key)}
+    unknown = sorted(set(changes) - set(OVERRIDABLE))
+    if unknown:
+        raise SpecError(f"cannot override {unknown}; train.py overrides {', '.join(OVERRIDABLE)}")
+    if "dataset" in changes and changes["dataset"] not in DATASET_NAMES:
+        raise SpecError(f"--dataset {changes['dataset']!r}: unknown; known: {', '.join(DATASET_NAMES)}")
+    for key in ("epochs", "batch_size", "learning_rate"):
+        if key in changes and not (changes[key] > 0 and math.isfinite(changes[key])):
+            raise SpecError(f"--{key.replace('_', '-')} {changes[key]}: give a positive, finite number")
+    if not changes:
+        return spec
+    suffix = "+".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                      for key, value in changes.items())
+    return dataclasses.replace(spec, name=f"{spec.name}+{suffix}", overrides=changes, **changes)
 
 
 def find_spec(name_or_path: str) -> Path:

@@ -10,14 +10,13 @@ import tensorflow as tf
 
 from backprop_suite import artifacts, distribute
 from backprop_suite.checkpoint import EpochCheckpoint, ResumeStateError
+from backprop_suite.cli import RESULTS_DIR
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import OPTIMIZERS, ExperimentSpec
-from backprop_suite.provenance import REPO_ROOT, environment
+from backprop_suite.models import build_model
+from backprop_suite.provenance import environment
 from backprop_suite.verdict import evaluate_expectations, spec_header
-from models import build_model
-
-RESULTS_DIR = REPO_ROOT / "results"
 
 
 def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:
@@ -49,7 +48,8 @@ def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
 
 def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,
                      restart: bool = False, strategy: tf.distribute.Strategy | None = None,
-                     save_weights: str | None = None, discard_unresumable: bool = False) -> dict:
+                     save_weights: str | None = None, discard_unresumable: bool = False,
+                     tensorboard: str | None = None) -> dict:
     """Train `spec`, resuming an interrupted run of it; write results_root/<name>/ and return metrics.json.
 
     An interrupted run that cannot be resumed (unreadable, or of another spec) stops with a one-line error
@@ -59,16 +59,19 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
     Under a tf.distribute `strategy` (backprop_suite.distribute) the batch size is the global batch. With
     several workers only the chief (worker 0) writes results; each worker checkpoints its own state.
     save_weights: also write the trained weights there (Keras .weights.h5; "{worker}" becomes the worker index).
+    tensorboard: also log to this folder with keras.callbacks.TensorBoard (needs the tensorboard package).
     """
     strategy = strategy or tf.distribute.get_strategy()
     worker = distribute.worker_index(strategy)
     out_dir = Path(results_root) / spec.name
     artifacts.require_writable_folder(out_dir, "--results-dir")
     with artifacts.sole_writer(out_dir, ".lock" if worker == 0 else f".lock-worker{worker}"):
-        return _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable)
+        return _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable,
+                      tensorboard)
 
 
-def _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable) -> dict:
+def _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable,
+           tensorboard) -> dict:
     keras.utils.set_random_seed(spec.seed)
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -112,7 +115,8 @@ def _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, di
         else:
             model.fit(batches, epochs=spec.epochs, initial_epoch=first_epoch, shuffle=False,  # shuffled_batches did
                       steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
-                      callbacks=[checkpoint], verbose=1 if sys.stdout.isatty() else 2)
+                      callbacks=[checkpoint, *([keras.callbacks.TensorBoard(tensorboard)] if tensorboard else [])],
+                      verbose=1 if sys.stdout.isatty() else 2)
     evaluation_start = time.perf_counter()
     if multiworker:  # Keras 3's evaluate fails there too
         test_loss, test_accuracy = distribute.evaluate_locally(model, x_test, y_test)
@@ -151,8 +155,11 @@ def results_record(spec, dataset, n_fit, n_validation, rows, measured) -> dict:
 
 def write_results(out_dir: Path, spec, model, rows, record) -> None:
     artifacts.write_history_csv(out_dir / "history.csv", rows)
-    artifacts.plot_curves(rows, "accuracy", out_dir / "acc.png", f"{spec.name}: model accuracy")
-    artifacts.plot_curves(rows, "loss", out_dir / "loss.png", f"{spec.name}: model loss")
+    metrics, data = record["metrics"], record["data"]
+    on_data = f"{data['name']}, {data['fit_samples']:,} training images"
+    artifacts.plot_curves(rows, "accuracy", out_dir / "acc.png", f"{spec.name}: accuracy ({on_data})",
+                          metrics["test_accuracy"])
+    artifacts.plot_curves(rows, "loss", out_dir / "loss.png", f"{spec.name}: loss ({on_data})", metrics["test_loss"])
     record["model_drawing"] = artifacts.draw_model(model, out_dir)
     with artifacts.atomic_path(out_dir / "spec.toml") as tmp:
         shutil.copyfile(spec.path, tmp)

@@ -1,9 +1,9 @@
 """Keras definitions of the notes' models, and the registry that scripts and tests build them from."""
 import inspect
 
-from models.mlp import build_deep_mlp, build_two_layer_net
-from models.mnist_cnn import build_mnist_cnn
-from models.net_222 import build_net_222
+from backprop_suite.models.mlp import build_deep_mlp, build_two_layer_net
+from backprop_suite.models.mnist_cnn import build_mnist_cnn
+from backprop_suite.models.net_222 import build_net_222
 
 MODEL_BUILDERS = {
     "mnist_cnn": build_mnist_cnn,  # C003-1

@@ -1,5 +1,5 @@
 """The C003-1 CNN in PyTorch, for the side-by-side benchmark only (torch is an optional extra: pip install
-'.[torch]'). Same layers and parameter count as models.mnist_cnn (600,810); PyTorch's NCHW layout."""
+'.[torch]'). Same layers and parameter count as backprop_suite.models.mnist_cnn (600,810); PyTorch's NCHW layout."""
 
 
 def build_torch_mnist_cnn():

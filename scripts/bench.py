@@ -4,28 +4,31 @@ import argparse
 import time
 from pathlib import Path
 
-from backprop_suite import artifacts, bench
+from backprop_suite import artifacts, cli
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
-from backprop_suite.provenance import environment
-from backprop_suite.training import RESULTS_DIR
-from models import build_model
 
 
 @exit_cleanly_on_suite_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
-    parser.add_argument("--configs", nargs="+", choices=bench.CONFIGS, default=list(bench.CONFIGS),
+    parser.add_argument("--configs", nargs="+", choices=cli.BENCH_CONFIGS, default=list(cli.BENCH_CONFIGS),
                         help="default: all; `torch` is skipped with a note when PyTorch is not installed")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of one measurement (default: %(default)s)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the per-process peak-memory probes")
     parser.add_argument("--skip-gradient-costs", action="store_true", help="skip the ~2-minute gradient costs")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench.json", help="default: %(default)s")
+    parser.add_argument("--out", type=Path, default=cli.RESULTS_DIR / "bench.json", help="default: %(default)s")
     args = parser.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.rounds < 1 or args.seconds <= 0:
         raise SuiteError("--batch-sizes, --rounds and --seconds must be positive")
     artifacts.require_writable_folder(args.out.parent, "--out")
+    cli.load_tensorflow_quietly()
+    from backprop_suite.models import build_model
+
+    from backprop_suite import bench
+    from backprop_suite.provenance import environment
+
     configs = list(args.configs)
     torch_version = bench.torch_available()
     if "torch" in configs and torch_version is None:

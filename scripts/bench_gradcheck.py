@@ -4,16 +4,17 @@ results/bench_gradcheck.json and prints a table."""
 import argparse
 from pathlib import Path
 
+from backprop_suite import cli
 from backprop_suite.errors import exit_cleanly_on_suite_error
-
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 
 @exit_cleanly_on_suite_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_gradcheck.json", help="default: %(default)s")
+    parser.add_argument("--out", type=Path, default=cli.RESULTS_DIR / "bench_gradcheck.json",
+                        help="default: %(default)s")
     args = parser.parse_args(argv)
+    cli.load_tensorflow_quietly()
     from backprop_suite import artifacts, bench
 
     artifacts.require_writable_folder(args.out.parent, "--out")

@@ -4,22 +4,24 @@ and the weights after a few SGD steps vs Keras `fit` on one device. Writes resul
 import argparse
 from pathlib import Path
 
-from backprop_suite import distribute
+from backprop_suite import cli
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
-from models import MODEL_BUILDERS
 
 
 @exit_cleanly_on_suite_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=2, help="logical CPU devices (default: %(default)s)")
-    parser.add_argument("--models", nargs="+", default=["two_layer_net", "mnist_cnn"], choices=sorted(MODEL_BUILDERS))
+    parser.add_argument("--models", nargs="+", default=["two_layer_net", "mnist_cnn"], choices=cli.REGISTRY)
     parser.add_argument("--batch-size", type=int, default=16, help="global batch (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=5, help="SGD steps compared (default: %(default)s)")
-    parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent.parent / "results")
+    parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.devices < 2 or args.batch_size % args.devices or args.steps < 1:
         raise SuiteError("--devices must be ≥ 2 and divide --batch-size; --steps must be ≥ 1")
+    cli.load_tensorflow_quietly()
+    from backprop_suite import distribute
+
     distribute.split_cpu(args.devices)  # before anything else starts TensorFlow's runtime
 
     from backprop_suite.artifacts import text_table, write_json

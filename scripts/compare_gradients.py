@@ -6,30 +6,9 @@ a PATH.keras saved with model.save, or package.module:function returning a built
 import argparse
 from pathlib import Path
 
+from backprop_suite import cli
+from backprop_suite.cli import REGISTRY
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
-
-REGISTRY = ("mnist_cnn", "two_layer_net", "deep_mlp", "net_222")  # models/ (listed here so --help needs no Keras)
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive; give 1 or more")
-    return value
-
-
-def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"{value} is outside [0, 2**32)")
-    return value
 
 
 def validate(args) -> Path:
@@ -70,11 +49,13 @@ def main(argv=None) -> int:
                         help="check the training-mode function (BatchNorm batch statistics, dropout masks)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="of the manual and autodiff gradients; finite differences are always float64")
-    parser.add_argument("--batch-size", type=positive, default=8)
-    parser.add_argument("--fd-entries", type=positive, default=32, help="finite-difference entries sampled per tensor")
-    parser.add_argument("--directions", type=positive, default=5, help="random directions of the directional check")
-    parser.add_argument("--seed", type=seed, default=0)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=8)
+    parser.add_argument("--fd-entries", type=cli.positive_int, default=32,
+                        help="finite-difference entries sampled per tensor")
+    parser.add_argument("--directions", type=cli.positive_int, default=5,
+                        help="random directions of the directional check")
+    parser.add_argument("--seed", type=cli.seed, default=0)
+    parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
     return run(args)
 
@@ -82,6 +63,7 @@ def main(argv=None) -> int:
 @exit_cleanly_on_suite_error
 def run(args) -> int:
     out = validate(args)
+    cli.load_tensorflow_quietly()
     from backprop_suite.compare_gradients import compare_gradients
 
     report = compare_gradients(args.model, args.dtype, out, args.data, args.batch_size, args.fd_entries,

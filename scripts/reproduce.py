@@ -3,11 +3,9 @@ results/REPORT.md and results/report.html (every claim with its verdict)."""
 import argparse
 from pathlib import Path
 
+from backprop_suite import cli
 from backprop_suite.artifacts import require_writable_folder
 from backprop_suite.errors import exit_cleanly_on_suite_error
-from backprop_suite.report import write_report
-from backprop_suite.reproduce import run_experiments, select_specs, summary_table
-from backprop_suite.training import RESULTS_DIR
 
 
 @exit_cleanly_on_suite_error
@@ -21,9 +19,13 @@ def main(argv=None) -> int:
                         help="rerun the selected experiments from scratch, up to date or not (an interrupted run of "
                              "one is discarded)")
     parser.add_argument("--data-path", help="full MNIST as a Keras .npz or IDX folder, for experiments on `mnist`")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="default: %(default)s")
+    parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
     require_writable_folder(args.results_dir, "--results-dir")
+    cli.load_tensorflow_quietly()
+    from backprop_suite.report import write_report
+    from backprop_suite.reproduce import run_experiments, select_specs, summary_table
+
     records = run_experiments(select_specs(args.full, args.only), args.results_dir, args.data_path, args.force)
     markdown, page = write_report(args.results_dir)
     print(f"\n{summary_table(records)}\n\nReport: {markdown} and {page} (one file, plots embedded). "

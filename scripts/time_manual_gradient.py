@@ -9,12 +9,18 @@ manual path was made fast (22b4c54), so it measures both revisions:
 import json
 import time
 
+try:  # revisions before cli.py printed TensorFlow's start-up lines
+    from backprop_suite.cli import load_tensorflow_quietly
+
+    load_tensorflow_quietly()
+except ImportError:
+    pass
 import keras
 import numpy as np
 import tensorflow as tf
+from backprop_suite.models import build_model
 
 from backprop_suite.manual.twin import ManualTwin
-from models import build_model
 
 try:
     from backprop_suite.reference import parameters, reference_loss

@@ -8,13 +8,13 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from backprop_suite.models import MODEL_BUILDERS, build_model
+from backprop_suite.models.zoo import ZOO
 from conftest import REPO_ROOT
 
 from backprop_suite import GradientReport, assert_gradients, check_gradients
 from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
-from models import MODEL_BUILDERS, build_model
-from models.zoo import ZOO
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
 
@@ -161,7 +161,7 @@ def test_cli_checks_a_model_saved_by_a_users_own_script(tmp_path, broken, exit_c
 def test_cli_takes_a_function_and_an_npz(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "batch.npz", x=rng.standard_normal((3, 15, 15, 1)), y=np.eye(10)[[1, 4, 7]])
-    done = run(["--model", "models.zoo:strided_cnn_gap", "--data", str(tmp_path / "batch.npz"), "--out",
+    done = run(["--model", "backprop_suite.models.zoo:strided_cnn_gap", "--data", str(tmp_path / "batch.npz"), "--out",
                 str(tmp_path / "out"), "--fd-entries", "4", "--directions", "2"], cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "gradcheck.json").read_text())["batch"]["size"] == 3
@@ -173,7 +173,7 @@ def test_cli_takes_a_function_and_an_npz(tmp_path):
     (["--model", "net_222", "--directions", "0"], "--directions"),
     (["--model", "net_222", "--seed", "4294967296"], "--seed"),
     (["--model", "nowhere.keras", "--out", "x"], "nowhere.keras"),
-    (["--model", "models.zoo:strided_cnn_gap"], "--out"),
+    (["--model", "backprop_suite.models.zoo:strided_cnn_gap"], "--out"),
     (["--model", "no_such_model"], "--model"),
     (["--model", "net_222", "--data", "missing.npz"], "--data"),
 ])

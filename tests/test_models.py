@@ -1,9 +1,8 @@
 """The notes' models: parameter counts worked out by hand, and the 2-2-2 network's weight naming."""
 import numpy as np
 import pytest
-
-from models import MODEL_BUILDERS, build_model
-from models.net_222 import net_222_parameters
+from backprop_suite.models import MODEL_BUILDERS, build_model
+from backprop_suite.models.net_222 import net_222_parameters
 
 
 def test_mnist_cnn_has_the_600810_parameters_of_c003_1_layer_by_layer():

@@ -9,9 +9,9 @@ import numpy as np
 from backprop_suite import artifacts
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.models import build_model
 from backprop_suite.reference import parameters, with_dtype
 from backprop_suite.worked_examples.result import WorkedResult
-from models import build_model
 
 
 class PerStepLoss(keras.callbacks.Callback):

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from backprop_suite import artifacts
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
+from backprop_suite.models import build_model
 from backprop_suite.worked_examples.result import WorkedResult
-from models import build_model
 
 MAX_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0, "relu": 1.0}
 STANDARD_INIT = {"sigmoid": "glorot_uniform", "tanh": "glorot_uniform", "relu": "he_normal"}
