@@ -87,6 +87,22 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_text_if_changed(path: Path, text: str) -> bool:
+    """Write `text` unless the file already holds exactly it (a run that changes nothing leaves it untouched)."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_text(path, text)
+    return True
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 experiment', '17 experiments'."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

@@ -292,10 +292,12 @@ def plot_throughput(bench: dict, path) -> None:
     for i, b in enumerate(batches):
         values = [bench["throughput"][b][c]["samples_per_second"] for c in configs]
         axes.bar(np.arange(len(configs)) + i * width, values, width, label=f"batch {b}")
+    limit = bench["limit_samples_per_second"]
+    axes.axhline(limit, color="crimson", linestyle="--", label=f"limit {limit:,.0f}/s (matmul rate ÷ training FLOPs)")
     axes.set_xticks(np.arange(len(configs)) + width * (len(batches) - 1) / 2, configs, rotation=20)
-    axes.set(ylabel="training samples / s", title=f"C003-1 CNN training throughput; limit (matmul rate ÷ "
-             f"training FLOPs) = {bench['limit_samples_per_second']:,.0f}/s")
-    axes.legend()
+    axes.set(ylabel="training samples / s", ylim=(0, 1.4 * limit),
+             title="C003-1 CNN training throughput against this machine's float32 limit")
+    axes.legend(loc="upper right", ncol=3, fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     artifacts.save_figure(figure, path)
 

@@ -2,7 +2,10 @@
 start of TensorFlow. Nothing here imports TensorFlow or Keras at module level, so `--help` answers at once.
 """
 import argparse
+import ctypes
+import mmap
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -46,32 +49,47 @@ def seed(text: str) -> int:
 
 
 def load_tensorflow_quietly() -> None:
-    """Import TensorFlow without its start-up log lines, unless TF_CPP_MIN_LOG_LEVEL says to show them.
+    """Import TensorFlow without its log lines, unless TF_CPP_MIN_LOG_LEVEL asks for them (0 shows all).
 
-    TensorFlow 2.21 writes its start-up lines (oneDNN, CUDA drivers, CPU features) through Abseil's logging
-    before that logging is initialised, where TF_CPP_MIN_LOG_LEVEL cannot reach them. So the import (and the
-    device scan that logs `cuInit` failures) runs with file descriptor 2 pointed at a temporary file, which is
-    replayed if the import fails: an error is never hidden. TF_CPP_MIN_LOG_LEVEL=3 (errors only hidden too)
-    covers what TensorFlow logs later; set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
+    TensorFlow 2.21 logs through Abseil, which TF_CPP_MIN_LOG_LEVEL no longer reaches: its start-up lines
+    (oneDNN, CUDA drivers, CPU features) come before logging is initialised, and later ones ("Not handling
+    type DT_DOUBLE" in float64 graphs) go straight to stderr. So the import (and the device scan that logs
+    `cuInit` failures) runs with file descriptor 2 pointed at a temporary file, replayed if the import fails
+    (an error is never hidden), and then Abseil's own minimum level is set to what TF_CPP_MIN_LOG_LEVEL says.
     """
-    if "tensorflow" in sys.modules:
-        return
-    if os.environ.setdefault(LOG_LEVEL_ENV, "3") != "3":
-        import tensorflow  # noqa: F401  (the user asked for the log lines)
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
+    level = os.environ.setdefault(LOG_LEVEL_ENV, "3")
+    if level != "3" or "tensorflow" in sys.modules:  # asked for the lines, or too late to hide the start-up ones
+        import tensorflow as tf
+    else:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                import tensorflow as tf
 
-            tf.config.list_physical_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode("utf-8", errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+                tf.config.list_physical_devices()
+            except BaseException:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode("utf-8", errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+    _set_abseil_min_log_level(Path(tf.sysconfig.get_lib()) / "libtensorflow_framework.so.2",
+                              min(max(int(level) if level.isdigit() else 0, 0), 3))
+
+
+def _set_abseil_min_log_level(library: Path, severity: int) -> None:
+    """absl::SetMinLogLevel(severity) (0 info, 1 warning, 2 error, 3 fatal) in TensorFlow's C++ library. Its
+    symbol name carries Abseil's version namespace (lts_YYYYMMDD), so it is found in the library's symbol
+    table; where there is none (another platform or build), nothing changes."""
+    try:
+        with open(library, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as image:
+            found = re.search(rb"_ZN4absl12lts_\d+14SetMinLogLevelENS0_18LogSeverityAtLeastE", image)
+            symbol = found.group().decode() if found else None
+        if symbol:
+            getattr(ctypes.CDLL(str(library)), symbol)(ctypes.c_int(severity))
+    except (OSError, ValueError, AttributeError):
+        pass

@@ -75,7 +75,8 @@ def load_iris() -> tuple[np.ndarray, np.ndarray, dict]:
     iris = sklearn_iris()
     path = Path(sklearn.__file__).parent / "datasets" / "data" / "iris.csv"
     return iris.data, iris.target, {"name": "iris", "source": f"scikit-learn {sklearn.__version__}: load_iris()",
-                                    "sha256": sha256_of_file(path), "samples": len(iris.data)}
+                                    "sha256": sha256_of_file(path), "samples": len(iris.data),
+                                    "classes": [str(name) for name in iris.target_names]}
 
 
 def current_sha256(name: str, path: str | Path | None = None) -> str:

@@ -30,6 +30,7 @@ def _run(spec: WorkedExampleSpec, out_dir: Path) -> dict:
         shutil.copyfile(spec.path, tmp)
     record = {**spec_header(spec), "verdict": verdict, "checks": checks, "metrics": result.metrics,
               "data": result.data, "details": result.details, "figures": sorted(result.figures),
+              "figure_captions": {name: result.captions.get(name, "") for name in sorted(result.figures)},
               "wall_time_s": round(time.perf_counter() - start, 2), "environment": environment()}
     artifacts.write_json(out_dir / "metrics.json", record)
     print(f"[example] {spec.name}: verdict: {verdict}; results in {out_dir}", flush=True)

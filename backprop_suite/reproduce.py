@@ -8,7 +8,7 @@ import functools
 import time
 from pathlib import Path
 
-from backprop_suite.artifacts import text_table
+from backprop_suite.artifacts import counted, text_table
 from backprop_suite.datasets import current_sha256
 from backprop_suite.errors import SpecError
 from backprop_suite.example_runner import run_worked_example
@@ -108,7 +108,7 @@ def run_experiments(specs: list[ExperimentSpec], results_root: Path, data_path: 
     to_run = [spec for spec in specs if reasons[spec.name]]
     stored = {spec.name: _readable_record(results_root / spec.name / "metrics.json") for spec in to_run}
     estimates = {name: record.get("wall_time_s") for name, record in stored.items() if record}
-    print(f"{len(specs)} experiments: {len(specs) - len(to_run)} up to date (skipped; --force reruns them), "
+    print(f"{counted(len(specs), 'experiment')}: {len(specs) - len(to_run)} up to date (skipped; --force reruns them), "
           f"{len(to_run)} to run", flush=True)
     for spec in specs:
         if not reasons[spec.name]:

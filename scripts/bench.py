@@ -24,9 +24,8 @@ def main(argv=None) -> int:
         raise SuiteError("--batch-sizes, --rounds and --seconds must be positive")
     artifacts.require_writable_folder(args.out.parent, "--out")
     cli.load_tensorflow_quietly()
-    from backprop_suite.models import build_model
-
     from backprop_suite import bench
+    from backprop_suite.models import build_model
     from backprop_suite.provenance import environment
 
     configs = list(args.configs)

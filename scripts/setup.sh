@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up, shared by the README's two commands: a .venv with the pinned requirements and
-# this suite installed in it; when root, Debian's graphviz (for model.png), Fashion-MNIST files and
-# chromium (the test that report.html renders).
+# this suite installed in it; when root, Debian's graphviz (for model.png), Fashion-MNIST files,
+# chromium (the test that report.html renders) and a Japanese font (the notes' quotes in the report).
 # Quick when nothing changed: pip runs only when requirements.txt or pyproject.toml did.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +28,7 @@ missing=()
 command -v dot >/dev/null || missing+=(graphviz)
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null || missing+=(chromium)
+fc-list :lang=ja 2>/dev/null | grep -q . || missing+=(fonts-ipafont-gothic)  # the notes' Japanese in report.html
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: apt-get install ${missing[*]}"

@@ -18,9 +18,9 @@ except ImportError:
 import keras
 import numpy as np
 import tensorflow as tf
-from backprop_suite.models import build_model
 
 from backprop_suite.manual.twin import ManualTwin
+from backprop_suite.models import build_model
 
 try:
     from backprop_suite.reference import parameters, reference_loss

@@ -8,13 +8,13 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from backprop_suite.models import MODEL_BUILDERS, build_model
-from backprop_suite.models.zoo import ZOO
 from conftest import REPO_ROOT
 
 from backprop_suite import GradientReport, assert_gradients, check_gradients
 from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
+from backprop_suite.models import MODEL_BUILDERS, build_model
+from backprop_suite.models.zoo import ZOO
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
 
@@ -194,3 +194,22 @@ def test_cli_registry_names_are_the_registry():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert set(script.REGISTRY) == set(MODEL_BUILDERS)
+
+
+def test_integer_labels_and_a_from_logits_loss_are_checked_with_the_manual_formulas():
+    """A logits model (linear last layer) with integer class labels and SparseCategoricalCrossentropy(from_logits=
+    True), as Keras users write it: the fused softmax-cross-entropy backward applies, and the loss checked is
+    −mean log softmax(u)[y], worked out here with NumPy."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(3)])
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 6)), np.array([0, 2, 1, 2])
+    report = check_gradients(model, x, y, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert report.passed, str(report)
+    assert report.data["three_way"]["manual"]["available"]
+    hidden = np.tanh(x @ model.layers[0].kernel.numpy() + model.layers[0].bias.numpy())
+    logits = hidden @ model.layers[1].kernel.numpy() + model.layers[1].bias.numpy()
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    loss = -np.mean(np.log(softmax[np.arange(4), y]))
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(loss, rel=1e-6)  # float32 weights, float64 math

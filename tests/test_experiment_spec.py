@@ -1,10 +1,10 @@
 """Experiment specs: the committed ones are valid and name real claims; typos are rejected with the file named."""
 import pytest
-from backprop_suite.models import build_model
 
 from backprop_suite.claims import load_claims
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import EXPERIMENTS_DIR, load_spec
+from backprop_suite.models import build_model
 from backprop_suite.worked_examples import WORKED_EXAMPLES
 
 COMMITTED_SPECS = sorted(EXPERIMENTS_DIR.glob("*.toml"))

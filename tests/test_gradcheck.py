@@ -10,13 +10,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
-from backprop_suite.models import build_model
-from backprop_suite.models.net_222 import NET_222_PARAMETERS
 
 from backprop_suite.compare_gradients import compare_gradients
 from backprop_suite.gradcheck import compare, directional_check, three_way_check
 from backprop_suite.manual import conv, losses
 from backprop_suite.manual import layers as manual
+from backprop_suite.models import build_model
+from backprop_suite.models.net_222 import NET_222_PARAMETERS
 from backprop_suite.worked_examples.whole_batch_softmax import WholeBatchSoftmaxWithLoss
 
 

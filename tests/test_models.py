@@ -1,6 +1,7 @@
 """The notes' models: parameter counts worked out by hand, and the 2-2-2 network's weight naming."""
 import numpy as np
 import pytest
+
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.net_222 import net_222_parameters
 

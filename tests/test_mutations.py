@@ -3,12 +3,12 @@ manual formula the way a slip of the pen would and requires the three-way check 
 manual vs tape, at exactly the tensors the slip corrupts (the tape and finite differences still agree)."""
 import numpy as np
 import pytest
-from backprop_suite.models.zoo import ZOO
 from keras import ops
 
 from backprop_suite.check import random_batch
 from backprop_suite.gradcheck import three_way_check
 from backprop_suite.manual import conv, layers, losses, normalization
+from backprop_suite.models.zoo import ZOO
 
 
 def wrap_backward(cls, after):

@@ -1,15 +1,19 @@
 """The claims file, and the report: every claim listed with a verdict, figures that load in a real browser."""
+import html
+import json
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import SHARED_CLAIMS_FILE
 
 from backprop_suite.claims import CLAIMS_FILE, load_claims
+from backprop_suite.cli import RESULTS_DIR
 from backprop_suite.errors import SpecError
 from backprop_suite.experiment import load_spec
-from backprop_suite.report import NOT_YET_RUN, ExperimentResult, claim_row, claim_verdict, write_report
+from backprop_suite.report import NOT_YET_RUN, ExperimentResult, claim_row, claim_verdict, prose_html, write_report
 from backprop_suite.reproduce import run_experiments
 
 # The IDs CLAIMS.md defines, typed from its text: 2 + 3 + 5 + 6 + 4 claims in five seed files.
@@ -75,11 +79,23 @@ def test_claim_row_never_hides_an_expectation_left_unchecked_by_a_data_fallback(
     met = [{"metric": f"m{i}", "expected": f"m{i} >= 0", "measured": 1.0, "met": True} for i in range(6)]
     record = {"verdict": "reproduced", "checks": met, "data": {"name": "mnist-5k"}, "model_drawing": "model.png"}
     claim = next(c for c in load_claims() if c.id == "C003-1")
-    row = claim_row(claim, [ExperimentResult(load_spec("c003_1_mnist_cnn"), record)])
-    expected, measured = row[4], row[5]
-    assert expected[0] == "parameters = 600810 ± 0 (on mnist)"
-    assert expected[1] == "test_accuracy >= 0.99 (on mnist)" and measured[1] == "not checked: ran on mnist-5k"
-    assert expected[-1] == "… 4 more met in the experiment sections" and len(expected) == 2 + 2 + 1
+    lines = claim_row(claim, [ExperimentResult(load_spec("c003_1_mnist_cnn"), record)])[3]
+    assert lines[0] == "parameters = 600810 ± 0 on mnist → not checked (ran on mnist-5k)"
+    assert lines[1] == "test_accuracy >= 0.99 on mnist → not checked (ran on mnist-5k)"
+    assert lines[2] == "m0 >= 0 → 1 ✓"
+    assert lines[-1] == "… 4 more met in the experiment sections" and len(lines) == 2 + 2 + 1
+
+
+def test_a_worked_example_on_fallback_data_has_no_unchecked_expectation_c002_2():
+    """A worked example has no dataset of its own to fall back from: every expectation it has was checked
+    (the report once listed all of them a second time as 'not checked: ran on mnist-5k')."""
+    spec = load_spec("c002_2_gradient_cost")
+    checks = [{"metric": e.metric, "expected": e.describe(), "measured": 1.0, "met": True} for e in spec.expected]
+    record = {"verdict": "reproduced", "checks": checks, "data": {"name": "mnist-5k"}, "figures": []}
+    claim = next(c for c in load_claims() if c.id == "C002-2")
+    lines = claim_row(claim, [ExperimentResult(spec, record)])[3]
+    assert not any("not checked" in line for line in lines), lines
+    assert lines[0] == f"{spec.expected[0].describe()} → 1 ✓"
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +113,22 @@ def report_of_three_experiments(tmp_path_factory):
 
 
 def _claim_rows(markdown: str) -> dict[str, list[str]]:
-    rows = re.findall(r"^\| (C\d{3}-\d+) \|(.*)\|$", markdown, re.MULTILINE)
-    return {claim: [cell.strip() for cell in rest.split(" | ")] for claim, rest in rows}
+    rows = re.findall(r"^\| (.*?) \| (C\d{3}-\d+)<br>(.*)\|$", markdown, re.MULTILINE)
+    """claim ID -> [verdict, the note states, checks, figure, experiments] (the seed file left out)."""
+    return {claim: [verdict, *(cell.strip() for cell in rest.split(" | ")[1:])] for verdict, claim, rest in rows}
 
 
 def test_report_lists_every_claim_once_with_its_verdict(report_of_three_experiments):
     _, markdown, _ = report_of_three_experiments
     rows = _claim_rows(markdown)
     assert list(rows) == [*CLAIM_IDS, "C009-1"]
-    verdict = {claim: cells[5] for claim, cells in rows.items()}
+    verdict = {claim: cells[0] for claim, cells in rows.items()}
     assert verdict["C000-1"] == "reproduced"  # the sigmoid variant ran; its published numbers matched
     assert verdict["C001-3"] == "discrepancy explained"
     assert verdict["C009-1"] == NOT_YET_RUN  # no experiment at all: listed, not dropped
     assert verdict["C003-1"] == NOT_YET_RUN  # experiments exist, but none ran here
-    assert "0.298371 ✓" in rows["C000-1"][4]  # E of the published example, measured
-    assert rows["C000-1"][6] == "[gradcheck.png](c000_1_net_222_gradcheck/gradcheck.png)"
+    assert "→ 0.298371 ✓" in rows["C000-1"][2]  # E of the published example, measured
+    assert rows["C000-1"][3] == "[gradcheck.png](c000_1_net_222_gradcheck/gradcheck.png)"
 
 
 def test_report_sections_embed_each_figure_that_exists(report_of_three_experiments):
@@ -122,46 +139,106 @@ def test_report_sections_embed_each_figure_that_exists(report_of_three_experimen
     assert "Run it with `bash scripts/reproduce.sh --only c003_1_mnist_cnn`" in markdown
 
 
-# Appended to a copy of report.html: after the page loads, record how many images it has and which did not decode.
-_IMAGE_PROBE = """<script>window.addEventListener("load", () => {
-  const images = [...document.images];
-  document.body.setAttribute("data-images", images.length);
-  document.body.setAttribute("data-broken", images.filter(i => !(i.complete && i.naturalWidth > 0))
-                                                   .map(i => i.alt).join("|"));
-});</script>"""
+def chromium_probe(page, tmp_path, measure: str) -> dict:
+    """Open a copy of `page` in headless Chromium at 1400 × 900 and return what the JavaScript expression
+    `measure` evaluates to (JSON) once the page has loaded."""
+    probe = tmp_path / "probe.html"
+    script = ('<script>window.addEventListener("load", () => { document.body.setAttribute("data-probe", '
+              f"JSON.stringify({measure})); }});</script>")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
+    command = [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+               "--hide-scrollbars", "--window-size=1400,900", "--disable-background-networking",
+               "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    found = re.search(r'<body[^>]* data-probe="([^"]*)"', dom)
+    assert found, f"the probe did not run; chromium printed: {dom[:300]}"
+    return json.loads(html.unescape(found[1]))
+
+
+# Every image but the empty full-size viewer (#zoom), which gets its picture on a click.
+_IMAGES = """(() => { const images = [...document.images].filter(i => !i.closest("#zoom"));
+  return {count: images.length, broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)};
+})()"""
 
 
 def images_in_chromium(page, tmp_path) -> tuple[int, list[str]]:
     """(number of images, alt texts of those that failed to load) in headless Chromium."""
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _IMAGE_PROBE + "</body>"), encoding="utf-8")
-    command = [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
-               "--disable-background-networking", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
-    body = re.search(r'<body data-images="(\d+)" data-broken="([^"]*)"', dom)
-    assert body, f"the probe did not run; chromium printed: {dom[:300]}"
-    return int(body[1]), [alt for alt in body[2].split("|") if alt]
+    seen = chromium_probe(page, tmp_path, _IMAGES)
+    return seen["count"], seen["broken"]
 
 
 def test_report_html_is_self_contained_and_every_image_loads_in_chromium(report_of_three_experiments, tmp_path):
     results, markdown, page = report_of_three_experiments
-    html = page.read_text(encoding="utf-8")
-    assert 'src="data:image/png;base64,' in html and 'src="c0' not in html  # nothing to fetch beside it
+    html_text = page.read_text(encoding="utf-8")
+    assert 'src="data:image/png;base64,' in html_text and 'src="c0' not in html_text  # nothing to fetch beside it
     count, broken = images_in_chromium(page, tmp_path)
-    assert count == len(re.findall(r"!\[", markdown)) >= 1
+    thumbnails = html_text.count('class="thumb zoomable"')
+    assert thumbnails >= 1 and count == len(re.findall(r"!\[", markdown)) + thumbnails
     assert broken == []
 
 
 def test_image_probe_sees_a_broken_image(report_of_three_experiments, tmp_path):
-    """The check above can fail: one corrupted embedded PNG is reported by name."""
+    """The check above can fail: one corrupted embedded PNG is reported by name (and its thumbnails with it)."""
     _, _, page = report_of_three_experiments
-    html = page.read_text(encoding="utf-8")
-    corrupted = re.sub(r'(<img src="data:image/png;base64,)[A-Za-z0-9+/]{64}', r"\1" + "A" * 64, html, count=1)
-    assert corrupted != html
+    html_text = page.read_text(encoding="utf-8")
+    corrupted = re.sub(r'(<img class="zoomable" src="data:image/png;base64,)[A-Za-z0-9+/]{64}', r"\1" + "A" * 64,
+                       html_text, count=1)
+    assert corrupted != html_text
     copy = tmp_path / "corrupted.html"
     copy.write_text(corrupted, encoding="utf-8")
     count, broken = images_in_chromium(copy, tmp_path)
-    assert len(broken) == 1 and count >= 1
+    assert len(broken) >= 1 and count >= 1
+
+
+# At 1400 × 900: how far the page and the claims table reach sideways, where the first claim's verdict and
+# thumbnail are, and whether a click on the thumbnail opens it at full size.
+_LAYOUT = """(() => {
+  const table = document.querySelector("table.claims"), row = table.tBodies[0].rows[0];
+  const thumb = document.querySelector("img.thumb"), zoom = document.getElementById("zoom");
+  thumb.click();
+  return {window: window.innerWidth, page: document.documentElement.scrollWidth,
+          table_right: table.getBoundingClientRect().right, verdict: row.cells[0].textContent,
+          verdict_bottom: row.cells[0].getBoundingClientRect().top + 20,
+          thumb_bottom: thumb.getBoundingClientRect().bottom, thumb_right: thumb.getBoundingClientRect().right,
+          thumb_loaded: thumb.naturalWidth > 0, zoomed: !zoom.hidden && zoom.querySelector("img").src === thumb.src};
+})()"""
+
+
+def test_report_fits_1400_pixels_with_claim_verdict_and_figure_on_the_first_screen(tmp_path):
+    """The committed report, as a learner opens it: no sideways scrolling; the first claim's verdict and its
+    figure are in the first 1400 × 900 screen; a click on the figure opens it at full size."""
+    page = RESULTS_DIR / "report.html"
+    seen = chromium_probe(page, tmp_path, _LAYOUT)
+    assert seen["window"] == 1400
+    assert seen["page"] <= seen["window"] and seen["table_right"] <= seen["window"], seen
+    assert seen["verdict"].startswith("reproduced")
+    assert seen["verdict_bottom"] <= 900 and seen["thumb_bottom"] <= 900 and seen["thumb_right"] <= 1400, seen
+    assert seen["thumb_loaded"] and seen["zoomed"], seen
+
+
+def test_the_layout_probe_sees_a_table_too_wide(tmp_path):
+    """The check above can fail: the same report with the claims table forced to 2000 px is caught."""
+    page = tmp_path / "wide.html"
+    page.write_text((RESULTS_DIR / "report.html").read_text(encoding="utf-8").replace(
+        "</style>", "table.claims { min-width: 2000px; }</style>"), encoding="utf-8")
+    seen = chromium_probe(page, tmp_path, _LAYOUT)
+    assert seen["table_right"] > seen["window"] and seen["page"] > seen["window"]
+
+
+def test_markdown_emphasis_in_a_claim_renders_as_emphasis_not_asterisks():
+    assert prose_html("outputs p1, p2 with the *identity* activation") == \
+        "outputs p1, p2 with the <em>identity</em> activation"
+    assert prose_html("a * b, c*d and `x<y`") == "a * b, c*d and <code>x&lt;y</code>"
+
+
+def test_a_run_that_changes_nothing_leaves_the_report_untouched(report_of_three_experiments, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(report_of_three_experiments[0], results)
+    write_report(results)  # the real CLAIMS.md, not the fixture's: a different report
+    written = {path: path.stat().st_mtime_ns for path in (results / "REPORT.md", results / "report.html")}
+    time.sleep(0.01)
+    write_report(results)
+    assert {path: path.stat().st_mtime_ns for path in written} == written
 
 
 def test_a_verdict_says_when_a_data_fallback_left_an_expectation_unchecked_c003_1():
@@ -176,7 +253,7 @@ def test_a_verdict_says_when_a_data_fallback_left_an_expectation_unchecked_c003_
               "model_drawing": "model.png"}
     claim = next(c for c in load_claims() if c.id == "C003-1")
     verdict = "reproduced on mnist-5k; full-MNIST expectation not checked"
-    assert claim_row(claim, [ExperimentResult(spec, record)])[6] == verdict
+    assert claim_row(claim, [ExperimentResult(spec, record)])[0] == verdict
     assert verdict in summary_table([record])
     on_full_mnist = {**record, "data": {"name": "mnist"}}
-    assert claim_row(claim, [ExperimentResult(spec, on_full_mnist)])[6] == "reproduced"
+    assert claim_row(claim, [ExperimentResult(spec, on_full_mnist)])[0] == "reproduced"

@@ -3,10 +3,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from backprop_suite.models import build_model
 
 from backprop_suite.bench import forward_flops_per_sample
 from backprop_suite.manual import conv
+from backprop_suite.models import build_model
 from backprop_suite.reference import parameters, reference_loss, with_dtype
 from backprop_suite.steps import manual_step, tape_step
 

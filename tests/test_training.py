@@ -9,11 +9,11 @@ import time
 
 import matplotlib.image
 import pytest
-from backprop_suite.models import build_model
 from conftest import REPO_ROOT, tiny_spec
 
 from backprop_suite.artifacts import HISTORY_COLUMNS, draw_model
 from backprop_suite.experiment import load_spec
+from backprop_suite.models import build_model
 from backprop_suite.training import train_experiment
 
 TRAIN_SCRIPT = REPO_ROOT / "scripts" / "train.py"

@@ -5,9 +5,12 @@ L ≈ ln 9 and db2 = Σ_n (y − t)/N ≈ (3/9 − 1)/3 = −2/9). Per row, y �
 gradient sums to 0. And the book's backward (y − t)/N is not the gradient of that whole-batch
 forward, which the gradient check detects.
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 
+from backprop_suite import artifacts
 from backprop_suite.gradcheck import TOLERANCES, central_differences, compare, sample_indices
 from backprop_suite.manual.twin import ManualTwin
 from backprop_suite.models import build_model
@@ -77,4 +80,37 @@ def whole_batch_softmax(seed: int = 0, weight_init_std: float = 0.01) -> WorkedR
         f"gradient check of the per-row backward against its own forward: {'PASS' if row_consistent else 'FAIL'}",
         "verdict: the note's numbers come from a whole-batch softmax; its backward formula does not match it.",
     ])
-    return WorkedResult(metrics, text, details={"note_consistency": note_rows, "per_row_consistency": row_rows})
+    figure = functools.partial(plot, note_loss, row_loss, b2_note, b2_row)
+    return WorkedResult(metrics, text, {"whole_batch_softmax.png": figure},
+                        details={"note_consistency": note_rows, "per_row_consistency": row_rows},
+                        captions={"whole_batch_softmax.png": CAPTION})
+
+
+def plot(note_loss, row_loss, b2_note, b2_row, path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, (losses, grads) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    names = ["note printed", "whole-batch softmax", "per-row softmax"]
+    bars = losses.bar(names, [NOTE_LOSS, note_loss, row_loss], color=["gray", "tab:red", "tab:blue"])
+    losses.bar_label(bars, fmt="%.5f")
+    for value, label in ((np.log(9), "ln 9"), (np.log(3), "ln 3")):
+        losses.axhline(value, color="black", linestyle=":", linewidth=1)
+        losses.annotate(label, (2.45, value), va="bottom", ha="right")
+    losses.set(ylabel="loss", title="Loss: the note's number is ln 9, not ln 3")
+    index, width = np.arange(3), 0.27
+    for k, (values, label, color) in enumerate(((np.full(3, -0.222), "note printed (≈)", "gray"),
+                                                (b2_note, "whole-batch softmax", "tab:red"),
+                                                (b2_row, "per-row softmax", "tab:blue"))):
+        grads.bar(index + (k - 1) * width, values, width, label=label, color=color)
+    grads.axhline(-2 / 9, color="black", linestyle=":", linewidth=1)
+    grads.annotate("−2/9", (2.45, -2 / 9), va="top", ha="right")
+    grads.axhline(0, color="black", linewidth=0.8)
+    grads.set(xticks=index, xticklabels=["∂L/∂b2[0]", "∂L/∂b2[1]", "∂L/∂b2[2]"], ylabel="gradient",
+              title="b2 gradient: −2/9 each only with a whole-batch softmax")
+    grads.legend(fontsize=8, loc="lower left")
+    artifacts.save_figure(figure, path)
+
+
+CAPTION = ("What to look for: the note's printed loss and b2 gradients (gray) match the softmax taken over the "
+           "whole batch (red: ln 9, −2/9 each), not the per-row softmax its formulas describe (blue: ln 3, "
+           "gradients summing to 0) — the discrepancy of C001-3.")
