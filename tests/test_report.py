@@ -257,3 +257,14 @@ def test_a_verdict_says_when_a_data_fallback_left_an_expectation_unchecked_c003_
     assert verdict in summary_table([record])
     on_full_mnist = {**record, "data": {"name": "mnist"}}
     assert claim_row(claim, [ExperimentResult(spec, on_full_mnist)])[0] == "reproduced"
+
+
+def test_every_committed_figure_says_what_to_look_for_and_every_claim_has_one():
+    for path in sorted(RESULTS_DIR.glob("*/metrics.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("kind") == "worked_example":
+            captions = record.get("figure_captions", {})
+            assert sorted(captions) == record["figures"], path
+            assert all(text.startswith("What to look for: ") for text in captions.values()), path
+    rows = _claim_rows((RESULTS_DIR / "REPORT.md").read_text(encoding="utf-8"))
+    assert len(rows) == len(CLAIM_IDS) and not [claim for claim, cells in rows.items() if cells[3] == "—"]

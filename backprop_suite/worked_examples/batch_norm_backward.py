@@ -85,7 +85,13 @@ def batch_norm_backward(batch_size: int = 8, features: int = 5, epsilon: float =
         "batch shifts its mean too, and the normalised output does not move."])
     figure = functools.partial(draw, tape_dx, book_dx, fd_dx, naive_dx)
     return WorkedResult(metrics, text, {"batch_norm_backward.png": figure},
-                        details={"dx_book": book_dx.tolist(), "dx_tape": tape_dx.tolist()})
+                        details={"dx_book": book_dx.tolist(), "dx_tape": tape_dx.tolist()},
+                        captions={"batch_norm_backward.png": CAPTION})
+
+
+CAPTION = ("What to look for: the book's node-by-node dx and the compact formula sit on the diagonal with the "
+           "tape (differences at rounding level) and with finite differences (truncation level), while treating "
+           "the batch mean and variance as constants is off by O(1).")
 
 
 def draw(tape_dx, book_dx, fd_dx, naive_dx, path) -> None:

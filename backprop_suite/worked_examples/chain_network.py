@@ -90,7 +90,12 @@ def chain_network(depths: list = (4, 10, 30), x: float = 0.8, target: float = 0.
     metrics["max_rel_error"] = worst
     lines.append("\nnote: the note's fifth line is labelled ∂E/∂w2, but its product ends in u1: it is ∂E/∂w1.")
     return WorkedResult(metrics, "\n".join(lines),
-                        {"chain_gradients.png": functools.partial(plot, deepest, max(depths))})
+                        {"chain_gradients.png": functools.partial(plot, deepest, max(depths))},
+                        captions={"chain_gradients.png": CAPTION})
+
+
+CAPTION = ("What to look for: the tape's dots sit on the closed-form products at every weight; each step towards "
+           "the input multiplies in one more f′(u)·w, so with the sigmoid (f′ ≤ ¼) the gradient falls (C003-5).")
 
 
 def plot(deepest: dict, depth: int, path) -> None:

@@ -65,7 +65,12 @@ def l1_vs_l2(strengths: list = (1e-4, 1e-3, 3e-3), epochs: int = 30, learning_ra
     shown = strengths[len(strengths) // 2]
     lines.append(f"\nweights drawn for λ = {shown:g} in l1_vs_l2.png (rows: L1, L2; one 28×28 image per class)")
     figure = functools.partial(plot, runs[("l1", shown)][0], runs[("l2", shown)][0], shown)
-    return WorkedResult(metrics, "\n".join(lines), {"l1_vs_l2.png": figure}, data=dataset.provenance())
+    return WorkedResult(metrics, "\n".join(lines), {"l1_vs_l2.png": figure}, data=dataset.provenance(),
+                        captions={"l1_vs_l2.png": CAPTION})
+
+
+CAPTION = ("What to look for: with L1 most weights are exactly 0 (white) and each digit's template shrinks to a "
+           "few pixels; with L2 the weights are small but hardly any is 0: L1 makes them sparse (C003-3).")
 
 
 def plot(w_l1, w_l2, strength, path) -> None:

@@ -101,7 +101,9 @@ def manual_sgd_vs_keras_fit(steps: int = 1000, compare_after: int = 100, batch_s
         f"Keras fit {metrics['final_val_accuracy_keras']:.4f}"])
     figures = {"loss.png": functools.partial(plot_runs, runs["float32"], "losses", "minibatch loss", 1),
                "acc.png": functools.partial(plot_runs, runs["float32"], "val_accuracy", "validation accuracy", every)}
-    return WorkedResult(metrics, text, figures, data=dataset.provenance(),
+    same = ("What to look for: the manual-backprop SGD curve and Keras fit's lie on top of each other — same "
+            "weights, same batches, gradients equal up to rounding (C001-2, C002-5).")
+    return WorkedResult(metrics, text, figures, data=dataset.provenance(), captions=dict.fromkeys(figures, same),
                         details={d: {k: v for k, v in r.items()} for d, r in runs.items()})
 
 
