@@ -157,9 +157,9 @@ def write_results(out_dir: Path, spec, model, rows, record) -> None:
     artifacts.write_history_csv(out_dir / "history.csv", rows)
     metrics, data = record["metrics"], record["data"]
     on_data = f"{data['name']}, {data['fit_samples']:,} training images"
-    artifacts.plot_curves(rows, "accuracy", out_dir / "acc.png", f"{spec.name}: accuracy ({on_data})",
+    artifacts.plot_curves(rows, "accuracy", out_dir / "acc.png", f"{spec.name}: accuracy\n{on_data}",
                           metrics["test_accuracy"])
-    artifacts.plot_curves(rows, "loss", out_dir / "loss.png", f"{spec.name}: loss ({on_data})", metrics["test_loss"])
+    artifacts.plot_curves(rows, "loss", out_dir / "loss.png", f"{spec.name}: loss\n{on_data}", metrics["test_loss"])
     record["model_drawing"] = artifacts.draw_model(model, out_dir)
     with artifacts.atomic_path(out_dir / "spec.toml") as tmp:
         shutil.copyfile(spec.path, tmp)

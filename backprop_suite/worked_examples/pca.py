@@ -69,7 +69,7 @@ def plot_projections(results: dict, path) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
     for ax, (name, (r, labels)) in zip(axes, results.items(), strict=True):
-        classes = sorted(set(labels), key=labels.index)
+        classes = sorted(set(labels))  # Iris: setosa, versicolor, virginica; digits 0-9
         colors = plt.get_cmap("tab10")
         for k, label in enumerate(classes):
             points = r["projected"][[i for i, each in enumerate(labels) if each == label]]

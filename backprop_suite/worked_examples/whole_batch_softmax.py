@@ -106,7 +106,7 @@ def plot(note_loss, row_loss, b2_note, b2_row, path) -> None:
     grads.annotate("−2/9", (2.45, -2 / 9), va="top", ha="right")
     grads.axhline(0, color="black", linewidth=0.8)
     grads.set(xticks=index, xticklabels=["∂L/∂b2[0]", "∂L/∂b2[1]", "∂L/∂b2[2]"], ylabel="gradient",
-              title="b2 gradient: −2/9 each only with a whole-batch softmax")
+              title="b2 gradient: −2/9 each only when whole-batch")
     grads.legend(fontsize=8, loc="lower left")
     artifacts.save_figure(figure, path)
 
