@@ -42,6 +42,11 @@ def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropo
 
     def step(x, t):
         loss, grads = twin.loss_and_gradient_tensors(x, t, masks)
+        # The update waits for the whole forward and backward: compiled without this, the optimizer's writes
+        # sometimes overtook the twin's reads of the same weights (about 1 run in 10 differed from the tape
+        # step, tests/test_steps.py); every read feeds the loss or a gradient, so this orders them all.
+        with tf.control_dependencies([loss, *grads]):
+            grads = [tf.identity(grad) for grad in grads]
         optimizer.apply(grads, variables)
         return loss
 
