@@ -8,7 +8,8 @@ A spec opens with the question it answers and names the claim IDs it reproduces:
     kind = "training"            # or "worked_example"
     outcome = "reproduced"       # what met expectations mean; or "discrepancy explained"
     training:        [model] name + builder options; [data] dataset, validation_fraction;
-                     [training] optimizer, learning_rate, loss, batch_size, epochs, seed, deterministic
+                     [training] optimizer, learning_rate, loss, batch_size, epochs, seed, deterministic,
+                     precision ("float32", or "mixed_bfloat16": bfloat16 compute, float32 weights)
     worked_example:  [example] name (from backprop_suite.worked_examples) + its options
     [[expected]] metric, at_least and/or at_most | value and tolerance, source; for training, the dataset
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import keras
 
+from backprop_suite.cli import PRECISIONS
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
 from backprop_suite.models import MODEL_BUILDERS, model_options
@@ -80,6 +82,7 @@ class ExperimentSpec:
     epochs: int
     seed: int
     deterministic: bool
+    precision: str = "float32"
     expected: tuple[Expectation, ...] = field(default=())
     overrides: dict = field(default_factory=dict)  # train.py --epochs etc.: a variation, not the spec's run
     kind = "training"
@@ -88,11 +91,12 @@ class ExperimentSpec:
         return resolved(self)
 
 
-OVERRIDABLE = ("dataset", "epochs", "batch_size", "learning_rate")
+OVERRIDABLE = ("dataset", "epochs", "batch_size", "learning_rate", "precision")
 
 
 def with_overrides(spec: ExperimentSpec, **changes) -> ExperimentSpec:
-    """The spec with train.py's --dataset/--epochs/--batch-size/--learning-rate applied (None: keep the spec's).
+    """The spec with train.py's --dataset/--epochs/--batch-size/--learning-rate/--precision applied (None: keep
+    the spec's).
 
     The result is a variation, not the spec's own run: its results go to results/<name>+<changes>/ (the
     reference results of <name> stay as a valid run of the spec wrote them), and its verdict is "measured only"."""
@@ -102,6 +106,8 @@ def with_overrides(spec: ExperimentSpec, **changes) -> ExperimentSpec:
         raise SpecError(f"cannot override {unknown}; train.py overrides {', '.join(OVERRIDABLE)}")
     if "dataset" in changes and changes["dataset"] not in DATASET_NAMES:
         raise SpecError(f"--dataset {changes['dataset']!r}: unknown; known: {', '.join(DATASET_NAMES)}")
+    if "precision" in changes and changes["precision"] not in PRECISIONS:
+        raise SpecError(f"--precision {changes['precision']!r}: unknown; known: {', '.join(PRECISIONS)}")
     for key in ("epochs", "batch_size", "learning_rate"):
         if key in changes and not (changes[key] > 0 and math.isfinite(changes[key])):
             raise SpecError(f"--{key.replace('_', '-')} {changes[key]}: give a positive, finite number")
@@ -185,6 +191,7 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedE
         epochs=training.take("epochs", int),
         seed=training.take("seed", int),
         deterministic=training.take("deterministic", bool, default=True),
+        precision=training.take("precision", str, default="float32", choices=PRECISIONS),
         expected=_parse_expectations(top, where, METRICS),
     )
     for table_ in (top, data, training):

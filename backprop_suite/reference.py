@@ -35,7 +35,7 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
             copy = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
                                             clone_function=functools.partial(_layer_in_dtype, dtype=dtype))
         else:
-            with _global_dtype_policy(dtype):
+            with global_dtype_policy(dtype):
                 copy = model.__class__.from_config(model.get_config())
                 shapes = list(model._build_shapes_dict.values())  # a subclassed model: built by a call
                 copy(*(np.zeros([1 if n is None else n for n in shape], dtype) for shape in shapes))
@@ -57,7 +57,9 @@ def _layer_in_dtype(layer, dtype):
     return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
 
 
-class _global_dtype_policy:
+class global_dtype_policy:  # noqa: N801  (used as `with global_dtype_policy(...)`)
+    """Keras's global dtype policy set to `dtype` while the block builds layers, restored after."""
+
     def __init__(self, dtype):
         self.dtype = dtype
 

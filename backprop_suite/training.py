@@ -16,6 +16,7 @@ from backprop_suite.errors import SpecError
 from backprop_suite.experiment import OPTIMIZERS, ExperimentSpec
 from backprop_suite.models import build_model
 from backprop_suite.provenance import environment
+from backprop_suite.reference import global_dtype_policy
 from backprop_suite.verdict import evaluate_expectations, spec_header
 
 
@@ -36,8 +37,11 @@ def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs:
 
 
 def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
+    """The spec's model, compiled. Under precision "mixed_bfloat16" its layers compute in bfloat16 and keep
+    float32 weights (Keras's dtype policy, set while the layers are built and restored after)."""
     try:
-        model = build_model(spec.model, **spec.model_options)
+        with global_dtype_policy(spec.precision):
+            model = build_model(spec.model, **spec.model_options)
     except (ValueError, TypeError) as error:
         raise SpecError(f"{spec.path} [model]: {error}") from None
     # jit_compile=False: XLA made the CNN's training slower on CPU (results/bench.json, `fit_jit` vs `fit`).

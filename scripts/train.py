@@ -1,7 +1,8 @@
 """Train one experiment: `python scripts/train.py c003_1_mnist_cnn_quick` (a name in experiments/ or a .toml path).
 
---dataset, --epochs, --batch-size and --learning-rate override the spec for a variation of it: that run goes to
-results/<experiment>+<changes>/, records the overrides in metrics.json, and its verdict is "measured only"."""
+--dataset, --epochs, --batch-size, --learning-rate and --precision override the spec for a variation of it: that
+run goes to results/<experiment>+<changes>/, records the overrides in metrics.json, and its verdict is "measured
+only"."""
 import argparse
 import importlib.util
 import os
@@ -19,6 +20,9 @@ def parse_args(argv):
     parser.add_argument("--epochs", type=cli.positive_int, help="instead of the spec's epochs")
     parser.add_argument("--batch-size", type=cli.positive_int, help="instead of the spec's batch size")
     parser.add_argument("--learning-rate", type=cli.positive_float, help="instead of the spec's learning rate")
+    parser.add_argument("--precision", choices=cli.PRECISIONS,
+                        help="instead of the spec's: mixed_bfloat16 computes in bfloat16 with float32 weights "
+                             "(about 1.7× faster on CPUs with AVX512-BF16 or AMX)")
     parser.add_argument("--data-path",
                         help="a Keras .npz or a folder with the four IDX files (overrides every other source)")
     parser.add_argument("--results-dir", default=cli.RESULTS_DIR,
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
         raise SpecError(f"{spec.path} is a worked example, not a training run: "
                         f"run it with `python scripts/reproduce.py --only {spec.name}`")
     spec = with_overrides(spec, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate)
+                          learning_rate=args.learning_rate, precision=args.precision)
     if args.strategy == "mirrored" and not distribute.has_gpus():
         distribute.split_cpu(args.cpu_devices)  # before TensorFlow's runtime starts
     if args.strategy == "multiworker" and distribute.CHILD_ENV not in os.environ:

@@ -204,3 +204,31 @@ def test_after_a_cluster_rollback_the_next_save_keeps_the_epoch_it_redid_from(tm
         ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
     again = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
     assert again.restore(compiled_two_layer_net(), agree=lambda mine: 2) == 2
+
+
+def test_mixed_bfloat16_trains_in_bfloat16_with_float32_weights_and_learns(tmp_path, monkeypatch):
+    """precision = "mixed_bfloat16": every layer computes in bfloat16 and keeps float32 weights (Keras's dtype
+    policy), the run learns as the float32 one does, and the process's global policy is left as it was."""
+    import keras
+
+    from backprop_suite.experiment import with_overrides
+    from backprop_suite.training import build_compiled_model
+
+    monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
+    spec = with_overrides(tiny_spec(tmp_path), precision="mixed_bfloat16")
+    model = build_compiled_model(spec)
+    assert {layer.compute_dtype for layer in model.layers} == {"bfloat16"}
+    assert {variable.dtype for variable in model.weights} == {"float32"}
+    assert keras.config.dtype_policy().name == "float32"
+    record = train_experiment(spec, tmp_path / "results")
+    assert record["spec"]["precision"] == "mixed_bfloat16"
+    assert record["metrics"]["test_accuracy"] > 0.8  # as the float32 short run above
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def test_an_unknown_precision_names_the_choices(tmp_path):
+    from backprop_suite.errors import SpecError
+    from backprop_suite.experiment import with_overrides
+
+    with pytest.raises(SpecError, match="--precision 'float16': unknown; known: float32, mixed_bfloat16"):
+        with_overrides(tiny_spec(tmp_path), precision="float16")
