@@ -3,9 +3,14 @@
 - Limit: the float32 matrix-multiply rate measured on this machine, times the model's FLOPs per
   sample (counted per layer: 2 FLOPs per multiply-add of Conv2D and Dense; bias, activation and
   pooling add < 1 %), training ≈ 3 × forward (the backward computes two products per forward one).
-- Configurations: Keras `fit`, `fit` with jit_compile, a custom tf.function GradientTape step, the
-  manual-backprop step compiled (and eager, as it ran before), and PyTorch when installed. All use
-  Adam (1e-3), categorical cross-entropy, dropout on, float32, the same mnist-5k digits.
+- Configurations: the suite's own training path exactly as train.py runs it (`train_py`: the spec's
+  compiled model, its shuffled batch pipeline and the per-epoch checkpoint callback; `train_py_bf16`
+  the same under precision "mixed_bfloat16"), plain Keras `fit` and `fit` with jit_compile, a custom
+  tf.function GradientTape step, the manual-backprop step compiled (and eager, as it ran before), and
+  PyTorch when installed. All use Adam (1e-3), categorical cross-entropy, dropout on, float32 unless
+  named, the same mnist-5k digits.
+- Steady state: a measurement is one whole epoch of those digits, after a warm-up epoch (tracing,
+  first allocations), so a `fit` call's fixed cost is counted once per epoch, as in training.
 - Side by side: each round runs every configuration once, in turn, so a slow moment on the shared
   machine hits them all; ratios are taken within a round, and the median over rounds reported.
 - Peak memory: each configuration in its own process, which loads the data, resets the kernel's
@@ -16,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -80,6 +86,8 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
     """A warmed-up `run(steps) -> seconds` that trains `steps` batches with this configuration."""
     if config == "torch":
         return _torch_runner(batch_size, x, y)
+    if config.startswith("train_py"):
+        return _train_py_runner(batch_size, x, y, "mixed_bfloat16" if config.endswith("bf16") else "float32")
     model = _fresh_cnn()
     optimizer = keras.optimizers.Adam(1e-3)
     if config in ("fit", "fit_jit"):
@@ -103,6 +111,41 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
             float(loss)  # wait for the last step
             return time.perf_counter() - start
     run(3)  # tracing, compilation, first allocations
+    return run
+
+
+BENCH_SPEC = "c003_1_mnist_cnn_quick"  # the C003-1 CNN as the main job trains it (Adam 1e-3)
+
+
+def _train_py_runner(batch_size: int, x: np.ndarray, y: np.ndarray, precision: str):
+    """What train.py does per epoch: the spec's compiled model, training.shuffled_batches for that epoch, and
+    model.fit with the epoch checkpoint (written to a temporary folder) as its callback and a validation set
+    (a tenth of the digits, as train.py holds out) evaluated after the epoch. That evaluation is part of the
+    path's cost; the samples/s count the training samples only, as for every configuration."""
+    import tempfile
+
+    from backprop_suite.checkpoint import EpochCheckpoint
+    from backprop_suite.experiment import load_spec, with_overrides
+    from backprop_suite.training import build_compiled_model, shuffled_batches
+
+    spec = with_overrides(load_spec(BENCH_SPEC), batch_size=batch_size, precision=precision)
+    keras.utils.set_random_seed(SEED)
+    model = build_compiled_model(spec)
+    state = tempfile.TemporaryDirectory(prefix="bench-checkpoint-")
+    checkpoint = EpochCheckpoint(Path(state.name), {"bench": spec.name})
+    epoch, validation = 0, (x[-len(x) // 10:], y[-len(y) // 10:])
+
+    def run(steps):
+        nonlocal epoch
+        batches = shuffled_batches(x, y, batch_size, SEED, epoch, epoch + 1)
+        start = time.perf_counter()
+        model.fit(batches, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, shuffle=False,
+                  validation_data=validation, callbacks=[checkpoint], verbose=0)
+        epoch += 1
+        return time.perf_counter() - start
+
+    run.keep_alive = state  # the folder lives as long as the runner
+    run(3)
     return run
 
 
@@ -137,6 +180,18 @@ def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
     return run
 
 
+def thread_settings() -> dict:
+    """How many threads each library may use here (0: TensorFlow decides, one per core)."""
+    settings = {"cpu_count": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                "tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    if torch_available():
+        import torch
+
+        settings["torch"] = torch.get_num_threads()
+    return settings
+
+
 def torch_available() -> str | None:
     try:
         import torch
@@ -151,17 +206,19 @@ def training_data() -> tuple[np.ndarray, np.ndarray, dict]:
     return x, y, dataset.provenance()
 
 
-def throughput(configs, batch_sizes, rounds: int, seconds_per_measurement: float, x, y, progress=print) -> dict:
-    """Samples per second of each configuration and batch size on (x, y), measured round-robin; every
-    round's value is kept, so ratios can be taken within a round."""
+def throughput(configs, batch_sizes, rounds: int, x, y, progress=print) -> dict:
+    """Samples per second of each configuration and batch size on (x, y), one whole epoch per measurement
+    after a warm-up epoch, measured round-robin; every round's value is kept, so ratios can be taken within
+    a round."""
     measured = {}
     for batch_size in batch_sizes:
         runners = {}
+        epoch_steps = len(x) // batch_size  # whole batches: every step costs the same
         for config in configs:
-            progress(f"[bench] warming up {config} at batch {batch_size}")
+            progress(f"[bench] warming up {config} at batch {batch_size} (one epoch)")
             runners[config] = runner(config, batch_size, x, y)
-        # Steps per measurement from one timed probe each, so every measurement lasts about as long.
-        steps = {c: max(3, round(seconds_per_measurement / (r(3) / 3))) for c, r in runners.items()}
+            runners[config](epoch_steps)
+        steps = dict.fromkeys(configs, epoch_steps)
         rows = {config: [] for config in configs}
         for number in range(rounds):
             for config, run in runners.items():

@@ -15,13 +15,12 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", choices=cli.BENCH_CONFIGS, default=list(cli.BENCH_CONFIGS),
                         help="default: all; `torch` is skipped with a note when PyTorch is not installed")
     parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of one measurement (default: %(default)s)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the per-process peak-memory probes")
     parser.add_argument("--skip-gradient-costs", action="store_true", help="skip the ~2-minute gradient costs")
     parser.add_argument("--out", type=Path, default=cli.RESULTS_DIR / "bench.json", help="default: %(default)s")
     args = parser.parse_args(argv)
-    if min(args.batch_sizes) < 1 or args.rounds < 1 or args.seconds <= 0:
-        raise SuiteError("--batch-sizes, --rounds and --seconds must be positive")
+    if min(args.batch_sizes) < 1 or args.rounds < 1:
+        raise SuiteError("--batch-sizes and --rounds must be positive")
     artifacts.require_writable_folder(args.out.parent, "--out")
     cli.load_tensorflow_quietly()
     from backprop_suite import bench
@@ -41,7 +40,7 @@ def main(argv=None) -> int:
     print(f"[bench] float32 matmul: {rate / 1e9:.1f} GFLOP/s; CNN: {sum(flops.values()) / 1e6:.2f} MFLOP forward, "
           f"{training_flops / 1e6:.2f} MFLOP training per sample; limit {rate / training_flops:,.0f} samples/s")
     x, y, data = bench.training_data()
-    measured = bench.throughput(configs, args.batch_sizes, args.rounds, args.seconds, x, y)
+    measured = bench.throughput(configs, args.batch_sizes, args.rounds, x, y)
     memory = {str(b): {} for b in args.batch_sizes}
     if not args.skip_memory:
         for b in args.batch_sizes:
@@ -55,7 +54,7 @@ def main(argv=None) -> int:
         "limit_samples_per_second": rate / training_flops,
         "throughput": {str(b): row for b, row in bench.summarise(measured, rate, training_flops).items()},
         "steps_per_measurement": {str(b): m["steps_per_measurement"] for b, m in measured.items()},
-        "peak_memory_mib": memory, "torch": torch_version,
+        "peak_memory_mib": memory, "torch": torch_version, "threads": bench.thread_settings(),
         "data": data, "environment": environment(),
     }
     if not args.skip_gradient_costs:
