@@ -20,24 +20,22 @@ PEER_TIMEOUT_S = 120  # how long a multi-worker run waits for the other workers 
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not positive; give 1 or more")
-    return value
+def _positive(kind, described: str):
+    """An argparse type: `kind` (int or float) of the text, refused unless positive and finite."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {described}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is not positive; give a positive, finite number")
+        return value
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a positive, finite number")
-    return value
+positive_int = _positive(int, "a whole number")
+positive_float = _positive(float, "a number")
 
 
 def seed(text: str) -> int:
