@@ -408,7 +408,8 @@ body { font-family: system-ui, sans-serif, "IPAGothic", "Noto Sans CJK JP", "Hir
 table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.5rem; vertical-align: top; text-align: left;
          overflow-wrap: anywhere; }
-th { background: #f3f3f3; }
+th { background: #f3f3f3; overflow-wrap: normal; }
+table.checks td:nth-child(3), table.checks td:nth-child(4) { white-space: nowrap; }
 table.claims { table-layout: fixed; width: 100%; font-size: 0.85rem; }
 table.claims th:nth-child(1) { width: 10%; } table.claims th:nth-child(2) { width: 9%; }
 table.claims th:nth-child(3) { width: 25%; } table.claims th:nth-child(4) { width: 30%; }
