@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     if args.save_weights and not args.save_weights.endswith(".weights.h5"):
         raise SpecError(f"--save-weights {args.save_weights}: Keras needs a name ending in .weights.h5")
     if args.tensorboard and args.strategy == "multiworker":
-        raise SpecError("--tensorboard: not available with --strategy multiworker (its loop is not Keras fit)")
+        raise SpecError("--tensorboard: not available with --strategy multiworker (its loop is not Keras fit); "
+                        "drop --tensorboard, or train with --strategy default or mirrored")
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise SpecError("--tensorboard: the tensorboard package is not installed; pip install tensorboard==2.21.0")
     cli.load_tensorflow_quietly()
