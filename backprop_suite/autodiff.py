@@ -2,49 +2,156 @@
 
 `fn(values) -> scalar`, with `values` a {name: tensor} dict. Reverse mode gives every gradient,
 forward mode one directional derivative (a JVP), and `compiled` makes fn fast to evaluate many times
-(finite differences). Only TensorFlow is wired in (tf.GradientTape and
-tf.autodiff.ForwardAccumulator); every other module differentiates through these two functions, so a
-backend is added here alone.
+(finite differences). Every other module differentiates through these functions, so the differences
+between Keras 3's backends live here alone:
+
+| backend    | reverse mode                    | forward mode                    | compiled            |
+| ---------- | ------------------------------- | ------------------------------- | ------------------- |
+| tensorflow | tf.GradientTape                 | tf.autodiff.ForwardAccumulator  | tf.function         |
+| jax        | jax.value_and_grad              | jax.jvp                         | jax.jit             |
+| torch      | torch.autograd.grad             | torch.func.jvp                  | eager, no_grad      |
+
+float64 on JAX needs `jax_enable_x64`, which `enable_float64()` switches on (JAX otherwise makes every
+float64 array float32, silently); the gradient checks call it, because they run in float64.
 """
+import contextlib
+
 import keras
 
 BACKEND = keras.backend.backend()
+BACKENDS = ("tensorflow", "jax", "torch")
+REVERSE_MODE = {"tensorflow": "tf.GradientTape", "jax": "jax.value_and_grad", "torch": "torch.autograd.grad"}
+FORWARD_MODE = {"tensorflow": "tf.autodiff.ForwardAccumulator", "jax": "jax.jvp", "torch": "torch.func.jvp"}
 
 
-def _require_tensorflow():
-    if BACKEND != "tensorflow":
-        from backprop_suite.errors import SuiteError
+def enable_float64():
+    """Let Keras compute in float64 on this backend, for the rest of the process (what a float64 check needs).
 
-        raise SuiteError(f"KERAS_BACKEND={BACKEND}: the gradient checks run on TensorFlow for now; "
-                         "unset KERAS_BACKEND or set it to tensorflow")
-    import tensorflow as tf
+    JAX makes every float64 array float32 unless jax_enable_x64 is on. And Keras 3 (3.15) mimics that on
+    JAX and PyTorch in its own type promotion: `keras.backend.result_type` maps float64 to float32, so
+    ops.mean of a float64 tensor sums in float32 and a float64 conv meets a float32 operand. Both are
+    switched to keep float64; float32 and lower computations are unaffected (TensorFlow needs neither).
+    """
+    if BACKEND == "tensorflow":
+        return
+    if BACKEND == "jax":
+        import jax
 
-    return tf
+        jax.config.update("jax_enable_x64", True)
+    from keras.src.backend.common import dtypes
+
+    dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)  # what Keras does on TensorFlow
+
+
+def not_recorded():
+    """A block whose computations no autodiff records: the manual formulas run in one. (PyTorch records every op
+    on a weight, which would build a graph nobody uses; TensorFlow and JAX record only when asked.)"""
+    if BACKEND == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def devices() -> list[str]:
+    """The accelerators the backend computes on, by name ([] for the CPU alone)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return [tf.config.experimental.get_device_details(d).get("device_name", d.name)
+                for d in tf.config.list_physical_devices("GPU")]
+    if BACKEND == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    import torch
+
+    return [torch.cuda.get_device_name(k) for k in range(torch.cuda.device_count())]
 
 
 def compiled(fn):
-    """fn(values) compiled once for repeated evaluation at other values of the same shapes (a tf.function)."""
-    tf = _require_tensorflow()
-    return tf.function(fn, autograph=False)  # plain Python control flow: nothing for AutoGraph to convert
+    """fn(values) compiled once for repeated evaluation at other values of the same shapes."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, autograph=False)  # plain Python control flow: nothing for AutoGraph to convert
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    _require_known_backend()
+    import torch
+
+    def without_graph(values):  # torch.compile costs more to compile than finite differences save
+        with torch.no_grad():
+            return fn(values)
+    return without_graph
 
 
 def value_and_gradients(fn, values: dict) -> tuple[object, dict]:
     """fn(values) and its gradient with respect to every value (zeros where the value does not reach fn)."""
-    tf = _require_tensorflow()
-    values = {name: tf.convert_to_tensor(v) for name, v in values.items()}
-    with tf.GradientTape() as tape:
-        tape.watch(list(values.values()))
-        value = fn(values)
-    grads = tape.gradient(value, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return value, grads
+    values = {name: keras.ops.convert_to_tensor(v) for name, v in values.items()}
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(list(values.values()))
+            value = fn(values)
+        return value, tape.gradient(value, values, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.value_and_grad(fn)(values)  # an unused value's gradient is zeros already
+    _require_known_backend()
+    import torch
+
+    leaves = {name: v.detach().clone().requires_grad_(True) for name, v in values.items()}
+    value = fn(leaves)
+    grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    return value.detach(), {name: torch.zeros_like(leaf) if grad is None else grad
+                            for (name, leaf), grad in zip(leaves.items(), grads, strict=True)}
+
+
+class ForwardModeUnavailable(Exception):
+    """The backend cannot run forward mode through this function (JAX and PyTorch refuse a custom gradient
+    that defines only its reverse mode, as keras.ops.custom_gradient does)."""
 
 
 def jvp(fn, values: dict, tangents: dict) -> tuple[object, object]:
     """fn(values) and its forward-mode directional derivative along `tangents`."""
-    tf = _require_tensorflow()
+    try:
+        return _jvp(fn, values, tangents)
+    except (TypeError, RuntimeError, NotImplementedError) as error:
+        if BACKEND == "tensorflow":
+            raise
+        reason = str(error).strip().splitlines()
+        raise ForwardModeUnavailable(f"{FORWARD_MODE[BACKEND]}: {reason[0] if reason else type(error).__name__}") \
+            from error
+
+
+def _jvp(fn, values: dict, tangents: dict) -> tuple[object, object]:
     names = list(values)
-    primals = [tf.convert_to_tensor(values[n]) for n in names]
-    with tf.autodiff.ForwardAccumulator(primals, [tf.convert_to_tensor(tangents[n], p.dtype)
-                                                  for n, p in zip(names, primals, strict=True)]) as accumulator:
-        value = fn(dict(zip(names, primals, strict=True)))
-    return value, accumulator.jvp(value, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    primals = [keras.ops.convert_to_tensor(values[n]) for n in names]
+    directions = [keras.ops.convert_to_tensor(tangents[n], p.dtype) for n, p in zip(names, primals, strict=True)]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.autodiff.ForwardAccumulator(primals, directions) as accumulator:
+            value = fn(dict(zip(names, primals, strict=True)))
+        return value, accumulator.jvp(value, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jvp(fn, (dict(zip(names, primals, strict=True)),), (dict(zip(names, directions, strict=True)),))
+    _require_known_backend()
+    import torch.func
+
+    return torch.func.jvp(lambda *point: fn(dict(zip(names, point, strict=True))), tuple(primals), tuple(directions))
+
+
+def _require_known_backend():
+    if BACKEND not in BACKENDS:
+        from backprop_suite.errors import SuiteError
+
+        raise SuiteError(f"KERAS_BACKEND={BACKEND}: the gradient checks run on {', '.join(BACKENDS)}; "
+                         "set KERAS_BACKEND to one of them")

@@ -13,6 +13,7 @@ backprop_suite/manual/, the hand-derived backward (otherwise the report names th
 import numpy as np
 from keras import ops
 
+from backprop_suite import autodiff
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import TOLERANCES, directional_check, three_way_check
 from backprop_suite.gradient_report import GradientReport
@@ -41,7 +42,8 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     directional = directional_check(model, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
                                     training=training)
     return GradientReport({
-        "model": model.name, "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],
+        "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
         "batch": {"size": len(as_list(x)[0])}, "dtype": dtype, "training": training,
         "dropout_masks": three_way["dropout_masks"], "tolerances": TOLERANCES, "seed": seed,
         "three_way": three_way, "directional": directional, "environment": environment(),

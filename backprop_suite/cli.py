@@ -3,6 +3,7 @@ start of TensorFlow. Nothing here imports TensorFlow or Keras at module level, s
 """
 import argparse
 import ctypes
+import importlib.util
 import mmap
 import os
 import re
@@ -18,6 +19,33 @@ BENCH_CONFIGS = ("train_py", "train_py_bf16", "fit", "fit_jit", "tape_step", "ma
                  "torch")  # bench.py
 PEER_TIMEOUT_S = 120  # how long a multi-worker run waits for the other workers to start (train.py --peer-timeout)
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3's backends the suite runs on (autodiff.py)
+DEFAULT_BACKEND = "tensorflow"  # the reference results are made on it
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow)")
+
+
+def select_backend(requested: str | None) -> str:
+    """Keras's backend for this process, set before Keras loads: --backend, else $KERAS_BACKEND, else TensorFlow.
+    Refused, before any work, when it is unknown or its package is not installed."""
+    from backprop_suite.errors import SuiteError
+
+    backend = requested or os.environ.get("KERAS_BACKEND") or DEFAULT_BACKEND
+    source = "--backend" if requested else "KERAS_BACKEND"
+    if backend not in BACKENDS:
+        raise SuiteError(f"{source}={backend!r}: not a Keras backend this suite runs on; use one of "
+                         f"{', '.join(BACKENDS)}")
+    if importlib.util.find_spec(backend) is None:
+        raise SuiteError(f"{source}={backend}: the {backend} package is not installed; bash scripts/setup.sh installs "
+                         "the pinned one (requirements.txt)")
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
+        raise SuiteError(f"{source}={backend}: Keras already runs on {sys.modules['keras'].backend.backend()} in this "
+                         "process; set KERAS_BACKEND before Python starts")
+    os.environ["KERAS_BACKEND"] = backend
+    return backend
 
 
 def _positive(kind, described: str):
@@ -58,6 +86,8 @@ def load_tensorflow_quietly() -> None:
     (an error is never hidden), and then Abseil's own minimum level is set to what TF_CPP_MIN_LOG_LEVEL says.
     """
     level = os.environ.setdefault(LOG_LEVEL_ENV, "3")
+    if os.environ.get("KERAS_BACKEND", DEFAULT_BACKEND) != "tensorflow" and not importlib.util.find_spec("tensorflow"):
+        return  # JAX or PyTorch without TensorFlow (a GPU machine): nothing to quiet
     if level != "3" or "tensorflow" in sys.modules:  # asked for the lines, or too late to hide the start-up ones
         import tensorflow as tf
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import keras
 
-from backprop_suite.cli import PRECISIONS
+from backprop_suite.cli import BACKENDS, PRECISIONS
 from backprop_suite.datasets import DATASET_NAMES
 from backprop_suite.errors import SpecError
 from backprop_suite.models import MODEL_BUILDERS, model_options
@@ -83,6 +83,7 @@ class ExperimentSpec:
     seed: int
     deterministic: bool
     precision: str = "float32"
+    backend: str = "tensorflow"  # Keras's; only train.py --backend (or KERAS_BACKEND) changes it, as a variation
     expected: tuple[Expectation, ...] = field(default=())
     overrides: dict = field(default_factory=dict)  # train.py --epochs etc.: a variation, not the spec's run
     kind = "training"
@@ -91,12 +92,12 @@ class ExperimentSpec:
         return resolved(self)
 
 
-OVERRIDABLE = ("dataset", "epochs", "batch_size", "learning_rate", "precision")
+OVERRIDABLE = ("dataset", "epochs", "batch_size", "learning_rate", "precision", "backend")
 
 
 def with_overrides(spec: ExperimentSpec, **changes) -> ExperimentSpec:
-    """The spec with train.py's --dataset/--epochs/--batch-size/--learning-rate/--precision applied (None: keep
-    the spec's).
+    """The spec with train.py's --dataset/--epochs/--batch-size/--learning-rate/--precision/--backend applied
+    (None: keep the spec's).
 
     The result is a variation, not the spec's own run: its results go to results/<name>+<changes>/ (the
     reference results of <name> stay as a valid run of the spec wrote them), and its verdict is "measured only"."""
@@ -108,6 +109,8 @@ def with_overrides(spec: ExperimentSpec, **changes) -> ExperimentSpec:
         raise SpecError(f"--dataset {changes['dataset']!r}: unknown; known: {', '.join(DATASET_NAMES)}")
     if "precision" in changes and changes["precision"] not in PRECISIONS:
         raise SpecError(f"--precision {changes['precision']!r}: unknown; known: {', '.join(PRECISIONS)}")
+    if "backend" in changes and changes["backend"] not in BACKENDS:
+        raise SpecError(f"--backend {changes['backend']!r}: unknown; known: {', '.join(BACKENDS)}")
     for key in ("epochs", "batch_size", "learning_rate"):
         if key in changes and not (changes[key] > 0 and math.isfinite(changes[key])):
             raise SpecError(f"--{key.replace('_', '-')} {changes[key]}: give a positive, finite number")

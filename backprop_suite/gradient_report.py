@@ -87,8 +87,9 @@ def format_table(report: dict) -> str:
     batch = report["batch"]
     described = f" ({batch['description']})" if batch.get("description") else ""
     mode = "training mode" if three_way.get("training") else "inference mode"
-    lines = [f"{report['model']} ({report['parameters']:,} parameters), {three_way['dtype']}, {mode}, batch of "
-             f"{batch['size']}{described}, loss {' + '.join(three_way.get('losses', []))}.",
+    backend = f" on {report['backend']} (tape: {report['reverse_mode']})" if "backend" in report else ""
+    lines = [f"{report['model']} ({report['parameters']:,} parameters){backend}, {three_way['dtype']}, {mode}, "
+             f"batch of {batch['size']}{described}, loss {' + '.join(three_way.get('losses', []))}.",
              "FD: float64 central differences on sampled entries. mean |diff| vs FD: the book's measure, manual "
              "(else tape) against FD. PASS: every entry has |a − b| <= atol + rtol·max(|a|, |b|) "
              "(backprop_suite/gradcheck.py), so worst/tolerance < 1; 1/(worst/tolerance) is the margin."]
@@ -104,6 +105,10 @@ def format_table(report: dict) -> str:
                        for k, v in d["checks"].items())
     kinks = sum(row["kink"] for row in d["directions"])
     on_kinks = f"; {kinks} on a kink, not counted" if kinks else ""
+    forward = d.get("forward_mode", {"available": True})
+    if not forward["available"]:
+        lines += ["", f"forward mode: not available ({forward['reason']}); the directional check compares tape "
+                  "and finite differences"]
     lines += ["", f"directional check (float64) over all {d['parameters']:,} parameters, {len(d['directions'])} "
               f"random directions; max relative error: {checks}{on_kinks}: {'PASS' if d['passed'] else 'FAIL'} "
               f"in {d['seconds']} s",

@@ -17,11 +17,14 @@ NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py"
 def environment() -> dict:
     import keras
     import numpy
-    import tensorflow as tf
 
+    from backprop_suite import autodiff
+
+    accelerators = autodiff.devices()
     return {
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "keras_backend": autodiff.BACKEND,
+        **{package: _version(package) for package in ("tensorflow", "jax", "torch") if _version(package)},
         "keras": keras.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
@@ -29,10 +32,21 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         **cpu(),
         "memory_gib": _memory_gib(),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "gpus": len(accelerators),
+        "accelerators": accelerators,
         "code_revision": CODE_REVISION,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version, without importing it (None: not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from backprop_suite import autodiff
 from backprop_suite.errors import SuiteError
 from backprop_suite.keras_graph import LayerGraph, layer_graph, run_graph
 
@@ -29,6 +30,8 @@ def parameters(model: keras.Model) -> dict[str, keras.Variable]:
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
     """A copy of the model computing in `dtype`, with the same weights and its own variables."""
+    if dtype == "float64":
+        autodiff.enable_float64()
     try:
         if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
             inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
@@ -64,6 +67,8 @@ class global_dtype_policy:  # noqa: N801  (used as `with global_dtype_policy(...
         self.dtype = dtype
 
     def __enter__(self):
+        if self.dtype == "float64":
+            autodiff.enable_float64()
         self.previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.dtype)
 

@@ -281,8 +281,11 @@ def data_description(data: dict | None) -> str:
 
 
 def environment_description(env: dict) -> str:
-    return (f"Python {env['python']}, TensorFlow {env['tensorflow']}, Keras {env['keras']}, NumPy {env['numpy']}; "
-            f"{env['platform']}, {env['cpu_count']} CPUs, {env['memory_gib']} GiB, {env['gpus']} GPUs; "
+    backend = env.get("keras_backend", "tensorflow")
+    names = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+    gpus = ", ".join(env.get("accelerators") or []) or f"{env['gpus']} GPUs"
+    return (f"Python {env['python']}, Keras {env['keras']} on {names.get(backend, backend)} {env.get(backend, '?')}, "
+            f"NumPy {env['numpy']}; {env['platform']}, {env['cpu_count']} CPUs, {env['memory_gib']} GiB, {gpus}; "
             f"code revision {env['code_revision']}; command `{env['command']}`.")
 
 

@@ -11,8 +11,9 @@ from backprop_suite.cli import REGISTRY
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
 
 
-def validate(args) -> Path:
-    """Every argument checked before anything is computed or written; returns where the report goes."""
+def validate(args, backend: str) -> Path:
+    """Every argument checked before anything is computed or written; returns where the report goes. A registry
+    model's report goes to results/<model>/ on TensorFlow (the reference), results/<model>+backend=<name>/ else."""
     model = args.model
     if model not in REGISTRY and not model.endswith(".keras") and ":" not in model:
         raise SuiteError(f"--model {model!r}: give a registry name ({', '.join(REGISTRY)}), a PATH.keras file "
@@ -24,7 +25,8 @@ def validate(args) -> Path:
     if args.out is None and model not in REGISTRY:
         raise SuiteError(f"--model {model}: say where the report goes with --out DIR (a user's check never writes "
                          "into the suite's results/)")
-    out = args.out if args.out is not None else args.results_dir / model
+    default = model if backend == cli.DEFAULT_BACKEND else f"{model}+backend={backend}"
+    out = args.out if args.out is not None else args.results_dir / default
     for folder in (out, *out.parents):
         if folder.exists():
             if not folder.is_dir():
@@ -56,13 +58,15 @@ def main(argv=None) -> int:
                         help="random directions of the directional check")
     parser.add_argument("--seed", type=cli.seed, default=0)
     parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR, help="default: %(default)s")
+    cli.add_backend_argument(parser)
     args = parser.parse_args(argv)
     return run(args)
 
 
 @exit_cleanly_on_suite_error
 def run(args) -> int:
-    out = validate(args)
+    backend = cli.select_backend(args.backend)
+    out = validate(args, backend)
     cli.load_tensorflow_quietly()
     from backprop_suite.compare_gradients import compare_gradients
 

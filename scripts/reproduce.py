@@ -1,11 +1,12 @@
 """The main job: run the experiments whose results are out of date, summarise the verdicts, and write
 results/REPORT.md and results/report.html (every claim with its verdict)."""
 import argparse
+import os
 from pathlib import Path
 
 from backprop_suite import cli
 from backprop_suite.artifacts import require_writable_folder
-from backprop_suite.errors import exit_cleanly_on_suite_error
+from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
 
 
 @exit_cleanly_on_suite_error
@@ -22,6 +23,10 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
     require_writable_folder(args.results_dir, "--results-dir")
+    if cli.select_backend(None) != cli.DEFAULT_BACKEND:
+        raise SuiteError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}: the reference results are made on TensorFlow "
+                         "(the cross-backend experiment runs the other backends itself); unset KERAS_BACKEND, or train "
+                         "one experiment on another backend with scripts/train.py NAME --backend NAME")
     cli.load_tensorflow_quietly()
     from backprop_suite.report import write_report
     from backprop_suite.reproduce import run_experiments, select_specs, summary_table

@@ -1,8 +1,8 @@
 """Train one experiment: `python scripts/train.py c003_1_mnist_cnn_quick` (a name in experiments/ or a .toml path).
 
---dataset, --epochs, --batch-size, --learning-rate and --precision override the spec for a variation of it: that
-run goes to results/<experiment>+<changes>/, records the overrides in metrics.json, and its verdict is "measured
-only"."""
+--dataset, --epochs, --batch-size, --learning-rate, --precision and --backend (or KERAS_BACKEND) override the spec
+for a variation of it: that run goes to results/<experiment>+<changes>/, records the overrides in metrics.json, and
+its verdict is "measured only"."""
 import argparse
 import importlib.util
 import os
@@ -41,6 +41,7 @@ def parse_args(argv):
                         help="multiworker: how long to wait for the other workers to start (default: %(default)s)")
     parser.add_argument("--save-weights", metavar="PATH",
                         help="also save the trained weights (.weights.h5; {worker} becomes the worker's index)")
+    cli.add_backend_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -56,6 +57,10 @@ def main(argv=None) -> int:
                         "drop --tensorboard, or train with --strategy default or mirrored")
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise SpecError("--tensorboard: the tensorboard package is not installed; pip install tensorboard==2.21.0")
+    backend = cli.select_backend(args.backend)
+    if backend != "tensorflow" and args.strategy != "default":
+        raise SpecError(f"--strategy {args.strategy}: tf.distribute needs the tensorflow backend; drop --strategy "
+                        f"to train on {backend} with one device")
     cli.load_tensorflow_quietly()
     from backprop_suite import distribute
     from backprop_suite.experiment import load_spec, with_overrides
@@ -66,7 +71,7 @@ def main(argv=None) -> int:
         raise SpecError(f"{spec.path} is a worked example, not a training run: "
                         f"run it with `python scripts/reproduce.py --only {spec.name}`")
     spec = with_overrides(spec, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, precision=args.precision)
+                          learning_rate=args.learning_rate, precision=args.precision, backend=backend)
     if args.strategy == "mirrored" and not distribute.has_gpus():
         distribute.split_cpu(args.cpu_devices)  # before TensorFlow's runtime starts
     if args.strategy == "multiworker" and distribute.CHILD_ENV not in os.environ:

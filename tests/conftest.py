@@ -2,6 +2,7 @@ import gzip
 import struct
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -9,6 +10,18 @@ from backprop_suite.experiment import load_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"  # the original of experiments/CLAIMS.md
+
+
+def pytest_collection_modifyitems(config, items):
+    """On JAX or PyTorch (KERAS_BACKEND), the tests marked any_backend run; the rest test TensorFlow's own paths
+    (tf.distribute, tf.data, TensorFlow's logs, the reference results) and are skipped, saying so."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow's own path; on {backend} only the tests marked any_backend run")
+    for item in items:
+        if "any_backend" not in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

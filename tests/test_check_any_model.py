@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from backprop_suite import GradientReport, assert_gradients, check_gradients
+from backprop_suite import GradientReport, assert_gradients, autodiff, check_gradients
 from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
+from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
 
@@ -26,6 +27,7 @@ def zoo_batch(name, entry, model):
     return random_batch(model, 8, entry.loss)
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_model_passes_the_full_check(name):
     keras.utils.set_random_seed(0)
@@ -34,9 +36,13 @@ def test_every_zoo_model_passes_the_full_check(name):
     x, y = zoo_batch(name, entry, model)
     report = check_gradients(model, x, y, loss=entry.loss, training=entry.training)
     assert report.passed, str(report)
-    assert report.data["three_way"]["manual"]["available"] == entry.manual
+    known_difference = (name, autodiff.BACKEND) in KNOWN_DIFFERENCES  # Keras computes another forward there
+    assert report.data["three_way"]["manual"]["available"] == (entry.manual and not known_difference)
+    if known_difference:
+        assert "keras-team/keras#18452" in str(report)
     methods = {c["methods"] for c in report.data["three_way"]["comparisons"]}
-    assert ("manual_vs_tape" in methods) == entry.manual and "tape_vs_finite_differences" in methods
+    assert ("manual_vs_tape" in methods) == (entry.manual and not known_difference)
+    assert "tape_vs_finite_differences" in methods
     assert report.data["directional"]["parameters"] == model.count_params() - sum(
         int(np.prod(v.shape)) for v in model.non_trainable_weights)
 
@@ -81,6 +87,7 @@ def model_with_sine(broken: bool) -> keras.Model:
                              keras.layers.Dense(3, activation="softmax", name="after")], name="with_sine")
 
 
+@pytest.mark.any_backend
 def test_a_layer_without_a_formula_is_named_and_the_model_still_checked():
     model = model_with_sine(broken=False)
     report = check_gradients(model, *random_batch(model, 4))
@@ -88,6 +95,7 @@ def test_a_layer_without_a_formula_is_named_and_the_model_still_checked():
     assert "manual: not available — Sine (sine: no manual formula for this layer class)" in str(report)
 
 
+@pytest.mark.any_backend
 def test_assert_gradients_names_the_worst_tensor_entry_both_values_and_the_tolerance():
     model = model_with_sine(broken=True)
     x, y = random_batch(model, 4)
@@ -103,15 +111,17 @@ def test_assert_gradients_names_the_worst_tensor_entry_both_values_and_the_toler
     assert not any(c["tensor"].startswith("after/") for c in report.failures())
 
 
+@pytest.mark.any_backend
 def test_the_check_never_changes_the_model_its_moving_statistics_or_seed_state():
     model = ZOO["resnet_block"].build()
-    before = [w.copy() for w in model.get_weights()] + [np.array(v.value) for v in model.variables]
+    before = [w.copy() for w in model.get_weights()] + [keras.ops.convert_to_numpy(v.value) for v in model.variables]
     x, y = random_batch(model, 4)
     assert check_gradients(model, x, y, training=True, fd_entries=4, directions=2).passed
-    after = [w.copy() for w in model.get_weights()] + [np.array(v.value) for v in model.variables]
+    after = [w.copy() for w in model.get_weights()] + [keras.ops.convert_to_numpy(v.value) for v in model.variables]
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+@pytest.mark.any_backend
 def test_kinks_are_found_without_looking_inside_the_model():
     """At Keras's zero biases, blank 3×3 patches of digits put conv pre-activations exactly on ReLU's kink: the
     generic check flags those finite-difference entries as kinks instead of failing them."""
@@ -196,6 +206,7 @@ def test_cli_registry_names_are_the_registry():
     assert set(script.REGISTRY) == set(MODEL_BUILDERS)
 
 
+@pytest.mark.any_backend
 def test_integer_labels_and_a_from_logits_loss_are_checked_with_the_manual_formulas():
     """A logits model (linear last layer) with integer class labels and SparseCategoricalCrossentropy(from_logits=
     True), as Keras users write it: the fused softmax-cross-entropy backward applies, and the loss checked is

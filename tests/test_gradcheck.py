@@ -54,6 +54,7 @@ CASES = {
 LOSSES = {"net_222_sigmoid": [None, "half_squared_error"]}
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("case, loss", [(case, loss) for case in CASES for loss in LOSSES.get(case, [None])])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_model_passes_the_three_way_check(case, loss, dtype):
@@ -64,6 +65,7 @@ def test_model_passes_the_three_way_check(case, loss, dtype):
     assert report["manual_loss"] == pytest.approx(report["tape_loss"], rel=1e-12 if dtype == "float64" else 1e-5)
 
 
+@pytest.mark.any_backend
 def test_directional_check_covers_all_600810_cnn_parameters_and_passes():
     model, x, t, masks = CASES["mnist_cnn"](np.random.default_rng(1))
     report = directional_check(model, x, t, masks, directions=3)

@@ -46,6 +46,16 @@ def _pooling(manual_class):
     return steps
 
 
+def _average_pooling(layer, training):
+    # Keras's own forward differs by backend here: PyTorch pads both sides by the same amount, so with "same"
+    # padding the last rows and columns average other windows than on TensorFlow and JAX (keras-team/keras#18452).
+    # The formula is TensorFlow's; on PyTorch the layer gets none rather than a formula for another function.
+    _require(not (keras.backend.backend() == "torch" and layer.padding == "same"),
+             "padding='same' on the torch backend, whose Keras forward averages the edge windows differently "
+             "(keras-team/keras#18452)")
+    return _pooling(conv.AvgPool2D)(layer, training)
+
+
 def _global_pooling(manual_class):
     def steps(layer, training):
         _channels_last(layer)
@@ -92,7 +102,7 @@ MANUAL_LAYERS = {
     keras.layers.Dense: _dense,
     keras.layers.Conv2D: _conv2d,
     keras.layers.MaxPooling2D: _pooling(conv.MaxPool2D),
-    keras.layers.AveragePooling2D: _pooling(conv.AvgPool2D),
+    keras.layers.AveragePooling2D: _average_pooling,
     keras.layers.GlobalAveragePooling2D: _global_pooling(conv.GlobalAvgPool2D),
     keras.layers.GlobalMaxPooling2D: _global_pooling(conv.GlobalMaxPool2D),
     keras.layers.BatchNormalization: _batch_norm,

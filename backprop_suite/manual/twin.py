@@ -138,4 +138,5 @@ class ManualTwin:
     def loss_and_gradients(self, x, t, dropout_masks=None, values=None) -> tuple[float, dict[str, np.ndarray]]:
         """The loss and every weight's gradient by parameter name, as NumPy."""
         loss, grads = self.loss_and_gradient_tensors(x, t, dropout_masks, values)
-        return float(loss), {name: ops.convert_to_numpy(g) for name, g in zip(self.params, grads, strict=True)}
+        return float(ops.convert_to_numpy(loss)), {name: ops.convert_to_numpy(g)
+                                                   for name, g in zip(self.params, grads, strict=True)}

@@ -7,6 +7,7 @@ import inspect
 
 from backprop_suite.worked_examples.batch_norm_backward import batch_norm_backward
 from backprop_suite.worked_examples.chain_network import chain_network
+from backprop_suite.worked_examples.cross_backend import cross_backend_agreement
 from backprop_suite.worked_examples.gradient_checks import gradient_check, relu_gradient_at_zero
 from backprop_suite.worked_examples.gradient_cost import gradient_cost
 from backprop_suite.worked_examples.l1_vs_l2 import l1_vs_l2
@@ -32,6 +33,7 @@ WORKED_EXAMPLES = {
     "l1_vs_l2": l1_vs_l2,  # C003-3
     "vanishing_gradients": vanishing_gradients,  # C003-6
     "batch_norm_backward": batch_norm_backward,  # beyond the notes: the book's ch. 6.3
+    "cross_backend_agreement": cross_backend_agreement,  # C002-3, C003-1 on TensorFlow, JAX and PyTorch
 }
 
 

@@ -1,0 +1,105 @@
+"""Keras 3's three backends: the verifier's tests on JAX and PyTorch, the cross-backend experiment, and the
+scripts' --backend.
+
+Keras fixes its backend when it is imported, so another backend runs in a child process: the tests marked
+any_backend run again there, the whole of them, as a user of that backend would run them."""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, tiny_spec
+
+from backprop_suite import autodiff
+from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES, cross_backend_agreement
+
+SCRIPTS = REPO_ROOT / "scripts"
+OTHER_BACKENDS = [b for b in autodiff.BACKENDS if b != autodiff.BACKEND]
+
+
+def child_env(**changes) -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BACKPROP_SUITE_OFFLINE": "1", **changes}
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_the_verifier_tests_pass_on(backend):
+    """Every test marked any_backend (the zoo, the registry models, the kink handling, each mutation of a manual
+    formula) on `backend`, with its own autodiff as the reference."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "any_backend",
+                           "-W", "ignore::UserWarning", str(REPO_ROOT / "tests")], capture_output=True, text=True,
+                          timeout=900, cwd=REPO_ROOT, env=child_env(KERAS_BACKEND=backend))
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+
+
+@pytest.mark.any_backend
+def test_float64_stays_float64_on_this_backend():
+    """Keras 3.15 maps float64 to float32 in its type promotion on JAX and PyTorch, so ops.mean of float64 values
+    summed in float32 there (and JAX keeps no float64 without x64). The checks switch float64 on; NumPy's float64
+    mean is the independent value, and 0.1 + 0.2 differs from float32's by 1e-8."""
+    autodiff.enable_float64()
+    values = np.array([0.1, 0.2, 1e-9], np.float64)
+    mean = keras.ops.mean(keras.ops.convert_to_tensor(values, "float64"))
+    assert keras.backend.standardize_dtype(mean.dtype) == "float64"
+    assert float(keras.ops.convert_to_numpy(mean)) == float(np.mean(values))
+
+
+def test_every_backend_gives_tensorflows_gradients_but_where_keras_computes_another_forward():
+    report = cross_backend_agreement(models=("two_layer_net", "pooling_and_reshaping"), batch_size=2)
+    rows = {(r["model"], r["backend"]): r for r in report.details["rows"]}
+    assert set(rows) == {(m, b) for m in ("two_layer_net", "pooling_and_reshaping") for b in autodiff.BACKENDS}
+    for key, row in rows.items():
+        if key in KNOWN_DIFFERENCES:
+            continue
+        assert row["loss"] <= 1e-12 and row["autodiff"] <= 1e-12, row  # rounding only (module docstring)
+        assert row["manual"] is not None and row["manual"] <= 1e-12, row
+    # The comparison can fail: PyTorch's Keras averages 'same'-padded edge windows differently (keras#18452).
+    torch_pooling = rows["pooling_and_reshaping", "torch"]
+    assert torch_pooling["loss"] > 1e-4 and torch_pooling["autodiff"] > 1e-2
+    assert report.metrics["pooling_and_reshaping_on_torch_loss_difference"] == torch_pooling["loss"]
+    assert report.metrics["worst_autodiff_difference"] <= 1e-12
+    assert "keras-team/keras#18452" in report.text
+
+
+def test_train_py_on_another_backend_is_a_variation_recorded_as_such(tmp_path):
+    spec = tiny_spec(tmp_path, epochs=1, batch_size=128)
+    done = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), str(spec.path), "--backend", "torch",
+                           "--results-dir", str(tmp_path / "results")], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results" / "tiny+backend=torch" / "metrics.json").read_text())
+    assert record["environment"]["keras_backend"] == "torch" and record["spec"]["backend"] == "torch"
+    assert record["spec"]["overrides"] == {"backend": "torch"} and record["verdict"].startswith("measured only")
+    assert record["metrics"]["test_accuracy"] > 0.5  # learnt (chance is 0.1)
+    assert not (tmp_path / "results" / "tiny").exists()  # the spec's own results are TensorFlow's
+
+
+def test_compare_gradients_on_jax_uses_jax_autodiff_and_keeps_the_reference_results(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "compare_gradients.py"), "--model", "net_222", "--backend",
+                           "jax", "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env=child_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "on jax (tape: jax.value_and_grad)" in done.stdout and "verdict: PASS" in done.stdout
+    report = json.loads((tmp_path / "net_222+backend=jax" / "gradcheck.json").read_text())
+    assert report["backend"] == "jax" and report["environment"]["keras_backend"] == "jax"
+    assert not (tmp_path / "net_222").exists()
+
+
+@pytest.mark.parametrize("script, args, env, named", [
+    ("compare_gradients.py", ["--model", "net_222"], {"KERAS_BACKEND": "mxnet"}, "KERAS_BACKEND='mxnet'"),
+    ("compare_gradients.py", ["--model", "net_222", "--backend", "mxnet"], {}, "--backend"),
+    ("train.py", ["c003_1_mnist_cnn_quick", "--backend", "jax", "--strategy", "mirrored"], {}, "--strategy mirrored"),
+    ("reproduce.py", ["--only", "c000_1_net_222_identity"], {"KERAS_BACKEND": "jax"}, "KERAS_BACKEND=jax"),
+])
+def test_a_backend_the_script_cannot_use_is_one_line_exit_2(tmp_path, script, args, env, named):
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args, "--results-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**child_env(), "KERAS_BACKEND": "tensorflow", **env})
+    assert done.returncode == 2, done.stderr[-1500:]
+    assert "Traceback" not in done.stderr
+    assert named in done.stderr.strip().splitlines()[-1], done.stderr[-500:]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
