@@ -5,7 +5,9 @@
   pooling add < 1 %), training ≈ 3 × forward (the backward computes two products per forward one).
 - Configurations: the suite's own training path exactly as train.py runs it (`train_py`: the spec's
   compiled model, its shuffled batch pipeline and the per-epoch checkpoint callback; `train_py_bf16`
-  the same under precision "mixed_bfloat16"), plain Keras `fit` and `fit` with jit_compile, a custom
+  the same under precision "mixed_bfloat16"; `train_py_jax` and `train_py_torch` the same on Keras's
+  JAX and PyTorch backends, each in a child process that trains on command, so that it takes its turn
+  in every round like the others), plain Keras `fit` and `fit` with jit_compile, a custom
   tf.function GradientTape step, the manual-backprop step compiled (and eager, as it ran before), and
   PyTorch when installed. All use Adam (1e-3), categorical cross-entropy, dropout on, float32 unless
   named, the same mnist-5k digits.
@@ -82,8 +84,14 @@ def _batches(x, y, batch_size: int) -> list:
     return [(tf.constant(x[s:s + batch_size]), tf.constant(y[s:s + batch_size])) for s in starts]
 
 
+OTHER_BACKEND_CONFIGS = {"train_py_jax": "jax", "train_py_torch": "torch"}  # train_py on another Keras backend
+
+
 def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
     """A warmed-up `run(steps) -> seconds` that trains `steps` batches with this configuration."""
+    backend = OTHER_BACKEND_CONFIGS.get(config)
+    if backend is not None and backend != keras.backend.backend():
+        return _child_runner(config, backend, batch_size)
     if config == "torch":
         return _torch_runner(batch_size, x, y)
     if config.startswith("train_py"):
@@ -149,6 +157,38 @@ def _train_py_runner(batch_size: int, x: np.ndarray, y: np.ndarray, precision: s
     return run
 
 
+def _child_runner(config: str, backend: str, batch_size: int):
+    """`run(steps)` for a configuration on another Keras backend: a child process (python -m backprop_suite.bench
+    --serve) builds it there and trains `steps` batches each time it reads a line, answering with the seconds."""
+    import tempfile
+
+    log = tempfile.TemporaryFile(mode="w+")  # TensorFlow's start-up lines, shown only if the child fails
+    child = subprocess.Popen([sys.executable, "-m", "backprop_suite.bench", "--serve", config, str(batch_size)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                             env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    def run(steps):
+        child.stdin.write(f"{steps}\n")
+        child.stdin.flush()
+        for line in child.stdout:  # Keras may print other lines first
+            if line.startswith("seconds "):
+                return float(line.split()[1])
+        log.seek(0)
+        raise RuntimeError(f"bench: the {backend} process for {config} ended (exit {child.wait()}):\n"
+                           f"{log.read()[-2000:]}")
+
+    run.keep_alive = (child, log)  # the child ends when its stdin closes, with the runner
+    run(3)
+    return run
+
+
+def _serve(config: str, batch_size: int) -> None:
+    x, y, _ = training_data()
+    run = runner(config, batch_size, x, y)
+    for line in sys.stdin:
+        print(f"seconds {run(int(line))}", flush=True)
+
+
 def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
     import torch
 
@@ -183,6 +223,7 @@ def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
 def thread_settings() -> dict:
     """How many threads each library may use here (0: TensorFlow decides, one per core)."""
     settings = {"cpu_count": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
                 "tensorflow_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                 "tensorflow_inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
     if torch_available():
@@ -233,8 +274,9 @@ def peak_memory_mib(config: str, batch_size: int, steps: int = 20) -> dict:
     """Memory of a fresh process that loads the data, then builds and trains `steps` batches of `config`:
     resident MiB before training, the peak while training, and their difference."""
     command = [sys.executable, "-m", "backprop_suite.bench", "--probe", config, str(batch_size), str(steps)]
+    backend = OTHER_BACKEND_CONFIGS.get(config, keras.backend.backend())
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": backend})
     if completed.returncode != 0:
         raise RuntimeError(f"memory probe {config} at batch {batch_size} failed:\n{completed.stderr[-2000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -361,3 +403,5 @@ def plot_throughput(bench: dict, path) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
     _probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
+    _serve(sys.argv[2], int(sys.argv[3]))

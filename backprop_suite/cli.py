@@ -15,8 +15,8 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 REGISTRY = ("mnist_cnn", "two_layer_net", "deep_mlp", "net_222")  # models/ (a test keeps it equal to the registry)
 STRATEGIES = ("default", "mirrored", "multiworker")  # distribute.py
 PRECISIONS = ("float32", "mixed_bfloat16")  # the Keras dtype policies a training spec may name (experiment.py)
-BENCH_CONFIGS = ("train_py", "train_py_bf16", "fit", "fit_jit", "tape_step", "manual_step", "manual_step_eager",
-                 "torch")  # bench.py
+BENCH_CONFIGS = ("train_py", "train_py_bf16", "train_py_jax", "train_py_torch", "fit", "fit_jit", "tape_step",
+                 "manual_step", "manual_step_eager", "torch")  # bench.py
 PEER_TIMEOUT_S = 120  # how long a multi-worker run waits for the other workers to start (train.py --peer-timeout)
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras 3's backends the suite runs on (autodiff.py)

@@ -103,3 +103,26 @@ def test_a_backend_the_script_cannot_use_is_one_line_exit_2(tmp_path, script, ar
     assert "Traceback" not in done.stderr
     assert named in done.stderr.strip().splitlines()[-1], done.stderr[-500:]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_bench_times_the_suites_training_path_on_every_backend_in_the_same_rounds():
+    from backprop_suite import bench
+
+    x, y, _ = bench.training_data()
+    configs = ["train_py", "train_py_jax", "train_py_torch"]
+    measured = bench.throughput(configs, [128], 2, x[:640], y[:640], progress=lambda line: None)
+    rounds = measured[128]["samples_per_second"]
+    assert set(rounds) == set(configs) and all(len(v) == 2 and min(v) > 0 for v in rounds.values())
+
+
+def test_one_spec_trained_on_two_backends_gives_each_runs_metrics_and_curves_side_by_side(tmp_path):
+    from backprop_suite.worked_examples.cross_backend_training import cross_backend_training
+
+    spec = tiny_spec(tmp_path, epochs=2, batch_size=128)
+    result = cross_backend_training(str(spec.path), backends=("tensorflow", "torch"))
+    assert result.metrics["tensorflow_test_accuracy"] > 0.5 and result.metrics["torch_test_accuracy"] > 0.5
+    assert result.metrics["min_test_accuracy"] == min(result.metrics["tensorflow_test_accuracy"],
+                                                     result.metrics["torch_test_accuracy"])
+    result.figures["curves_by_backend.png"](tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert result.data["name"] == "mnist-5k"

@@ -8,6 +8,7 @@ import inspect
 from backprop_suite.worked_examples.batch_norm_backward import batch_norm_backward
 from backprop_suite.worked_examples.chain_network import chain_network
 from backprop_suite.worked_examples.cross_backend import cross_backend_agreement
+from backprop_suite.worked_examples.cross_backend_training import cross_backend_training
 from backprop_suite.worked_examples.gradient_checks import gradient_check, relu_gradient_at_zero
 from backprop_suite.worked_examples.gradient_cost import gradient_cost
 from backprop_suite.worked_examples.l1_vs_l2 import l1_vs_l2
@@ -33,7 +34,8 @@ WORKED_EXAMPLES = {
     "l1_vs_l2": l1_vs_l2,  # C003-3
     "vanishing_gradients": vanishing_gradients,  # C003-6
     "batch_norm_backward": batch_norm_backward,  # beyond the notes: the book's ch. 6.3
-    "cross_backend_agreement": cross_backend_agreement,  # C002-3, C003-1 on TensorFlow, JAX and PyTorch
+    "cross_backend_agreement": cross_backend_agreement,  # beyond the notes: every Keras backend's gradients
+    "cross_backend_training": cross_backend_training,  # beyond the notes: one spec trained on every backend
 }
 
 
