@@ -84,6 +84,12 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Preformatted:
+    """Text as printed (a worked example's tables), in a fixed-width block that scrolls on its own if wide."""
+    text: str
+
+
+@dataclass(frozen=True)
 class Figure:
     path: str  # relative to results/
     caption: str
@@ -95,6 +101,7 @@ class Figure:
 class ExperimentResult:
     spec: object  # ExperimentSpec or WorkedExampleSpec
     record: dict | None  # metrics.json, or None if never run
+    printed: str | None = None  # a worked example's report.txt: what it printed
 
     @property
     def verdict(self) -> str:
@@ -126,7 +133,15 @@ class ExperimentResult:
 def stored_results(results_root: Path, specs=None) -> list[ExperimentResult]:
     """Every spec in experiments/ (or `specs`) with its stored metrics.json, if any."""
     specs = specs if specs is not None else [load_spec(path) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    return [ExperimentResult(spec, _record_or_none(Path(results_root) / spec.name / "metrics.json")) for spec in specs]
+    return [ExperimentResult(spec, _record_or_none(Path(results_root) / spec.name / "metrics.json"),
+                             _text_or_none(Path(results_root) / spec.name / "report.txt")) for spec in specs]
+
+
+def _text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _record_or_none(path: Path) -> dict | None:
@@ -238,7 +253,9 @@ def experiment_blocks(result: ExperimentResult, figure_anchors: dict) -> list:
                                  f"after {metrics['epochs']} epochs; {metrics['parameters']:,} parameters. Curves: ",
                                  Link("history.csv", f"{spec.name}/history.csv"), "."]))
     else:
-        blocks.append(Paragraph(["What it printed: ", Link("report.txt", f"{spec.name}/report.txt"), "."]))
+        blocks.append(Paragraph(["What it printed (", Link("report.txt", f"{spec.name}/report.txt"), "):"]))
+        if result.printed:
+            blocks.append(Preformatted(result.printed.rstrip("\n")))
     for name in result.figures():
         first = figure_anchors.get((spec.name, name), (spec.name, name))
         if first == (spec.name, name):
@@ -356,6 +373,8 @@ def render_markdown(blocks: list) -> str:
             lines = ["| " + " | ".join(block.header) + " |", "|" + " --- |" * len(block.header)]
             lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in block.rows]
             out.append("\n".join(lines))
+        elif isinstance(block, Preformatted):
+            out.append(f"```text\n{block.text}\n```")
         elif isinstance(block, Figure):
             out.append(f"![{block.title}]({block.path})" + (f"\n\n*{block.caption}*" if block.caption else ""))
     return "\n\n".join(out) + "\n"
@@ -423,6 +442,7 @@ img.thumb { width: 100%; border: 1px solid #eee; cursor: zoom-in; }
 figure { display: inline-block; margin: 0.5rem; vertical-align: top; max-width: 640px; }
 figure img { max-width: 100%; border: 1px solid #eee; cursor: zoom-in; }
 figcaption { font-size: 0.85rem; color: #444; }
+pre { overflow-x: auto; max-width: 100%; font-size: 0.8rem; background: #f6f6f6; padding: 0.5rem; }
 #zoom { position: fixed; inset: 0; background: rgba(0, 0, 0, 0.75); overflow: auto; cursor: zoom-out; z-index: 9;
         display: flex; } #zoom[hidden] { display: none; }
 #zoom img { margin: auto; background: white; max-width: none; }
@@ -468,6 +488,8 @@ def render_html(blocks: list, results_root: Path) -> str:
                     cells.append(f"<td{kind}>{_html_inline(cell)}</td>")
                 out.append("<tr>" + "".join(cells) + "</tr>")
             out.append("</tbody></table>")
+        elif isinstance(block, Preformatted):
+            out.append(f"<pre>{html.escape(block.text)}</pre>")
         elif isinstance(block, Figure):
             source, title = _data_uri(Path(results_root) / block.path), html.escape(block.title)
             caption = f"<br>{html.escape(block.caption)}" if block.caption else ""
