@@ -65,15 +65,16 @@ def test_every_backend_gives_tensorflows_gradients_but_where_keras_computes_anot
     assert "keras-team/keras#18452" in report.text
 
 
-def test_train_py_on_another_backend_is_a_variation_recorded_as_such(tmp_path):
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_train_py_on_another_backend_is_a_variation_recorded_as_such(tmp_path, backend):
     spec = tiny_spec(tmp_path, epochs=1, batch_size=128)
-    done = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), str(spec.path), "--backend", "torch",
+    done = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), str(spec.path), "--backend", backend,
                            "--results-dir", str(tmp_path / "results")], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path, env=child_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    record = json.loads((tmp_path / "results" / "tiny+backend=torch" / "metrics.json").read_text())
-    assert record["environment"]["keras_backend"] == "torch" and record["spec"]["backend"] == "torch"
-    assert record["spec"]["overrides"] == {"backend": "torch"} and record["verdict"].startswith("measured only")
+    record = json.loads((tmp_path / "results" / f"tiny+backend={backend}" / "metrics.json").read_text())
+    assert record["environment"]["keras_backend"] == backend and record["spec"]["backend"] == backend
+    assert record["spec"]["overrides"] == {"backend": backend} and record["verdict"].startswith("measured only")
     assert record["metrics"]["test_accuracy"] > 0.5  # learnt (chance is 0.1)
     assert not (tmp_path / "results" / "tiny").exists()  # the spec's own results are TensorFlow's
 
