@@ -42,6 +42,14 @@ def max_pool_routes_to_the_transposed_window_position(self, dout):
     return self._routed_back([((b, a), ops.where(mask, dout, zero)) for (a, b), mask in self.masks])  # (a, b) swapped
 
 
+def max_pool_tiled_routes_to_the_transposed_window_position(self, dout):
+    (ph, pw), (_, ho, wo, c) = self.pool, dout.shape
+    routed = ops.where(self.first_max, dout[:, :, :, None, :], ops.zeros_like(dout)[:, :, :, None, :])
+    swapped = ops.transpose(ops.reshape(routed, (-1, ho, wo, ph, pw, c)), (0, 1, 4, 2, 3, 5))  # (a, b) -> (b, a)
+    dx = ops.reshape(swapped, (-1, ho * ph, wo * pw, c))
+    return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])
+
+
 def avg_pool_divides_by_the_whole_window(self, dout):
     share = dout / (self.pool[0] * self.pool[1])  # padded entries counted, unlike TensorFlow's forward
     return self._routed_back([((a, b), share) for a in range(self.pool[0]) for b in range(self.pool[1])])
@@ -78,6 +86,11 @@ MUTATIONS = {
     "max_pool_routes_to_the_transposed_window_position": (
         "pooling_and_reshaping", None, (conv.MaxPool2D, "backward", max_pool_routes_to_the_transposed_window_position),
         {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
+    "max_pool_tiled_routes_to_the_transposed_window_position": (  # the 2×2 pools' regrouped formulation
+        "cifar_convnet", None,
+        (conv.MaxPool2D, "_tiled_backward", max_pool_tiled_routes_to_the_transposed_window_position),
+        {"conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "conv3/kernel", "conv3/bias", "conv4/kernel",
+         "conv4/bias"}),  # every conv lies upstream of a pool; the dense layers after them are still right
     "avg_pool_divides_by_the_whole_window": (
         "pooling_and_reshaping", None, (conv.AvgPool2D, "backward", avg_pool_divides_by_the_whole_window),
         {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),

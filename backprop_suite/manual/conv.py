@@ -118,9 +118,19 @@ class _Pooling:
 
 
 class MaxPool2D(_Pooling):
-    """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞)."""
+    """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞).
+
+    Two formulations of the same routing. Windows that tile the input (valid padding, stride = pool: the usual
+    2×2 pool) are regrouped so that each window's p_h·p_w entries lie along one axis, channels kept last; the
+    first maximum along it takes the gradient, and the regrouping is undone on the way back. Any other pool
+    (overlapping, strided, same-padded) routes window position by window position: a strided slice, a
+    first-max mask and a padded copy each. On the CNN's 2×2 pool at batch 128 the first takes 5 ms where the
+    second took 20 (TensorFlow's fused MaxPoolGrad: 2; scripts/profile_manual_layers.py)."""
 
     def forward(self, x):
+        self.tiled = self.padding == "valid" and self.pool == self.strides
+        if self.tiled:
+            return self._tiled_forward(x)
         entries = self._windows(x, float("-inf"))
         y = entries[0][1]
         for _, entry in entries[1:]:
@@ -136,8 +146,33 @@ class MaxPool2D(_Pooling):
 
     def backward(self, dout):
         # The whole gradient of each output goes to its window's arg-max; overlapping windows add up.
+        if self.tiled:
+            return self._tiled_backward(dout)
         zero = ops.zeros_like(dout)
         return self._routed_back([(position, ops.where(mask, dout, zero)) for position, mask in self.masks])
+
+    def _tiled_forward(self, x):
+        (ph, pw), (_, h, w, c) = self.pool, x.shape
+        self.h, self.w, ho, wo = h, w, h // ph, w // pw  # valid padding: rows and columns past the last window drop
+        windows = ops.reshape(x[:, :ho * ph, :wo * pw, :], (-1, ho, ph, wo, pw, c))
+        windows = ops.reshape(ops.transpose(windows, (0, 1, 3, 2, 4, 5)), (-1, ho, wo, ph * pw, c))
+        y = ops.max(windows, axis=3)
+        is_max = ops.equal(windows, y[:, :, :, None, :])
+        # Ties: the first maximum in row-major window order (entry a·p_w + b) wins, as in TensorFlow's MaxPoolGrad.
+        taken = is_max[:, :, :, 0]
+        first = [taken]
+        for k in range(1, ph * pw):
+            first.append(ops.logical_and(is_max[:, :, :, k], ops.logical_not(taken)))
+            taken = ops.logical_or(taken, first[-1])
+        self.first_max = ops.stack(first, axis=3)
+        return y
+
+    def _tiled_backward(self, dout):
+        (ph, pw), (_, ho, wo, c) = self.pool, dout.shape
+        routed = ops.where(self.first_max, dout[:, :, :, None, :], ops.zeros_like(dout)[:, :, :, None, :])
+        dx = ops.reshape(ops.transpose(ops.reshape(routed, (-1, ho, wo, ph, pw, c)), (0, 1, 3, 2, 4, 5)),
+                         (-1, ho * ph, wo * pw, c))
+        return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])
 
 
 class AvgPool2D(_Pooling):
