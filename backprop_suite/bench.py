@@ -20,8 +20,10 @@
 """
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,7 +93,7 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
     """A warmed-up `run(steps) -> seconds` that trains `steps` batches with this configuration."""
     backend = OTHER_BACKEND_CONFIGS.get(config)
     if backend is not None and backend != keras.backend.backend():
-        return _child_runner(config, backend, batch_size)
+        return _child_runner(config, backend, batch_size, len(x))
     if config == "torch":
         return _torch_runner(batch_size, x, y)
     if config.startswith("train_py"):
@@ -125,46 +127,99 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
 BENCH_SPEC = "c003_1_mnist_cnn_quick"  # the C003-1 CNN as the main job trains it (Adam 1e-3)
 
 
+class _EpochOnCommand(keras.callbacks.Callback):
+    """Lets one long `fit`, in a thread of its own, train one epoch per `run()`, as the other configurations do.
+
+    Each epoch waits at its beginning for a command; run() sends one and returns the seconds from it to the next
+    epoch's beginning: the epoch with everything train.py's single `fit` call does after it (validation, the
+    checkpoint callback) and not the call's own start-up, which train.py pays once per training."""
+
+    def __init__(self):
+        super().__init__()
+        self.commands, self.seconds = queue.Queue(), queue.Queue()
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start is not None:
+            self.seconds.put(time.perf_counter() - self._start)
+        if self.commands.get() is None:
+            raise _Stopped
+        self._start = time.perf_counter()
+
+    def fit_in_thread(self, fit):
+        def target():
+            try:
+                fit()
+            except _Stopped:
+                pass
+            except BaseException as error:  # noqa: BLE001 - handed to run(), which raises it
+                self.seconds.put(error)
+
+        thread = threading.Thread(target=target, daemon=True, name="bench-fit")
+        thread.start()
+
+        def run():
+            self.commands.put("epoch")
+            seconds = self.seconds.get()
+            if isinstance(seconds, BaseException):
+                raise seconds
+            return seconds
+
+        def close():
+            self.commands.put(None)
+            thread.join()
+
+        run.close = close
+        return run
+
+
+class _Stopped(Exception):
+    pass
+
+
 def _train_py_runner(batch_size: int, x: np.ndarray, y: np.ndarray, precision: str):
-    """What train.py does per epoch: the spec's compiled model, training.shuffled_batches for that epoch, and
-    model.fit with the epoch checkpoint (written to a temporary folder) as its callback and a validation set
-    (a tenth of the digits, as train.py holds out) evaluated after the epoch. That evaluation is part of the
-    path's cost; the samples/s count the training samples only, as for every configuration."""
+    """train.py's training, epoch by epoch (training.fit_epochs in one call of `fit`): the spec's compiled model
+    and shuffled batches, the epoch checkpoint (to a temporary folder) and a validation set (a tenth of the
+    digits, as train.py holds out) evaluated after each epoch. That evaluation is part of the path's cost; the
+    samples/s count the training samples only, as for every configuration. An epoch is the whole batches of
+    (x, y), as every configuration measures, so `run(steps)` takes only that number."""
     import tempfile
 
     from backprop_suite.checkpoint import EpochCheckpoint
     from backprop_suite.experiment import load_spec, with_overrides
-    from backprop_suite.training import build_compiled_model, shuffled_batches
+    from backprop_suite.pipeline import EpochBatches
+    from backprop_suite.training import build_compiled_model, fit_epochs
 
     spec = with_overrides(load_spec(BENCH_SPEC), batch_size=batch_size, precision=precision)
     keras.utils.set_random_seed(SEED)
     model = build_compiled_model(spec)
     state = tempfile.TemporaryDirectory(prefix="bench-checkpoint-")
-    checkpoint = EpochCheckpoint(Path(state.name), {"bench": spec.name})
-    epoch, validation = 0, (x[-len(x) // 10:], y[-len(y) // 10:])
+    whole = len(x) // batch_size * batch_size
+    batches = EpochBatches(x[:whole], y[:whole], batch_size, SEED)
+    validation = (x[-len(x) // 10:], y[-len(y) // 10:])
+    pacer = _EpochOnCommand()
+    callbacks = [EpochCheckpoint(Path(state.name), {"bench": spec.name}), pacer]
+    run_epoch = pacer.fit_in_thread(lambda: fit_epochs(model, batches, validation, 0, 10**6, callbacks))
 
     def run(steps):
-        nonlocal epoch
-        batches = shuffled_batches(x, y, batch_size, SEED, epoch, epoch + 1)
-        start = time.perf_counter()
-        model.fit(batches, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, shuffle=False,
-                  validation_data=validation, callbacks=[checkpoint], verbose=0)
-        epoch += 1
-        return time.perf_counter() - start
+        if steps != batches.steps:
+            raise ValueError(f"train_py measures whole epochs of {batches.steps} steps, not {steps}")
+        return run_epoch()
 
-    run.keep_alive = state  # the folder lives as long as the runner
-    run(3)
+    run.keep_alive, run.close = state, run_epoch.close  # the folder lives as long as the runner
+    run(batches.steps)  # tracing, first allocations
     return run
 
 
-def _child_runner(config: str, backend: str, batch_size: int):
+def _child_runner(config: str, backend: str, batch_size: int, samples: int):
     """`run(steps)` for a configuration on another Keras backend: a child process (python -m backprop_suite.bench
-    --serve) builds it there and trains `steps` batches each time it reads a line, answering with the seconds."""
+    --serve) builds it there on the first `samples` digits and trains `steps` batches each time it reads a line,
+    answering with the seconds."""
     import tempfile
 
     log = tempfile.TemporaryFile(mode="w+")  # TensorFlow's start-up lines, shown only if the child fails
-    child = subprocess.Popen([sys.executable, "-m", "backprop_suite.bench", "--serve", config, str(batch_size)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+    command = [sys.executable, "-m", "backprop_suite.bench", "--serve", config, str(batch_size), str(samples)]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
                              env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
     def run(steps):
@@ -178,15 +233,15 @@ def _child_runner(config: str, backend: str, batch_size: int):
                            f"{log.read()[-2000:]}")
 
     run.keep_alive = (child, log)  # the child ends when its stdin closes, with the runner
-    run(3)
-    return run
+    return run  # the child warms up as it builds; throughput's warm-up epoch waits for it
 
 
-def _serve(config: str, batch_size: int) -> None:
+def _serve(config: str, batch_size: int, samples: int) -> None:
     x, y, _ = training_data()
-    run = runner(config, batch_size, x, y)
+    run = runner(config, batch_size, x[:samples], y[:samples])
     for line in sys.stdin:
         print(f"seconds {run(int(line))}", flush=True)
+    getattr(run, "close", lambda: None)()
 
 
 def _torch_runner(batch_size: int, x: np.ndarray, y: np.ndarray):
@@ -266,6 +321,8 @@ def throughput(configs, batch_sizes, rounds: int, x, y, progress=print) -> dict:
                 rows[config].append(steps[config] * batch_size / run(steps[config]))
             progress(f"[bench] batch {batch_size}, round {number + 1}/{rounds}: "
                      + ", ".join(f"{c} {rows[c][-1]:,.0f}/s" for c in configs))
+        for run in runners.values():
+            getattr(run, "close", lambda: None)()
         measured[batch_size] = {"steps_per_measurement": steps, "samples_per_second": rows}
     return measured
 
@@ -294,8 +351,10 @@ def _probe(config: str, batch_size: int, steps: int) -> None:
     before = _status_mib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the peak (VmHWM) to the current resident size (Linux ≥ 4.0)
-    runner(config, batch_size, x, y)(steps)
+    run = runner(config, batch_size, x, y)
+    run(len(x) // batch_size if config.startswith("train_py") else steps)  # train_py trains whole epochs
     peak = _status_mib("VmHWM")
+    getattr(run, "close", lambda: None)()
     print(json.dumps({"before_mib": before, "peak_mib": peak, "training_mib": peak - before}))
 
 
@@ -404,4 +463,4 @@ def plot_throughput(bench: dict, path) -> None:
 if __name__ == "__main__" and sys.argv[1:2] == ["--probe"]:
     _probe(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
-    _serve(sys.argv[2], int(sys.argv[3]))
+    _serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

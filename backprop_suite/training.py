@@ -1,5 +1,4 @@
 """Train an experiment with Keras `fit` and write its results folder."""
-import math
 import shutil
 import sys
 import time
@@ -8,7 +7,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from backprop_suite import artifacts, distribute
+from backprop_suite import artifacts, distribute, pipeline
 from backprop_suite.checkpoint import EpochCheckpoint, ResumeStateError
 from backprop_suite.cli import RESULTS_DIR
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
@@ -18,22 +17,6 @@ from backprop_suite.models import build_model
 from backprop_suite.provenance import environment
 from backprop_suite.reference import global_dtype_policy
 from backprop_suite.verdict import evaluate_expectations, spec_header
-
-
-def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:
-    """Batches for epochs first_epoch..epochs-1; epoch e's order depends only on (seed, e).
-
-    So a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
-    """
-    x, y = tf.constant(x), tf.constant(y)
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(tf.shape(x, out_type=tf.int64)[0]), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    return (tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-            .map(lambda index: (tf.gather(x, index), tf.gather(y, index))).prefetch(tf.data.AUTOTUNE))
 
 
 def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
@@ -46,8 +29,19 @@ def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
         raise SpecError(f"{spec.path} [model]: {error}") from None
     # jit_compile=False: XLA made the CNN's training slower on CPU (results/bench.json, `fit_jit` vs `fit`).
     model.compile(optimizer=OPTIMIZERS[spec.optimizer](learning_rate=spec.learning_rate),
-                  loss=spec.loss, metrics=["accuracy"], jit_compile=False)
+                  loss=spec.loss, metrics=["accuracy"], jit_compile=False,
+                  steps_per_execution=pipeline.steps_per_execution(
+                      spec.batch_size, tf.distribute.get_strategy().num_replicas_in_sync))
     return model
+
+
+def fit_epochs(model: keras.Model, batches: pipeline.EpochBatches, validation: tuple, first_epoch: int,
+               end_epoch: int, callbacks: list, verbose: int | str = 0) -> None:
+    """Train epochs first_epoch..end_epoch-1 with `model.fit` as train.py does: an epoch is a pass over
+    `batches`, then `validation` = (x, y) is evaluated; `callbacks` after the batches' own."""
+    model.fit(batches.dataset, epochs=end_epoch, initial_epoch=first_epoch, shuffle=False,  # batches shuffle
+              validation_data=pipeline.evaluation_batches(*validation), callbacks=[batches, *callbacks],
+              verbose=verbose)
 
 
 def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,
@@ -112,20 +106,20 @@ def _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, di
           f"({len(fit_split)} train / {len(val_split)} validation / {len(dataset.test)} test)"
           f"{distribute.describe(strategy)}", flush=True)
     if first_epoch < spec.epochs:
-        batches = shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs)
         if multiworker:
+            batches = pipeline.shuffled_batches(x_fit, y_fit, spec.batch_size, spec.seed, first_epoch, spec.epochs)
             distribute.fit_multiworker(strategy, model, batches, len(x_fit), first_epoch, spec.epochs, validation,
                                        checkpoint)
         else:
-            model.fit(batches, epochs=spec.epochs, initial_epoch=first_epoch, shuffle=False,  # shuffled_batches did
-                      steps_per_epoch=math.ceil(len(x_fit) / spec.batch_size), validation_data=validation,
-                      callbacks=[checkpoint, *([keras.callbacks.TensorBoard(tensorboard)] if tensorboard else [])],
-                      verbose=1 if sys.stdout.isatty() else 2)
+            batches = pipeline.EpochBatches(x_fit, y_fit, spec.batch_size, spec.seed)
+            logging = [keras.callbacks.TensorBoard(tensorboard)] if tensorboard else []
+            fit_epochs(model, batches, validation, first_epoch, spec.epochs, callbacks=[checkpoint, *logging],
+                       verbose=1 if sys.stdout.isatty() else 2)
     evaluation_start = time.perf_counter()
     if multiworker:  # Keras 3's evaluate fails there too
-        test_loss, test_accuracy = distribute.evaluate_locally(model, x_test, y_test)
+        test_loss, test_accuracy = distribute.evaluate_locally(model, x_test, y_test, pipeline.EVALUATION_BATCH)
     else:
-        test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+        test_loss, test_accuracy = model.evaluate(pipeline.evaluation_batches(x_test, y_test), verbose=0)
     measured = {"test_loss": float(test_loss), "test_accuracy": float(test_accuracy),
                 "parameters": model.count_params()}
     record = results_record(spec, dataset, len(fit_split), len(val_split), checkpoint.rows, measured)
