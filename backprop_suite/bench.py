@@ -121,6 +121,8 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
             float(loss)  # wait for the last step
             return time.perf_counter() - start
     run(3)  # tracing, compilation, first allocations
+    if config.startswith("manual_step"):
+        run.formulations = step.formulations  # which kernel gradient each convolution took (timed at first call)
     return run
 
 
@@ -323,7 +325,9 @@ def throughput(configs, batch_sizes, rounds: int, x, y, progress=print) -> dict:
                      + ", ".join(f"{c} {rows[c][-1]:,.0f}/s" for c in configs))
         for run in runners.values():
             getattr(run, "close", lambda: None)()
-        measured[batch_size] = {"steps_per_measurement": steps, "samples_per_second": rows}
+        measured[batch_size] = {"steps_per_measurement": steps, "samples_per_second": rows,
+                                "manual_formulations": {config: run.formulations for config, run in runners.items()
+                                                        if hasattr(run, "formulations")}}
     return measured
 
 

@@ -34,8 +34,12 @@ def _drawn_mask(dropout, x):
 
 
 def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropout_masks: dict | None = None,
-                compiled: bool = True):
-    """step(x, t) -> loss with the manual twin's forward and backward (no tape); compiled unless told not to."""
+                compiled: bool = True, fastest_formulations: bool = True):
+    """step(x, t) -> loss with the manual twin's forward and backward (no tape); compiled unless told not to.
+
+    fastest_formulations: on the first call, time the formulations a layer has two of (ManualTwin.
+    choose_fastest_formulations) at that batch's shapes and keep the faster; step.formulations says which.
+    """
     twin = ManualTwin(model)
     variables = list(parameters(model).values())  # the order of twin.gradient_tensors()
     masks = _drawn_mask if dropout_masks is None else dropout_masks
@@ -50,4 +54,15 @@ def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropo
         optimizer.apply(grads, variables)
         return loss
 
-    return tf.function(step, autograph=False) if compiled else step  # plain Python control flow
+    run = tf.function(step, autograph=False) if compiled else step  # plain Python control flow
+    if not fastest_formulations:
+        return run
+
+    def first_call_chooses(x, t):
+        if first_call_chooses.formulations is None:
+            first_call_chooses.formulations = twin.choose_fastest_formulations(
+                x, t, tf.function if compiled else None)
+        return run(x, t)
+
+    first_call_chooses.formulations = None
+    return first_call_chooses

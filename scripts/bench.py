@@ -54,6 +54,7 @@ def main(argv=None) -> int:
         "limit_samples_per_second": rate / training_flops,
         "throughput": {str(b): row for b, row in bench.summarise(measured, rate, training_flops).items()},
         "steps_per_measurement": {str(b): m["steps_per_measurement"] for b, m in measured.items()},
+        "manual_formulations_seconds": {str(b): m["manual_formulations"] for b, m in measured.items()},
         "peak_memory_mib": memory, "torch": torch_version, "threads": bench.thread_settings(),
         "data": data, "environment": environment(),
     }

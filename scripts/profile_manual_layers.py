@@ -86,6 +86,11 @@ def main(argv=None) -> int:
             mask = tf.constant(rng.random(x.shape) >= getattr(layer, "rate", 0.0))
 
             by_hand, by_tape = compiled_pair(layer, steps, x, dout, mask)
+            choices = [step for step in steps if hasattr(step, "choose_fastest")]
+            if choices:  # as the manual step does: time the formulations at these shapes, before compiling
+                by_hand.python_function()  # eagerly, so that each step knows its shapes
+                formulations = {name: round(seconds * 1e3, 3) for step in choices
+                                for name, seconds in step.choose_fastest(tf.function).items()}
             times = {"manual": [], "tape": []}
             for fn in (by_hand, by_tape):
                 [t.numpy() for t in fn()]  # trace and warm up
@@ -98,6 +103,9 @@ def main(argv=None) -> int:
             rows[layer.name] = {"manual_ms": round(manual_ms, 3), "tape_ms": round(tape_ms, 3),
                                 "manual_over_tape": round(float(np.median(np.divide(times["manual"], times["tape"]))),
                                                           2)}
+            if choices:
+                rows[layer.name]["kernel_gradient_ms"] = formulations
+                rows[layer.name]["kernel_gradient"] = choices[0].kernel_gradient
         result["layers"][str(batch)] = rows
         print(f"batch {batch}: " + ", ".join(f"{n} {r['manual_ms']:.2f}/{r['tape_ms']:.2f} ms "
                                              f"({r['manual_over_tape']:.2f}×)" for n, r in rows.items()),

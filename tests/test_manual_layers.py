@@ -2,6 +2,7 @@
 Keras layer itself, backward (dL/dx and every weight's gradient) against the tape and against central
 differences, an independent, derivative-free value. L = Σ dout ⊙ layer(x) for a random dout."""
 import ast
+import time
 
 import keras
 import numpy as np
@@ -10,8 +11,8 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 
 from backprop_suite.gradcheck import TOLERANCES, central_differences, sample_indices
+from backprop_suite.manual import conv, losses
 from backprop_suite.manual import layers as manual
-from backprop_suite.manual import losses
 from backprop_suite.manual.table import MANUAL_LAYERS, Unsupported, manual_steps
 
 FD_RTOL, FD_ATOL = TOLERANCES["vs_finite_differences"]
@@ -116,6 +117,28 @@ def test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite
         np.testing.assert_allclose(grads[variable.name], tape.gradient(value, variable), **EXACT)
         fd_check(lambda w, v=variable: float(tf.reduce_sum(dout * keras_forward(x, [(v, w)]))), variable.numpy(),
                  grads[variable.name], rng)
+
+
+@pytest.mark.parametrize("formulation", conv.KERNEL_GRADIENTS)
+@pytest.mark.parametrize("case", [name for name in LAYERS if name.startswith("conv")])
+def test_each_kernel_gradient_formulation_matches_the_tape_and_finite_differences(case, formulation, monkeypatch):
+    """Conv2D has two formulations of dL/dK (the faster depends on the CPU and the shapes): each must be right."""
+    monkeypatch.setattr(conv.Conv2D, "kernel_gradient", formulation)
+    test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite_differences(case)
+
+
+@pytest.mark.parametrize("slow", conv.KERNEL_GRADIENTS)
+def test_choose_fastest_keeps_the_kernel_gradient_formulation_that_took_less_time(slow, monkeypatch):
+    def delayed(formulation):
+        return lambda *args: (time.sleep(0.05), formulation(*args))[1]
+
+    monkeypatch.setattr(conv, "KERNEL_GRADIENTS", {name: delayed(f) if name == slow else f
+                                                   for name, f in conv.KERNEL_GRADIENTS.items()})
+    step = conv.Conv2D(strides=(2, 1))
+    rng = np.random.default_rng(0)
+    step.forward(tf.constant(rng.standard_normal((2, 9, 8, 3))), tf.constant(rng.standard_normal((3, 3, 3, 4))))
+    seconds = step.choose_fastest(repeats=2)
+    assert step.kernel_gradient != slow and seconds[slow] > 0.05 > seconds[step.kernel_gradient]
 
 
 @pytest.mark.parametrize("merge, manual_class", [(L.Add, manual.Add), (L.Concatenate, manual.Concatenate)])

@@ -37,6 +37,10 @@ def conv_input_gradient_with_an_undilated_kernel(self, dout, dx):
     return wrong[:, :dx.shape[1], :dx.shape[2], :]
 
 
+def window_products_ignore_the_dilation(xp, dout, kernel_size, strides, dilation):
+    return conv.kernel_gradient_by_window_products(xp, dout, kernel_size, strides, (1, 1))  # should step by d
+
+
 def max_pool_routes_to_the_transposed_window_position(self, dout):
     zero = ops.zeros_like(dout)
     return self._routed_back([((b, a), ops.where(mask, dout, zero)) for (a, b), mask in self.masks])  # (a, b) swapped
@@ -71,7 +75,7 @@ def layer_norm_drops_the_variance_path(self, dout):
 
 
 MUTATIONS = {
-    # name: (zoo model, loss (None: the zoo's), (class, method, replacement), tensors that must fail)
+    # name: (zoo model, loss (None: the zoo's), (class or module, attribute, replacement), tensors that must fail)
     "conv_same_crop_ignores_the_padding_offset": (
         "strided_cnn_gap", None, (conv, "_crop", lambda x, pads, h, w: x[:, :h, :w, :]),
         {"conv1/kernel", "conv1/bias"}),  # conv2 is padded (1, 1); conv3 (0, 1) and conv4 (valid) are unaffected
@@ -79,6 +83,10 @@ MUTATIONS = {
         "strided_cnn_gap", None, (conv.Conv2D, "backward",
                                   wrap_backward(conv.Conv2D, conv_kernel_gradient_ignores_the_stride)),
         {"conv1/kernel", "conv3/kernel", "conv4/kernel"}),  # conv2 has stride 1
+    "conv_window_products_ignore_the_dilation": (
+        "pooling_and_reshaping", None,
+        (conv, "KERNEL_GRADIENTS", {**conv.KERNEL_GRADIENTS, "window_products": window_products_ignore_the_dilation}),
+        {"dilated/kernel"}),  # the default formulation; only the dilated conv's kernel gradient changes
     "conv_input_gradient_with_an_undilated_kernel": (
         "pooling_and_reshaping", None, (conv.Conv2D, "backward",
                                            wrap_backward(conv.Conv2D, conv_input_gradient_with_an_undilated_kernel)),

@@ -5,6 +5,9 @@ and the P = max((⌈H/s⌉ − 1)·s + k_eff − H, 0) padded rows go ⌊P/2⌋ 
 k_eff = (k − 1)·d + 1 for dilation d. Every layer pads first and then works on a "valid" window grid,
 so one backward serves both paddings (its gradient is cropped back to the unpadded input).
 """
+import time
+
+import numpy as np
 from keras import ops
 
 
@@ -59,10 +62,38 @@ def _route_back(routed, strides, padded_shape):
     return total
 
 
+def kernel_gradient_by_window_products(xp, dout, kernel_size, strides, dilation):
+    """dL/dK[a,b,c,o] = Σ_{n,i,j} xp[n, i·s + a·d, j·s + b·d, c]·dout[n,i,j,o]: for each kernel entry (a, b), the
+    input entries it met, as an (N·h·w, C) matrix, transposed times dout as an (N·h·w, O) matrix."""
+    (sh, sw), (dh, dw), (_, h, w, out_channels) = strides, dilation, dout.shape
+    flat_dout = ops.reshape(dout, (-1, out_channels))
+    return ops.stack([ops.stack([
+        ops.matmul(ops.transpose(ops.reshape(
+            xp[:, a * dh:a * dh + (h - 1) * sh + 1:sh, b * dw:b * dw + (w - 1) * sw + 1:sw, :], (-1, xp.shape[3]))),
+            flat_dout)
+        for b in range(kernel_size[1])]) for a in range(kernel_size[0])])
+
+
+def kernel_gradient_by_batch_as_channels(xp, dout, kernel_size, strides, dilation):
+    """The same sum with the batch axis as the channels: a valid convolution of xp as (C, H, W, N) with dout as an
+    (h, w, N, O) kernel dilated by s, stepping by d, gives (C, ≥k_h, ≥k_w, O)."""
+    dK = ops.conv(ops.transpose(xp, (3, 1, 2, 0)), ops.transpose(dout, (1, 2, 0, 3)),
+                  strides=dilation, padding="valid", dilation_rate=strides)
+    return ops.transpose(dK[:, :kernel_size[0], :kernel_size[1], :], (1, 2, 0, 3))
+
+
+# Two formulations of the kernel gradient; which is faster depends on the CPU and the shapes (C003-1's conv2 at
+# batch 128 on a 2-core AMD EPYC: window products 14 ms, batch as channels 21 ms; another machine had them the
+# other way round). Conv2D.choose_fastest times them; the first is the default.
+KERNEL_GRADIENTS = {"window_products": kernel_gradient_by_window_products,
+                    "batch_as_channels": kernel_gradient_by_batch_as_channels}
+
+
 class Conv2D:
     """Cross-correlation y[n,i,j,o] = Σ_{a,b,c} xp[n, i·s + a·d, j·s + b·d, c]·K[a,b,c,o] + b[o],
     xp the padded input; any stride s or dilation d (Keras allows one of them > 1), valid or same."""
     weights = ("kernel", "bias")
+    kernel_gradient = "window_products"  # a key of KERNEL_GRADIENTS; choose_fastest sets it per layer
 
     def __init__(self, strides=(1, 1), padding="valid", dilation=(1, 1)):
         self.strides, self.padding, self.dilation = tuple(strides), padding, tuple(dilation)
@@ -72,18 +103,14 @@ class Conv2D:
         self.h, self.w, self.K, self.has_bias = x.shape[1], x.shape[2], kernel, bias is not None
         self.xp = _pad(x, self.pads)
         y = ops.conv(self.xp, kernel, strides=self.strides, padding="valid", dilation_rate=self.dilation)
+        self.y_shape = y.shape
         return y if bias is None else y + bias
 
     def backward(self, dout):
         dh, dw = self.dilation
         kh, kw = self.K.shape[:2]
-        # dL/dK[a,b,c,o] = Σ_{n,i,j} xp[n, i·s + a·d, j·s + b·d, c]·dout[n,i,j,o]: with the batch axis as the
-        # channels, a valid convolution of xp as (c, H, W, n) with dout as a (h, w, n, o) kernel dilated by s,
-        # stepping by d, gives (c, ≥kh, ≥kw, o). (Faster here than correlating extracted patches, and than
-        # TensorFlow's own Conv2DBackpropFilter on 2 CPU cores.)
-        dK = ops.conv(ops.transpose(self.xp, (3, 1, 2, 0)), ops.transpose(dout, (1, 2, 0, 3)),
-                      strides=self.dilation, padding="valid", dilation_rate=self.strides)
-        self.grads = {"kernel": ops.transpose(dK[:, :kh, :kw, :], (1, 2, 0, 3))}
+        self.grads = {"kernel": KERNEL_GRADIENTS[self.kernel_gradient](self.xp, dout, (kh, kw), self.strides,
+                                                                       self.dilation)}
         if self.has_bias:
             self.grads["bias"] = ops.sum(dout, axis=(0, 1, 2))
         # dL/dxp = full convolution of dout with K: spread dout back to stride 1 (zeros between), pad by k_eff − 1
@@ -96,6 +123,28 @@ class Conv2D:
         rotated = ops.transpose(ops.flip(self.K, axis=(0, 1)), (0, 1, 3, 2))
         dxp = ops.conv(padded, rotated, strides=1, padding="valid", dilation_rate=self.dilation)
         return _crop(dxp, self.pads, self.h, self.w)
+
+    def choose_fastest(self, compile=None, repeats: int = 5) -> dict[str, float]:
+        """Time each kernel-gradient formulation on random tensors of the shapes of the last forward, each compiled
+        by `compile` (a function → function, as the step will run it: eager timings mislead, the window products
+        being many small ops), alternating, best of `repeats` after a warm-up; keep the faster for this layer.
+        Returns {formulation: seconds}."""
+        kernel_size = tuple(self.K.shape[:2])
+        rng = np.random.default_rng(0)
+        xp, dout = (ops.convert_to_tensor(rng.standard_normal(shape), self.xp.dtype)
+                    for shape in (self.xp.shape, self.y_shape))
+        runs = {name: (compile or (lambda f: f))(
+                    lambda xp, dout, f=formulation: f(xp, dout, kernel_size, self.strides, self.dilation))
+                for name, formulation in KERNEL_GRADIENTS.items()}
+        seconds = dict.fromkeys(KERNEL_GRADIENTS, float("inf"))
+        for round_number in range(repeats + 1):  # round 0 compiles and warms up
+            for name, run in runs.items():
+                start = time.perf_counter()
+                ops.convert_to_numpy(run(xp, dout))
+                if round_number:
+                    seconds[name] = min(seconds[name], time.perf_counter() - start)
+        self.kernel_gradient = min(seconds, key=seconds.get)
+        return seconds
 
 
 class _Pooling:

@@ -130,6 +130,15 @@ class ManualTwin:
                 arrive(tensor, grad)
         return [grads[name] if name in grads else ops.zeros(v.shape, self.dtype) for name, v in self.params.items()]
 
+    def choose_fastest_formulations(self, x, t, compile=None) -> dict[str, dict[str, float]]:
+        """Where a layer's formula has two correct formulations whose speed depends on the CPU and the shapes
+        (Conv2D's kernel gradient), time them at the shapes of this batch, compiled by `compile` as the caller
+        will run them, and keep the faster for the layer: {layer name: {formulation: seconds}}. Runs the forward
+        once; call it eagerly, before compiling the step."""
+        self.forward(x, t)
+        return {node.layer.name: step.choose_fastest(compile) for node, steps in self.nodes for step in steps
+                if hasattr(step, "choose_fastest")}
+
     def loss_and_gradient_tensors(self, x, t, dropout_masks=None, values=None) -> tuple:
         """forward then backward as tensors: traceable, so a training step can compile it into a tf.function."""
         loss = self.forward(x, t, dropout_masks, values)
