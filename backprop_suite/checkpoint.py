@@ -1,7 +1,7 @@
 """Resumable training: after every epoch, the model's state and the history so far, kept atomically.
 
 Layout of the state folder (removed when the run finishes):
-    epoch-0003.weights.h5   weights and optimizer state after epoch 3 (and epoch-0002's, the one before)
+    epoch-0003.weights.npz  every model and optimizer variable after epoch 3 (and epoch-0002's, the one before)
     state.json              {fingerprint, epochs_done, weights file, history rows, dropout RNG states,
                              seconds, previous: the same for the epoch before}
 state.json is replaced only after the weights file it names is complete, and older weights files
@@ -58,16 +58,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._last = state
         if not state:
             return 0
-        model.optimizer.build(model.trainable_variables)  # so that load_weights restores its slots
+        model.optimizer.build(model.trainable_variables)  # its slots exist before they are restored
         weights = self.state_dir / state["weights"]
         if not weights.is_file():
             raise ResumeStateError(f"{weights}: the interrupted run's weights are missing; rerun with --restart "
                                    "to discard the interrupted run")
         try:
-            model.load_weights(weights)
-        except Exception as error:  # h5py and Keras raise many kinds for a truncated or foreign file
+            with np.load(weights) as saved:
+                arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        except Exception as error:  # zipfile and NumPy raise many kinds for a truncated or foreign file
             raise ResumeStateError(f"{weights}: unreadable checkpoint weights ({type(error).__name__}); rerun "
                                    "with --restart to discard the interrupted run") from None
+        variables = saved_variables(model)
+        if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+            raise ResumeStateError(f"{weights}: its {len(arrays)} arrays do not fit this model's {len(variables)} "
+                                   "variables; rerun with --restart to discard the interrupted run")
+        for variable, array in zip(variables, arrays, strict=True):
+            variable.assign(array)
         for generator, saved in zip(dropout_seed_generators(model), state["rng_states"], strict=True):
             generator.state.assign(np.asarray(saved, dtype=generator.state.dtype))
         self.rows, self.seconds = state["rows"], state["seconds"]
@@ -104,9 +111,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.seconds += time.perf_counter() - self._epoch_start
         self.rows.append({"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_COLUMNS[1:]}})
-        weights_name = f"epoch-{epoch + 1:04d}.weights.h5"
-        with atomic_path(self.state_dir / weights_name) as tmp:
-            self.model.save_weights(str(tmp))
+        weights_name = f"epoch-{epoch + 1:04d}.weights.npz"
+        with atomic_path(self.state_dir / weights_name) as tmp, open(tmp, "wb") as stream:
+            # NumPy's own format: 3× faster here than Keras's save_weights (.h5), 2-3 % of a short epoch (issue 13)
+            np.savez(stream, *(keras.ops.convert_to_numpy(v) for v in saved_variables(self.model)))
         # The epoch before is the one this run stands on, not what state.json says: after a cluster's rollback
         # state.json still names the epoch being redone, which must not become its own "previous".
         last = self._last if self._last and self._last["epochs_done"] == epoch else None
@@ -119,12 +127,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
         }
         write_json(self.state_file, self._last)
         keep = {weights_name, previous["weights"] if previous else None}
-        for old in self.state_dir.glob("epoch-*.weights.h5"):
+        for old in self.state_dir.glob("epoch-*.weights.*"):
             if old.name not in keep:
                 old.unlink()
 
     def discard(self) -> None:
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def saved_variables(model: keras.Model) -> list:
+    """What a checkpoint holds besides the seed generators: every model variable (trainable or not) and every
+    optimizer variable (step count, moments), in a fixed order."""
+    return [*model.weights, *model.optimizer.variables]
 
 
 def dropout_seed_generators(model: keras.Model) -> list:

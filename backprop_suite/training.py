@@ -39,9 +39,11 @@ def fit_epochs(model: keras.Model, batches: pipeline.EpochBatches, validation: t
                end_epoch: int, callbacks: list, verbose: int | str = 0) -> None:
     """Train epochs first_epoch..end_epoch-1 with `model.fit` as train.py does: an epoch is a pass over
     `batches`, then `validation` = (x, y) is evaluated; `callbacks` after the batches' own."""
-    model.fit(batches.dataset, epochs=end_epoch, initial_epoch=first_epoch, shuffle=False,  # batches shuffle
-              validation_data=pipeline.evaluation_batches(*validation), callbacks=[batches, *callbacks],
-              verbose=verbose)
+    # steps_per_epoch given: Keras then keeps its iterator from one epoch to the next and remakes it once per
+    # epoch, not twice as without; making one costs ~8 ms here (instantiating the pipeline's function).
+    model.fit(batches.dataset, epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=batches.steps,
+              shuffle=False, validation_data=pipeline.evaluation_batches(*validation),  # batches shuffle
+              callbacks=[batches, *callbacks], verbose=verbose)
 
 
 def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,

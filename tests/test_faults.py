@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT, tiny_spec
 
@@ -43,10 +44,11 @@ def interrupted(tmp_path, monkeypatch):
 
 
 DAMAGE = {
-    "truncated weights": lambda state: (state / "epoch-0001.weights.h5").write_bytes(
-        (state / "epoch-0001.weights.h5").read_bytes()[:300]),
-    "garbage weights": lambda state: (state / "epoch-0001.weights.h5").write_bytes(b"garbage" * 10),
-    "deleted weights": lambda state: (state / "epoch-0001.weights.h5").unlink(),
+    "truncated weights": lambda state: (state / "epoch-0001.weights.npz").write_bytes(
+        (state / "epoch-0001.weights.npz").read_bytes()[:300]),
+    "garbage weights": lambda state: (state / "epoch-0001.weights.npz").write_bytes(b"garbage" * 10),
+    "deleted weights": lambda state: (state / "epoch-0001.weights.npz").unlink(),
+    "weights that do not fit the model": lambda state: np.savez(state / "epoch-0001.weights.npz", np.zeros(3)),
     "state.json is []": lambda state: (state / "state.json").write_text("[]"),
     "truncated state.json": lambda state: (state / "state.json").write_text('{"fingerprint": {"sp'),
 }

@@ -63,6 +63,26 @@ def test_several_steps_per_call_train_exactly_the_epochs_one_step_per_call_train
     assert all(np.array_equal(a, b) for a, b in zip(one.get_weights(), several.get_weights(), strict=True))
 
 
+def test_fit_trains_epoch_e_on_the_order_of_seed_and_e_also_when_resumed():
+    """`fit` makes the next epoch's iterator before that epoch begins, and a resumed run starts mid-way: the
+    batches it trains on must still be those of the hand-written loop over shuffled_batches, epoch by epoch."""
+    x, y = digits()
+
+    def fresh_model():
+        keras.utils.set_random_seed(0)
+        model = build_model("two_layer_net", hidden_size=8)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", steps_per_execution=3)
+        return model
+
+    by_fit, by_hand = fresh_model(), fresh_model()
+    fit_epochs(by_fit, pipeline.EpochBatches(x, y, BATCH, seed=7), (x[:20], y[:20]), 0, 2, callbacks=[])
+    fit_epochs(by_fit, pipeline.EpochBatches(x, y, BATCH, seed=7), (x[:20], y[:20]), 2, 3, callbacks=[])  # resumed
+    for x_batch, y_batch in pipeline.shuffled_batches(x, y, BATCH, 7, 0, 3):
+        by_hand.train_on_batch(x_batch, y_batch)
+    for a, b in zip(by_fit.get_weights(), by_hand.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_the_pipelines_do_not_autotune():
     """Autotuning buys nothing on arrays in memory and its thread made destroying an iterator wait up to
     0.5 s, after every epoch's validation (pipeline.in_memory_pipeline; measured in results/bench.json)."""

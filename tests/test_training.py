@@ -200,8 +200,8 @@ def test_after_a_cluster_rollback_the_next_save_keeps_the_epoch_it_redid_from(tm
               callbacks=[worker])
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     assert state["epochs_done"] == 3 and state["previous"]["epochs_done"] == 2
-    assert sorted(p.name for p in (tmp_path / "state").glob("*.weights.h5")) == \
-        ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "state").glob("*.weights.npz")) == \
+        ["epoch-0002.weights.npz", "epoch-0003.weights.npz"]
     again = EpochCheckpoint(tmp_path / "state", {"spec": "s"})
     assert again.restore(compiled_two_layer_net(), agree=lambda mine: 2) == 2
 
