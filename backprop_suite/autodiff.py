@@ -11,8 +11,9 @@ between Keras 3's backends live here alone:
 | jax        | jax.value_and_grad              | jax.jvp                         | jax.jit             |
 | torch      | torch.autograd.grad             | torch.func.jvp                  | eager, no_grad      |
 
-float64 on JAX needs `jax_enable_x64`, which `enable_float64()` switches on (JAX otherwise makes every
-float64 array float32, silently); the gradient checks call it, because they run in float64.
+float64 needs `enable_float64()` on JAX and PyTorch: it switches on `jax_enable_x64` (JAX otherwise makes every
+float64 array float32, silently) and keeps float64 in Keras's own type promotion, which maps it to float32
+on both; the gradient checks call it, because they run in float64.
 """
 import contextlib
 

@@ -58,8 +58,19 @@ def _version(package: str) -> str:
 
 # --- the job file shared by parent and child --------------------------------------------------------------
 
+def _write_npz(path: Path, index: dict, arrays: dict) -> None:
+    """A JSON index and named arrays in one .npz: arrays only, so that reading it unpickles nothing."""
+    np.savez(path, __index__=np.array(json.dumps(index)), **arrays)
+
+
+def _read_npz(path: Path, entry) -> dict:
+    """{name: entry(name, its index entry, the arrays)} for every name in the index of a file _write_npz wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: entry(name, fields, data) for name, fields in json.loads(str(data["__index__"])).items()}
+
+
 def _pack(path: Path, jobs: dict) -> None:
-    """jobs: {model name: (weights, x, t, masks)} into one .npz (arrays only: nothing is unpickled)."""
+    """jobs: {model name: (weights, x, t, masks)} into one .npz."""
     arrays, index = {}, {}
     for name, (weights, x, t, masks) in jobs.items():
         xs, ts = (list(v) if isinstance(v, (list, tuple)) else [v] for v in (x, t))
@@ -68,20 +79,20 @@ def _pack(path: Path, jobs: dict) -> None:
         for kind, values in (("w", weights), ("x", xs), ("t", ts)):
             arrays.update({f"{name}/{kind}{k}": np.asarray(v) for k, v in enumerate(values)})
         arrays.update({f"{name}/mask/{layer}": np.asarray(m) for layer, m in (masks or {}).items()})
-    np.savez(path, __index__=np.array(json.dumps(index)), **arrays)
+    _write_npz(path, index, arrays)
 
 
 def _unpack(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        index = json.loads(str(data["__index__"]))
-        jobs = {}
-        for name, shape in index.items():
-            weights = [data[f"{name}/w{k}"] for k in range(shape["weights"])]
-            xs = [data[f"{name}/x{k}"] for k in range(shape["x"])]
-            ts = [data[f"{name}/t{k}"] for k in range(shape["t"])]
-            masks = {layer: data[f"{name}/mask/{layer}"] for layer in shape["masks"]} or None
-            jobs[name] = (weights, xs if shape["x_is_list"] else xs[0], ts if shape["t_is_list"] else ts[0], masks)
-    return jobs
+    def job(name, shape, data):
+        weights, xs, ts = ([data[f"{name}/{kind}{k}"] for k in range(shape[count])]
+                           for kind, count in (("w", "weights"), ("x", "x"), ("t", "t")))
+        masks = {layer: data[f"{name}/mask/{layer}"] for layer in shape["masks"]} or None
+        return weights, xs if shape["x_is_list"] else xs[0], ts if shape["t_is_list"] else ts[0], masks
+
+    return _read_npz(path, job)
+
+
+GRADIENT_METHODS = ("tape", "manual")
 
 
 def _save_results(path: Path, results: dict) -> None:
@@ -89,22 +100,19 @@ def _save_results(path: Path, results: dict) -> None:
     for name, result in results.items():
         index[name] = {key: result[key] for key in ("backend", "backend_version", "loss", "manual_missing",
                                                      "manual_loss") if key in result}
-        for method in ("tape", "manual"):
+        for method in GRADIENT_METHODS:
             arrays.update({f"{name}/{method}/{tensor}": g for tensor, g in result.get(method, {}).items()})
             index[name][method] = list(result.get(method, {}))
-    np.savez(path, __index__=np.array(json.dumps(index)), **arrays)
+    _write_npz(path, index, arrays)
 
 
 def _load_results(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        index = json.loads(str(data["__index__"]))
-        results = {}
-        for name, fields in index.items():
-            results[name] = {key: value for key, value in fields.items() if key not in ("tape", "manual")}
-            for method in ("tape", "manual"):
-                if fields[method]:
-                    results[name][method] = {t: data[f"{name}/{method}/{t}"] for t in fields[method]}
-    return results
+    def result(name, fields, data):
+        return {**{key: value for key, value in fields.items() if key not in GRADIENT_METHODS},
+                **{method: {t: data[f"{name}/{method}/{t}"] for t in fields[method]}
+                   for method in GRADIENT_METHODS if fields[method]}}
+
+    return _read_npz(path, result)
 
 
 def run_on_backend(backend: str, jobs: dict, timeout: float = CHILD_TIMEOUT_S) -> dict:

@@ -7,6 +7,7 @@ leaves room for other kernels' summation orders; a formula or a forward that dif
 """
 import functools
 
+import keras
 import numpy as np
 
 from backprop_suite import artifacts, autodiff
@@ -37,6 +38,7 @@ def cross_backend_agreement(models: tuple = ("net_222", "two_layer_net", "mnist_
     jobs, descriptions = {}, {}
     rng = np.random.default_rng(seed)
     for name in models:
+        keras.utils.set_random_seed(seed)  # the same weights run after run, so the report's numbers repeat
         model, loss = build_named(name)
         if name in ZOO:
             x, t = random_batch(model, batch_size, loss, seed=seed)
