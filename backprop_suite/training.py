@@ -35,6 +35,14 @@ def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
     return model
 
 
+class EpochProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, its count kept within the epoch: with several steps per call (pipeline.
+    steps_per_execution) a shorter last call still reports the step it would have ended at (128/113)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch if self.target is None else min(batch, self.target - 1), logs)
+
+
 def fit_epochs(model: keras.Model, batches: pipeline.EpochBatches, validation: tuple, first_epoch: int,
                end_epoch: int, callbacks: list, verbose: int | str = 0) -> None:
     """Train epochs first_epoch..end_epoch-1 with `model.fit` as train.py does: an epoch is a pass over
@@ -43,7 +51,7 @@ def fit_epochs(model: keras.Model, batches: pipeline.EpochBatches, validation: t
     # epoch, not twice as without; making one costs ~8 ms here (instantiating the pipeline's function).
     model.fit(batches.dataset, epochs=end_epoch, initial_epoch=first_epoch, steps_per_epoch=batches.steps,
               shuffle=False, validation_data=pipeline.evaluation_batches(*validation),  # batches shuffle
-              callbacks=[batches, *callbacks], verbose=verbose)
+              callbacks=[batches, *callbacks, *([EpochProgress()] if verbose else [])], verbose=verbose)
 
 
 def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, data_path: str | None = None,

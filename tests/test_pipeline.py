@@ -95,3 +95,18 @@ def test_the_pipelines_do_not_autotune():
 def test_steps_per_execution_is_one_where_keras_allows_no_more():
     assert pipeline.steps_per_execution(32) == 64 and pipeline.steps_per_execution(4096) == 1
     assert pipeline.steps_per_execution(32, replicas=2) == 1
+
+
+def test_the_progress_bar_never_counts_past_the_epochs_steps(monkeypatch):
+    """7 steps at 3 per call end at step 9 by Keras's count; the bar must read 7/7, never 9/7."""
+    from keras.src.utils.progbar import Progbar
+
+    shown, update = [], Progbar.update
+    monkeypatch.setattr(Progbar, "update", lambda self, current, *args, **kwargs: (
+        shown.append((current, self.target)), update(self, current, *args, **kwargs))[1])
+    keras.utils.set_random_seed(0)
+    model = build_model("two_layer_net", hidden_size=8)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy", steps_per_execution=3)
+    x, y = digits()
+    fit_epochs(model, pipeline.EpochBatches(x, y, BATCH, seed=7), (x[:20], y[:20]), 0, 1, callbacks=[], verbose=1)
+    assert (7, 7) in shown and all(done <= total for done, total in shown), shown
