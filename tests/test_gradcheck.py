@@ -88,7 +88,7 @@ def test_mutation_missing_transpose_in_affine_dx_fails_only_upstream_weights(mon
 
 
 def test_mutation_inverted_relu_mask_fails(monkeypatch):
-    monkeypatch.setattr(manual.ReLU, "backward", lambda self, dout: tf.where(self.mask, tf.zeros_like(dout), dout))
+    monkeypatch.setattr(manual.ReLU, "backward", lambda self, dout: dout * (1 - self.mask))
     model, x, t, _ = CASES["two_layer_net_relu"](np.random.default_rng(3))
     report = three_way_check(model, x, t, fd_entries=12)
     assert failing_tensors(report) == ["affine1/bias", "affine1/kernel"]
@@ -101,7 +101,8 @@ def test_mutation_slides_relu_mask_x_lt_0_differs_from_tensorflow_at_exactly_zer
     model.get_layer("affine1").set_weights([kernel, bias])
     assert three_way_check(model, x, t, fd_entries=12)["passed"]  # the book's mask (x <= 0 zeroed) agrees
     # The slide's mask zeroes only x < 0, so it passes the gradient at exactly 0.
-    monkeypatch.setattr(manual.ReLU, "forward", lambda self, x: (setattr(self, "mask", ~(x < 0)), tf.nn.relu(x))[1])
+    monkeypatch.setattr(manual.ReLU, "forward", lambda self, x: (setattr(self, "mask", tf.cast(x >= 0, x.dtype)),
+                                                                         tf.nn.relu(x))[1])
     report = three_way_check(model, x, t, fd_entries=12)
     assert failing_tensors(report) == ["affine1/bias", "affine1/kernel"]
     # Central differences straddle the kink for unit 0's weights: flagged, not miscounted.

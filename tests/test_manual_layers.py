@@ -122,7 +122,11 @@ def test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite
 @pytest.mark.parametrize("formulation", conv.KERNEL_GRADIENTS)
 @pytest.mark.parametrize("case", [name for name in LAYERS if name.startswith("conv")])
 def test_each_kernel_gradient_formulation_matches_the_tape_and_finite_differences(case, formulation, monkeypatch):
-    """Conv2D has two formulations of dL/dK (the faster depends on the CPU and the shapes): each must be right."""
+    """Conv2D has several formulations of dL/dK (the fastest depends on the CPU and the shapes): each must be right."""
+    make, shape, _ = LAYERS[case]
+    strides = built(make, shape, np.random.default_rng(0)).strides
+    if formulation not in conv.kernel_gradients_for(strides):
+        pytest.skip(f"{formulation} does not apply to strides {strides}")
     monkeypatch.setattr(conv.Conv2D, "kernel_gradient", formulation)
     test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite_differences(case)
 
@@ -134,11 +138,21 @@ def test_choose_fastest_keeps_the_kernel_gradient_formulation_that_took_less_tim
 
     monkeypatch.setattr(conv, "KERNEL_GRADIENTS", {name: delayed(f) if name == slow else f
                                                    for name, f in conv.KERNEL_GRADIENTS.items()})
-    step = conv.Conv2D(strides=(2, 1))
+    step = conv.Conv2D(dilation=(1, 2))
     rng = np.random.default_rng(0)
     step.forward(tf.constant(rng.standard_normal((2, 9, 8, 3))), tf.constant(rng.standard_normal((3, 3, 3, 4))))
     seconds = step.choose_fastest(repeats=2)
+    assert set(seconds) == set(conv.KERNEL_GRADIENTS)  # all apply at stride 1
     assert step.kernel_gradient != slow and seconds[slow] > 0.05 > seconds[step.kernel_gradient]
+
+
+def test_choose_fastest_times_only_the_formulations_that_apply_to_a_strided_convolution():
+    step = conv.Conv2D(strides=(2, 1))
+    rng = np.random.default_rng(0)
+    step.forward(tf.constant(rng.standard_normal((2, 9, 8, 3))), tf.constant(rng.standard_normal((3, 3, 3, 4))))
+    assert set(step.choose_fastest(repeats=1)) == {"window_products", "batch_as_channels"}
+    with pytest.raises(ValueError, match="needs stride 1"):
+        conv.kernel_gradient_by_shifted_rows(step.xp, tf.zeros(step.y_shape, step.xp.dtype), (3, 3), (2, 1), (1, 1))
 
 
 @pytest.mark.parametrize("merge, manual_class", [(L.Add, manual.Add), (L.Concatenate, manual.Concatenate)])

@@ -41,6 +41,10 @@ def window_products_ignore_the_dilation(xp, dout, kernel_size, strides, dilation
     return conv.kernel_gradient_by_window_products(xp, dout, kernel_size, strides, (1, 1))  # should step by d
 
 
+def shifted_rows_ignore_the_dilation(xp, dout, kernel_size, strides, dilation):
+    return conv.kernel_gradient_by_shifted_rows(xp, dout, kernel_size, strides, (1, 1))  # should shift by a·d, b·d
+
+
 def max_pool_routes_to_the_transposed_window_position(self, dout):
     zero = ops.zeros_like(dout)
     return self._routed_back([((b, a), ops.where(mask, dout, zero)) for (a, b), mask in self.masks])  # (a, b) swapped
@@ -48,7 +52,7 @@ def max_pool_routes_to_the_transposed_window_position(self, dout):
 
 def max_pool_tiled_routes_to_the_transposed_window_position(self, dout):
     (ph, pw), (_, ho, wo, c) = self.pool, dout.shape
-    routed = ops.where(self.first_max, dout[:, :, :, None, :], ops.zeros_like(dout)[:, :, :, None, :])
+    routed = self.first_max * dout[:, :, :, None, :]
     swapped = ops.transpose(ops.reshape(routed, (-1, ho, wo, ph, pw, c)), (0, 1, 4, 2, 3, 5))  # (a, b) -> (b, a)
     dx = ops.reshape(swapped, (-1, ho * ph, wo * pw, c))
     return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])
@@ -87,6 +91,10 @@ MUTATIONS = {
         "pooling_and_reshaping", None,
         (conv, "KERNEL_GRADIENTS", {**conv.KERNEL_GRADIENTS, "window_products": window_products_ignore_the_dilation}),
         {"dilated/kernel"}),  # the default formulation; only the dilated conv's kernel gradient changes
+    "conv_shifted_rows_ignore_the_dilation": (  # in the default's place: every conv of this model has stride 1
+        "pooling_and_reshaping", None,
+        (conv, "KERNEL_GRADIENTS", {**conv.KERNEL_GRADIENTS, "window_products": shifted_rows_ignore_the_dilation}),
+        {"dilated/kernel"}),
     "conv_input_gradient_with_an_undilated_kernel": (
         "pooling_and_reshaping", None, (conv.Conv2D, "backward",
                                            wrap_backward(conv.Conv2D, conv_input_gradient_with_an_undilated_kernel)),

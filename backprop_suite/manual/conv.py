@@ -82,11 +82,38 @@ def kernel_gradient_by_batch_as_channels(xp, dout, kernel_size, strides, dilatio
     return ops.transpose(dK[:, :kernel_size[0], :kernel_size[1], :], (1, 2, 0, 3))
 
 
-# Two formulations of the kernel gradient; which is faster depends on the CPU and the shapes (C003-1's conv2 at
-# batch 128 on a 2-core AMD EPYC: window products 14 ms, batch as channels 21 ms; another machine had them the
-# other way round). Conv2D.choose_fastest times them; the first is the default.
+def kernel_gradient_by_shifted_rows(xp, dout, kernel_size, strides, dilation):
+    """Stride 1 only. The same sum over the flattened pixel axis p = row·W + column: entry (a, b) pairs dout's
+    pixel p with xp's pixel p + a·d·W + b·d. With the batch moved inside each pixel, (H·W, N, C), xp's pixels
+    for one entry are one contiguous run, a slice along the first axis, which TensorFlow hands over without a
+    copy; dout is padded to xp's width W (its zeros meet the columns where the shifted run wraps to a new row)
+    and cut to the (h − 1)·W + w pixels that the last window row ends on, so no run passes xp's end."""
+    if tuple(strides) != (1, 1):
+        raise ValueError(f"the shifted-rows kernel gradient needs stride 1, not {tuple(strides)}")
+    (_, height, width, channels), (_, h, w, out_channels) = xp.shape, dout.shape
+    pixels = (h - 1) * width + w
+    by_pixel = ops.reshape(ops.transpose(xp, (1, 2, 0, 3)), (height * width, -1, channels))
+    flat_dout = ops.reshape(ops.transpose(ops.pad(dout, [[0, 0], [0, 0], [0, width - w], [0, 0]]), (1, 2, 0, 3)),
+                            (h * width, -1, out_channels))
+    flat_dout = ops.reshape(flat_dout[:pixels], (-1, out_channels))
+    return ops.stack([ops.stack([
+        ops.matmul(ops.transpose(ops.reshape(by_pixel[shift:shift + pixels], (-1, channels))), flat_dout)
+        for shift in (a * dilation[0] * width + b * dilation[1] for b in range(kernel_size[1]))])
+        for a in range(kernel_size[0])])
+
+
+# Formulations of the kernel gradient; which is faster depends on the CPU and the shapes (C003-1's conv2 at batch 128
+# on a 2-core AMD EPYC: shifted rows 6.3 ms, window products 6.9, batch as channels 10.4; another machine had the
+# convolution fastest). Conv2D.choose_fastest times those that apply to the layer; the first is the default.
 KERNEL_GRADIENTS = {"window_products": kernel_gradient_by_window_products,
-                    "batch_as_channels": kernel_gradient_by_batch_as_channels}
+                    "batch_as_channels": kernel_gradient_by_batch_as_channels,
+                    "shifted_rows": kernel_gradient_by_shifted_rows}
+UNIT_STRIDE_ONLY = {"shifted_rows"}
+
+
+def kernel_gradients_for(strides) -> list[str]:
+    """The KERNEL_GRADIENTS formulations that apply to a convolution with these strides."""
+    return [name for name in KERNEL_GRADIENTS if tuple(strides) == (1, 1) or name not in UNIT_STRIDE_ONLY]
 
 
 class Conv2D:
@@ -104,7 +131,9 @@ class Conv2D:
         self.xp = _pad(x, self.pads)
         y = ops.conv(self.xp, kernel, strides=self.strides, padding="valid", dilation_rate=self.dilation)
         self.y_shape = y.shape
-        return y if bias is None else y + bias
+        # The bias as (1, 1, 1, O), as Keras adds it: TensorFlow's graph optimizer then fuses the add (and a ReLU
+        # after it) into the convolution; added as (O,) it stays a separate broadcast add.
+        return y if bias is None else y + ops.reshape(bias, (1, 1, 1, -1))
 
     def backward(self, dout):
         dh, dw = self.dilation
@@ -125,7 +154,7 @@ class Conv2D:
         return _crop(dxp, self.pads, self.h, self.w)
 
     def choose_fastest(self, compile=None, repeats: int = 5) -> dict[str, float]:
-        """Time each kernel-gradient formulation on random tensors of the shapes of the last forward, each compiled
+        """Time each kernel-gradient formulation that applies to this layer's strides on random tensors of the shapes of the last forward, each compiled
         by `compile` (a function → function, as the step will run it: eager timings mislead, the window products
         being many small ops), alternating, best of `repeats` after a warm-up; keep the faster for this layer.
         Returns {formulation: seconds}."""
@@ -134,9 +163,9 @@ class Conv2D:
         xp, dout = (ops.convert_to_tensor(rng.standard_normal(shape), self.xp.dtype)
                     for shape in (self.xp.shape, self.y_shape))
         runs = {name: (compile or (lambda f: f))(
-                    lambda xp, dout, f=formulation: f(xp, dout, kernel_size, self.strides, self.dilation))
-                for name, formulation in KERNEL_GRADIENTS.items()}
-        seconds = dict.fromkeys(KERNEL_GRADIENTS, float("inf"))
+                    lambda xp, dout, f=KERNEL_GRADIENTS[name]: f(xp, dout, kernel_size, self.strides, self.dilation))
+                for name in kernel_gradients_for(self.strides)}
+        seconds = dict.fromkeys(runs, float("inf"))
         for round_number in range(repeats + 1):  # round 0 compiles and warms up
             for name, run in runs.items():
                 start = time.perf_counter()
@@ -173,8 +202,9 @@ class MaxPool2D(_Pooling):
     2×2 pool) are regrouped so that each window's p_h·p_w entries lie along one axis, channels kept last; the
     first maximum along it takes the gradient, and the regrouping is undone on the way back. Any other pool
     (overlapping, strided, same-padded) routes window position by window position: a strided slice, a
-    first-max mask and a padded copy each. On the CNN's 2×2 pool at batch 128 the first takes 5 ms where the
-    second took 20 (TensorFlow's fused MaxPoolGrad: 2; scripts/profile_manual_layers.py)."""
+    first-max mask and a padded copy each. On the CNN's 2×2 pool at batch 128, forward and backward, the first
+    takes 3.5 ms where the second took 20 (TensorFlow's MaxPool and fused MaxPoolGrad: 1.5; the routing as a 0/1
+    factor rather than a select saves 0.4 ms; scripts/profile_manual_layers.py)."""
 
     def forward(self, x):
         self.tiled = self.padding == "valid" and self.pool == self.strides
@@ -213,12 +243,12 @@ class MaxPool2D(_Pooling):
         for k in range(1, ph * pw):
             first.append(ops.logical_and(is_max[:, :, :, k], ops.logical_not(taken)))
             taken = ops.logical_or(taken, first[-1])
-        self.first_max = ops.stack(first, axis=3)
+        self.first_max = ops.cast(ops.stack(first, axis=3), x.dtype)  # 1 at each window's first maximum, else 0
         return y
 
     def _tiled_backward(self, dout):
         (ph, pw), (_, ho, wo, c) = self.pool, dout.shape
-        routed = ops.where(self.first_max, dout[:, :, :, None, :], ops.zeros_like(dout)[:, :, :, None, :])
+        routed = self.first_max * dout[:, :, :, None, :]
         dx = ops.reshape(ops.transpose(ops.reshape(routed, (-1, ho, wo, ph, pw, c)), (0, 1, 3, 2, 4, 5)),
                          (-1, ho * ph, wo * pw, c))
         return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])

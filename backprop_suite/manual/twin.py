@@ -131,7 +131,7 @@ class ManualTwin:
         return [grads[name] if name in grads else ops.zeros(v.shape, self.dtype) for name, v in self.params.items()]
 
     def choose_fastest_formulations(self, x, t, compile=None) -> dict[str, dict[str, float]]:
-        """Where a layer's formula has two correct formulations whose speed depends on the CPU and the shapes
+        """Where a layer's formula has several correct formulations whose speed depends on the CPU and the shapes
         (Conv2D's kernel gradient), time them at the shapes of this batch, compiled by `compile` as the caller
         will run them, and keep the faster for the layer: {layer name: {formulation: seconds}}. Runs the forward
         once; call it eagerly, before compiling the step."""
