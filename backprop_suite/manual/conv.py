@@ -154,10 +154,10 @@ class Conv2D:
         return _crop(dxp, self.pads, self.h, self.w)
 
     def choose_fastest(self, compile=None, repeats: int = 5) -> dict[str, float]:
-        """Time each kernel-gradient formulation that applies to this layer's strides on random tensors of the shapes of the last forward, each compiled
-        by `compile` (a function → function, as the step will run it: eager timings mislead, the window products
-        being many small ops), alternating, best of `repeats` after a warm-up; keep the faster for this layer.
-        Returns {formulation: seconds}."""
+        """Time each kernel-gradient formulation that applies to this layer's strides on random tensors of the shapes
+        of the last forward, each compiled by `compile` (a function → function, as the step will run it: eager
+        timings mislead, the window products being many small ops), alternating, best of `repeats` after a warm-up;
+        keep the fastest for this layer. Returns {formulation: seconds}."""
         kernel_size = tuple(self.K.shape[:2])
         rng = np.random.default_rng(0)
         xp, dout = (ops.convert_to_tensor(rng.standard_normal(shape), self.xp.dtype)
