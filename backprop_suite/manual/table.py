@@ -46,13 +46,16 @@ def _pooling(manual_class):
     return steps
 
 
+# Where Keras's own forward differs by backend, the layer computes another function there, so it gets no formula
+# rather than one for a different function. The formulas are TensorFlow's (and JAX's). worked_examples/cross_backend.py
+# names the zoo models this reaches.
+TORCH_SAME_AVERAGE_POOLING = ("Keras's PyTorch backend pads 'same' average pooling evenly, so the edge windows "
+                              "average other entries than on TensorFlow and JAX (keras-team/keras#18452)")
+
+
 def _average_pooling(layer, training):
-    # Keras's own forward differs by backend here: PyTorch pads both sides by the same amount, so with "same"
-    # padding the last rows and columns average other windows than on TensorFlow and JAX (keras-team/keras#18452).
-    # The formula is TensorFlow's; on PyTorch the layer gets none rather than a formula for another function.
     _require(not (keras.backend.backend() == "torch" and layer.padding == "same"),
-             "padding='same' on the torch backend, whose Keras forward averages the edge windows differently "
-             "(keras-team/keras#18452)")
+             f"padding='same' on the torch backend: {TORCH_SAME_AVERAGE_POOLING}")
     return _pooling(conv.AvgPool2D)(layer, training)
 
 

@@ -14,14 +14,14 @@ from backprop_suite import artifacts, autodiff
 from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
 from backprop_suite.cross_backend import build_named, gradients_here, run_on_backend
+from backprop_suite.manual.table import TORCH_SAME_AVERAGE_POOLING
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.result import WorkedResult
 
 REFERENCE = "tensorflow"
 # Where Keras's own forward differs between backends: not a gradient error, the backends compute other functions.
 KNOWN_DIFFERENCES = {
-    ("pooling_and_reshaping", "torch"): "Keras's PyTorch backend pads 'same' average pooling evenly, so the edge "
-                                        "windows average other entries (keras-team/keras#18452)",
+    ("pooling_and_reshaping", "torch"): TORCH_SAME_AVERAGE_POOLING,  # its AveragePooling2D is 'same'-padded
 }
 TINY = 1e-300
 
