@@ -1,8 +1,9 @@
 """Benchmarks: how fast the C003-1 CNN trains here, against the machine's own limit and against PyTorch.
 
-- Limit: the float32 matrix-multiply rate measured on this machine, times the model's FLOPs per
+- Limit: the float32 matrix-multiply rate measured on this machine, divided by the model's FLOPs per
   sample (counted per layer: 2 FLOPs per multiply-add of Conv2D and Dense; bias, activation and
   pooling add < 1 %), training ≈ 3 × forward (the backward computes two products per forward one).
+  The rate is measured in every round, next to the configurations, since the shared host's speed moves.
 - Configurations: the suite's own training path exactly as train.py runs it (`train_py`: the spec's
   compiled model, its shuffled batch pipeline and the per-epoch checkpoint callback; `train_py_bf16`
   the same under precision "mixed_bfloat16"; `train_py_jax` and `train_py_torch` the same on Keras's
@@ -41,8 +42,12 @@ TRAINING_OVER_FORWARD = 3
 SEED = 0
 
 
-def matmul_flops_per_second(n: int = 1024, calls: int = 10, repeats: int = 5) -> float:
-    """The float32 matrix-multiply rate, best of `repeats` timings of `calls` n×n products (2n³ FLOPs each)."""
+def matmul_flops_per_second(n: int = 2048, calls: int = 3, repeats: int = 3) -> float:
+    """The float32 matrix-multiply rate, best of `repeats` timings of `calls` n×n products (2n³ FLOPs each).
+
+    n = 2048: on the 2-core AMD EPYC (Zen 5) that made results/, 1024² products reach ~90 % of the rate of
+    2048² ones (440 against 490 GFLOP/s, about the cores' peak of 64 FLOPs per cycle each), so the smaller
+    size would understate the limit."""
     a, b = tf.random.stateless_normal((n, n), (1, 2)), tf.random.stateless_normal((n, n), (3, 4))
     product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))  # the sum forces the product, costs n²
     product()
@@ -306,8 +311,8 @@ def training_data() -> tuple[np.ndarray, np.ndarray, dict]:
 
 def throughput(configs, batch_sizes, rounds: int, x, y, progress=print) -> dict:
     """Samples per second of each configuration and batch size on (x, y), one whole epoch per measurement
-    after a warm-up epoch, measured round-robin; every round's value is kept, so ratios can be taken within
-    a round."""
+    after a warm-up epoch, measured round-robin, with the float32 matmul rate measured at each round's start;
+    every round's values are kept, so ratios (to the limit too) can be taken within a round."""
     measured = {}
     for batch_size in batch_sizes:
         runners = {}
@@ -317,15 +322,17 @@ def throughput(configs, batch_sizes, rounds: int, x, y, progress=print) -> dict:
             runners[config] = runner(config, batch_size, x, y)
             runners[config](epoch_steps)
         steps = dict.fromkeys(configs, epoch_steps)
-        rows = {config: [] for config in configs}
+        rows, matmul_rates = {config: [] for config in configs}, []
         for number in range(rounds):
+            matmul_rates.append(matmul_flops_per_second())  # this round's limit
             for config, run in runners.items():
                 rows[config].append(steps[config] * batch_size / run(steps[config]))
-            progress(f"[bench] batch {batch_size}, round {number + 1}/{rounds}: "
-                     + ", ".join(f"{c} {rows[c][-1]:,.0f}/s" for c in configs))
+            progress(f"[bench] batch {batch_size}, round {number + 1}/{rounds}: matmul {matmul_rates[-1] / 1e9:.0f} "
+                     "GFLOP/s, " + ", ".join(f"{c} {rows[c][-1]:,.0f}/s" for c in configs))
         for run in runners.values():
             getattr(run, "close", lambda: None)()
         measured[batch_size] = {"steps_per_measurement": steps, "samples_per_second": rows,
+                                "matmul_flops_per_second": matmul_rates,
                                 "manual_formulations": {config: run.formulations for config, run in runners.items()
                                                         if hasattr(run, "formulations")}}
     return measured
@@ -409,19 +416,53 @@ def verifier_costs(batch_size: int = 8) -> dict:
     return costs
 
 
-def summarise(measured: dict, matmul_rate: float, flops_per_sample: float) -> dict:
-    """Median samples/s and fraction of the limit per configuration; within-round time ratios vs the tape step."""
-    limit = matmul_rate / flops_per_sample
+# The ratios issue 13 set goals for: (name, numerator config, denominator config, what the ratio is of, goal).
+# Speeds are samples/s; "time" ratios invert them. Each is taken within a round.
+HEADLINE_RATIOS = (
+    ("suite path ÷ tape step, speed", "train_py", "tape_step", "speed", "≥ 0.95 at batch 128"),
+    ("suite path ÷ PyTorch, speed", "train_py", "torch", "speed", "≥ 1.3 at batch 128"),
+    ("suite path, fraction of the float32 limit", "train_py", "limit", "speed", "≥ 0.60 at batch 128"),
+    ("bfloat16 ÷ float32 on the suite path, speed", "train_py_bf16", "train_py", "speed", "≥ 1.6 at batch 128"),
+    ("manual step ÷ tape step, time", "manual_step", "tape_step", "time", "≤ 1.2"),
+)
+
+
+def round_limits(result: dict, flops_per_sample: float) -> np.ndarray:
+    """Each round's limit in samples/s: that round's matmul rate ÷ the training FLOPs per sample."""
+    return np.divide(result["matmul_flops_per_second"], flops_per_sample)
+
+
+def summarise(measured: dict, flops_per_sample: float) -> dict:
+    """Per batch size and configuration: median samples/s, and medians of within-round values: the fraction of
+    that round's limit, and the time per sample relative to the tape step's."""
     summary = {}
     for batch_size, result in measured.items():
-        rows = result["samples_per_second"]
-        configs = {c: {"samples_per_second": float(np.median(v)), "fraction_of_limit": float(np.median(v)) / limit,
-                       "rounds": v} for c, v in rows.items()}
-        if "tape_step" in rows:  # time per sample relative to the tape step, paired within each round
+        rows, limits = result["samples_per_second"], round_limits(result, flops_per_sample)
+        configs = {c: {"samples_per_second": float(np.median(v)),
+                       "fraction_of_limit": float(np.median(np.divide(v, limits))), "rounds": v}
+                   for c, v in rows.items()}
+        if "tape_step" in rows:
             for config, values in rows.items():
                 configs[config]["time_over_tape_step"] = float(np.median(np.divide(rows["tape_step"], values)))
         summary[batch_size] = configs
     return summary
+
+
+def headline_ratios(measured: dict, flops_per_sample: float) -> dict:
+    """Per batch size, the HEADLINE_RATIOS whose two sides were measured: the median, min and max over the
+    rounds of the within-round ratio, and the goal."""
+    ratios = {}
+    for batch_size, result in measured.items():
+        rows = {**result["samples_per_second"], "limit": round_limits(result, flops_per_sample)}
+        ratios[batch_size] = {}
+        for name, top, bottom, kind, goal in HEADLINE_RATIOS:
+            if top in rows and bottom in rows:
+                per_round = np.divide(rows[top], rows[bottom])
+                if kind == "time":
+                    per_round = 1 / per_round
+                ratios[batch_size][name] = {"median": float(np.median(per_round)), "min": float(per_round.min()),
+                                            "max": float(per_round.max()), "goal": goal}
+    return ratios
 
 
 def markdown_table(bench: dict) -> str:
@@ -439,6 +480,13 @@ def markdown_table(bench: dict) -> str:
         memory = ", ".join(f"+{bench['peak_memory_mib'][b][config]['training_mib']:,.0f}"
                            if config in bench["peak_memory_mib"][b] else "—" for b in batches)
         lines.append(f"| `{config}` | " + " | ".join(cells) + f" | {memory} |")
+    lines += ["", "| within-round ratio | " + " | ".join(f"batch {b}: median (range over the rounds)" for b in batches)
+              + " | goal (issue 13) |", "|" + " --- |" * (len(batches) + 2)]
+    for name, *_, goal in HEADLINE_RATIOS:
+        cells = [bench["headline_ratios"][b].get(name) for b in batches]
+        if any(cells):
+            lines.append(f"| {name} | " + " | ".join("—" if c is None else f"{c['median']:.2f} ({c['min']:.2f}–"
+                                                      f"{c['max']:.2f})" for c in cells) + f" | {goal} |")
     return "\n".join(lines)
 
 
