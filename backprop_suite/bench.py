@@ -500,13 +500,18 @@ def plot_throughput(bench: dict, path) -> None:
     figure, axes = plt.subplots(figsize=(9, 4.5), dpi=100)
     width = 0.8 / len(batches)
     for i, b in enumerate(batches):
-        values = [bench["throughput"][b][c]["samples_per_second"] for c in configs]
-        axes.bar(np.arange(len(configs)) + i * width, values, width, label=f"batch {b}")
+        rows = [bench["throughput"][b][c] for c in configs]
+        values = [row["samples_per_second"] for row in rows]
+        # the median, whiskers to the slowest and the fastest round
+        spread = [[row["samples_per_second"] - min(row["rounds"]) for row in rows],
+                  [max(row["rounds"]) - row["samples_per_second"] for row in rows]]
+        axes.bar(np.arange(len(configs)) + i * width, values, width, yerr=spread, capsize=2, label=f"batch {b}")
     limit = bench["limit_samples_per_second"]
     axes.axhline(limit, color="crimson", linestyle="--", label=f"limit {limit:,.0f}/s (matmul rate ÷ training FLOPs)")
     axes.set_xticks(np.arange(len(configs)) + width * (len(batches) - 1) / 2, configs, rotation=20)
     axes.set(ylabel="training samples / s", ylim=(0, 1.4 * limit),
-             title="C003-1 CNN training throughput against this machine's float32 limit")
+             title="C003-1 CNN training throughput against this machine's float32 limit\n"
+                   "(median of the rounds; whiskers: slowest and fastest round)")
     axes.legend(loc="upper right", ncol=3, fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     artifacts.save_figure(figure, path)

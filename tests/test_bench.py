@@ -27,3 +27,10 @@ def test_the_headline_ratios_give_the_median_and_range_of_the_within_round_ratio
     assert ratios["suite path ÷ PyTorch, speed"]["median"] == pytest.approx((1.25 + 1.2) / 2)
     assert ratios["suite path, fraction of the float32 limit"]["median"] == pytest.approx(0.625)
     assert "bfloat16 ÷ float32 on the suite path, speed" not in ratios  # train_py_bf16 was not measured
+
+
+def test_the_throughput_plot_draws_every_configuration_with_its_rounds(tmp_path):
+    summary = bench.summarise(MEASURED, FLOPS_PER_SAMPLE)
+    results = {"throughput": {str(b): row for b, row in summary.items()}, "limit_samples_per_second": 300.0}
+    bench.plot_throughput(results, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
