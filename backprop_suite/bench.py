@@ -15,7 +15,8 @@
 - Steady state: a measurement is one whole epoch of those digits, after a warm-up epoch (tracing,
   first allocations), so a `fit` call's fixed cost is counted once per epoch, as in training.
 - Side by side: each round runs every configuration once, in turn, so a slow moment on the shared
-  machine hits them all; ratios are taken within a round, and the median over rounds reported.
+  machine hits them all; ratios are taken within a round, and the median over rounds reported (for
+  HEADLINE_RATIOS, the ratios issue 13 set goals for, their range over the rounds too).
 - Peak memory: each configuration in its own process, which loads the data, resets the kernel's
   peak-RSS counter, then builds and trains: the peak while training, and its rise over the start.
 """
