@@ -33,6 +33,7 @@ LAYERS = {
     "conv_no_bias": (lambda: L.Conv2D(2, 3, use_bias=False), (2, 5, 5, 2), False),
     "max_pool_2": (lambda: L.MaxPooling2D(2), (2, 6, 6, 3), False),
     "max_pool_odd_sizes": (lambda: L.MaxPooling2D(2), (1, 5, 7, 2), False),  # a row and a column dropped
+    "max_pool_3_tiled": (lambda: L.MaxPooling2D((3, 2)), (2, 7, 5, 2), False),  # 3×2 windows, a row and column dropped
     "max_pool_3_stride_2_same": (lambda: L.MaxPooling2D(3, strides=2, padding="same"), (2, 7, 6, 2), False),
     "max_pool_overlapping": (lambda: L.MaxPooling2D((2, 3), strides=1), (1, 5, 6, 2), False),
     "avg_pool_2": (lambda: L.AveragePooling2D(2), (2, 6, 5, 2), False),

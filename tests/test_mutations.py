@@ -52,8 +52,8 @@ def max_pool_routes_to_the_transposed_window_position(self, dout):
 
 def max_pool_tiled_routes_to_the_transposed_window_position(self, dout):
     (ph, pw), (_, ho, wo, c) = self.pool, dout.shape
-    routed = self.first_max * dout[:, :, :, None, :]
-    swapped = ops.transpose(ops.reshape(routed, (-1, ho, wo, ph, pw, c)), (0, 1, 4, 2, 3, 5))  # (a, b) -> (b, a)
+    routed = self.first_max * ops.reshape(dout, (-1, ho, 1, wo, 1, c))  # entry (a, b) at [:, i, a, j, b]
+    swapped = ops.transpose(routed, (0, 1, 4, 3, 2, 5))  # (a, b) -> (b, a)
     dx = ops.reshape(swapped, (-1, ho * ph, wo * pw, c))
     return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])
 

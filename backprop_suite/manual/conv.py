@@ -199,12 +199,13 @@ class MaxPool2D(_Pooling):
     """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞).
 
     Two formulations of the same routing. Windows that tile the input (valid padding, stride = pool: the usual
-    2×2 pool) are regrouped so that each window's p_h·p_w entries lie along one axis, channels kept last; the
-    first maximum along it takes the gradient, and the regrouping is undone on the way back. Any other pool
-    (overlapping, strided, same-padded) routes window position by window position: a strided slice, a
-    first-max mask and a padded copy each. On the CNN's 2×2 pool at batch 128, forward and backward, the first
-    takes 3.5 ms where the second took 20 (TensorFlow's MaxPool and fused MaxPoolGrad: 1.5; the routing as a 0/1
-    factor rather than a select saves 0.4 ms; scripts/profile_manual_layers.py)."""
+    2×2 pool) are a 6-D view of it, (N, H/p_h, p_h, W/p_w, p_w, C), a reshape and no copy: y is the framework's
+    max_pool, the first maximum of each window takes the gradient as a 0/1 factor, and the gradient returns
+    through the same reshape. Any other pool (overlapping, strided, same-padded) routes window position by
+    window position: a strided slice, a first-max mask and a padded copy each. On the CNN's 2×2 pool at batch
+    128, forward and backward compiled on two threads, the view takes 3.2–3.5 ms, windows regrouped onto one
+    axis by transposes took 3.7–4.2, and window by window 20 (TensorFlow's MaxPool and fused MaxPoolGrad:
+    1.5–1.8; results/manual_layer_profile.json has the committed per-layer profile)."""
 
     def forward(self, x):
         self.tiled = self.padding == "valid" and self.pool == self.strides
@@ -233,24 +234,26 @@ class MaxPool2D(_Pooling):
     def _tiled_forward(self, x):
         (ph, pw), (_, h, w, c) = self.pool, x.shape
         self.h, self.w, ho, wo = h, w, h // ph, w // pw  # valid padding: rows and columns past the last window drop
+        y = ops.max_pool(x, self.pool, self.pool)
+        # Window (i, j)'s entry (a, b) is windows[:, i, a, j, b]: a reshape, no copy, and the gradient comes back
+        # through the same reshape.
         windows = ops.reshape(x[:, :ho * ph, :wo * pw, :], (-1, ho, ph, wo, pw, c))
-        windows = ops.reshape(ops.transpose(windows, (0, 1, 3, 2, 4, 5)), (-1, ho, wo, ph * pw, c))
-        y = ops.max(windows, axis=3)
-        is_max = ops.equal(windows, y[:, :, :, None, :])
-        # Ties: the first maximum in row-major window order (entry a·p_w + b) wins, as in TensorFlow's MaxPoolGrad.
-        taken = is_max[:, :, :, 0]
-        first = [taken]
-        for k in range(1, ph * pw):
-            first.append(ops.logical_and(is_max[:, :, :, k], ops.logical_not(taken)))
-            taken = ops.logical_or(taken, first[-1])
-        self.first_max = ops.cast(ops.stack(first, axis=3), x.dtype)  # 1 at each window's first maximum, else 0
+        is_max = ops.equal(windows, ops.reshape(y, (-1, ho, 1, wo, 1, c)))
+        # Ties: the first maximum in row-major window order (a, then b) wins, as in TensorFlow's MaxPoolGrad.
+        rows, taken = [], None
+        for a in range(ph):
+            row = []
+            for b in range(pw):
+                entry = is_max[:, :, a:a + 1, :, b:b + 1, :]
+                row.append(entry if taken is None else ops.logical_and(entry, ops.logical_not(taken)))
+                taken = row[-1] if taken is None else ops.logical_or(taken, row[-1])
+            rows.append(ops.concatenate(row, axis=4))
+        self.first_max = ops.cast(ops.concatenate(rows, axis=2), x.dtype)  # 1 at each window's first maximum, else 0
         return y
 
     def _tiled_backward(self, dout):
         (ph, pw), (_, ho, wo, c) = self.pool, dout.shape
-        routed = self.first_max * dout[:, :, :, None, :]
-        dx = ops.reshape(ops.transpose(ops.reshape(routed, (-1, ho, wo, ph, pw, c)), (0, 1, 3, 2, 4, 5)),
-                         (-1, ho * ph, wo * pw, c))
+        dx = ops.reshape(self.first_max * ops.reshape(dout, (-1, ho, 1, wo, 1, c)), (-1, ho * ph, wo * pw, c))
         return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])
 
 
