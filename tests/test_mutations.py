@@ -102,7 +102,7 @@ MUTATIONS = {
     "max_pool_routes_to_the_transposed_window_position": (
         "pooling_and_reshaping", None, (conv.MaxPool2D, "backward", max_pool_routes_to_the_transposed_window_position),
         {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
-    "max_pool_tiled_routes_to_the_transposed_window_position": (  # the 2×2 pools' regrouped formulation
+    "max_pool_tiled_routes_to_the_transposed_window_position": (  # the tiled pools' 6-D view
         "cifar_convnet", None,
         (conv.MaxPool2D, "_tiled_backward", max_pool_tiled_routes_to_the_transposed_window_position),
         {"conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "conv3/kernel", "conv3/bias", "conv4/kernel",
