@@ -11,7 +11,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Modules that present results, schedule runs or benchmark, but never change what an experiment measures;
 # a change to them must not make every stored result out of date. (distribute.py is not among them: a
 # multi-worker run's results depend on its training loop.)
-NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py", "backprop_suite/bench.py")
+NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py", "backprop_suite/bench.py",
+                       "backprop_suite/op_profile.py")
 
 
 def environment() -> dict:

@@ -26,6 +26,8 @@ SCRIPTS = REPO_ROOT / "scripts"
     ("bench.py", ["--out", "{file}/bench.json"], "--out"),
     ("bench_gradcheck.py", ["--out", "{file}/bench.json"], "--out"),
     ("profile_manual_layers.py", ["--out", "{file}/profile.json"], "--out"),
+    ("profile_step_ops.py", ["--out", "{file}/profile.json"], "--out"),
+    ("profile_step_ops.py", ["--precisions", "float16"], "--precisions"),
     ("compare_gradients.py", ["--model", "net_222", "--out", "{file}/x"], "--out"),
 ])
 def test_a_bad_argument_is_one_line_exit_2_and_writes_nothing(tmp_path, script, args, named):
@@ -43,7 +45,7 @@ def test_a_bad_argument_is_one_line_exit_2_and_writes_nothing(tmp_path, script, 
 
 
 ENTRY_POINTS = ("train.py", "reproduce.py", "compare_gradients.py", "check_distributed.py", "bench.py",
-                "bench_gradcheck.py", "profile_manual_layers.py")
+                "bench_gradcheck.py", "profile_manual_layers.py", "profile_step_ops.py")
 # A line of TensorFlow's C++ logging (I/W/E/F, then MMDD) or Abseil's note that precedes it.
 TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog", re.MULTILINE)
 
