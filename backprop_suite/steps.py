@@ -34,11 +34,11 @@ def _drawn_mask(dropout, x):
 
 
 def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropout_masks: dict | None = None,
-                compiled: bool = True, fastest_formulations: bool = True):
+                compiled: bool = True):
     """step(x, t) -> loss with the manual twin's forward and backward (no tape); compiled unless told not to.
 
-    fastest_formulations: on the first call, time the formulations a layer has two of (ManualTwin.
-    choose_fastest_formulations) at that batch's shapes and keep the faster; step.formulations says which.
+    On the first call, the formulations a layer has two of are timed at that batch's shapes (ManualTwin.
+    choose_fastest_formulations) and the faster kept; step.formulations says which.
     """
     twin = ManualTwin(model)
     variables = list(parameters(model).values())  # the order of twin.gradient_tensors()
@@ -55,8 +55,6 @@ def manual_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, dropo
         return loss
 
     run = tf.function(step, autograph=False) if compiled else step  # plain Python control flow
-    if not fastest_formulations:
-        return run
 
     def first_call_chooses(x, t):
         if first_call_chooses.formulations is None:

@@ -7,22 +7,20 @@ from pathlib import Path
 import numpy as np
 
 from backprop_suite import artifacts, cli
-from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_suite_error
 
 
 @exit_cleanly_on_suite_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--batch-sizes", type=cli.positive_int, nargs="+", default=[32, 128])
     parser.add_argument("--configs", nargs="+", choices=cli.BENCH_CONFIGS, default=list(cli.BENCH_CONFIGS),
                         help="default: all; `torch` is skipped with a note when PyTorch is not installed")
-    parser.add_argument("--rounds", type=int, default=7, help="round-robin rounds (default: %(default)s)")
+    parser.add_argument("--rounds", type=cli.positive_int, default=7, help="round-robin rounds (default: %(default)s)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the per-process peak-memory probes")
     parser.add_argument("--skip-gradient-costs", action="store_true", help="skip the ~2-minute gradient costs")
     parser.add_argument("--out", type=Path, default=cli.RESULTS_DIR / "bench.json", help="default: %(default)s")
     args = parser.parse_args(argv)
-    if min(args.batch_sizes) < 1 or args.rounds < 1:
-        raise SuiteError("--batch-sizes and --rounds must be positive")
     artifacts.require_writable_folder(args.out.parent, "--out")
     cli.load_tensorflow_quietly()
     from backprop_suite import bench
