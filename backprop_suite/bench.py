@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from backprop_suite.cli import BENCH_CONFIGS
 from backprop_suite.datasets import load_dataset, to_model_inputs
+from backprop_suite.errors import SuiteError
 from backprop_suite.models import build_model
 from backprop_suite.steps import manual_step, tape_step
 
@@ -87,7 +88,8 @@ def batch_starts(samples: int, batch_size: int) -> list[int]:
     return [(i * batch_size) % (samples - batch_size) for i in range(BATCHES_PER_CYCLE)]
 
 
-def _batches(x, y, batch_size: int) -> list:
+def step_batches(x, y, batch_size: int) -> list:
+    """The (x, t) tensors the custom steps cycle through, BATCHES_PER_CYCLE of them."""
     starts = batch_starts(len(x), batch_size)
     return [(tf.constant(x[s:s + batch_size]), tf.constant(y[s:s + batch_size])) for s in starts]
 
@@ -118,7 +120,7 @@ def runner(config: str, batch_size: int, x: np.ndarray, y: np.ndarray):
         step = {"tape_step": lambda: tape_step(model, optimizer),
                 "manual_step": lambda: manual_step(model, optimizer),
                 "manual_step_eager": lambda: manual_step(model, optimizer, compiled=False)}[config]()
-        batches = _batches(x, y, batch_size)
+        batches = step_batches(x, y, batch_size)
 
         def run(steps):
             start = time.perf_counter()
@@ -308,6 +310,16 @@ def training_data() -> tuple[np.ndarray, np.ndarray, dict]:
     dataset = load_dataset("mnist-5k")
     x, y = to_model_inputs(dataset.train, (28, 28, 1))
     return x, y, dataset.provenance()
+
+
+def check_batch_sizes(batch_sizes, samples: int, option: str) -> None:
+    """Refused: a batch size the bench's digits cannot fill twice (the custom steps' batches start at offsets
+    below samples − batch size, and the suite's path holds a tenth of the digits out)."""
+    largest = samples // 2
+    for batch_size in batch_sizes:
+        if batch_size > largest:
+            raise SuiteError(f"{option} {batch_size}: the bench trains on {samples:,} digits (mnist-5k's training "
+                             f"split); give a batch size of at most {largest:,}")
 
 
 def throughput(configs, batch_sizes, rounds: int, x, y, progress=print) -> dict:

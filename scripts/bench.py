@@ -33,12 +33,13 @@ def main(argv=None) -> int:
         configs.remove("torch")
         print("[bench] PyTorch is not installed: skipping it (pip install -e '.[torch]' adds torch==2.13.0)")
 
+    x, y, data = bench.training_data()
+    bench.check_batch_sizes(args.batch_sizes, len(x), "--batch-sizes")
     start = time.perf_counter()
     flops = bench.forward_flops_per_sample(build_model("mnist_cnn"))
     training_flops = bench.TRAINING_OVER_FORWARD * sum(flops.values())
     print(f"[bench] CNN: {sum(flops.values()) / 1e6:.2f} MFLOP forward, {training_flops / 1e6:.2f} MFLOP training "
           "per sample; the float32 matmul rate, hence the limit, is measured in every round")
-    x, y, data = bench.training_data()
     measured = bench.throughput(configs, args.batch_sizes, args.rounds, x, y)
     rates = [r for m in measured.values() for r in m["matmul_flops_per_second"]]
     rate = float(np.median(rates))

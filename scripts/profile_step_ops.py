@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     from backprop_suite.steps import tape_step
 
     x, y, data = bench.training_data()
-    starts = bench.batch_starts(len(x), args.batch_size)
-    batches = [(tf.constant(x[s:s + args.batch_size]), tf.constant(y[s:s + args.batch_size])) for s in starts]
+    bench.check_batch_sizes([args.batch_size], len(x), "--batch-size")
+    batches = bench.step_batches(x, y, args.batch_size)
     models, steps = {}, {}
     for precision in args.precisions:
         keras.utils.set_random_seed(bench.SEED)

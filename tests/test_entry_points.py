@@ -24,10 +24,12 @@ SCRIPTS = REPO_ROOT / "scripts"
     ("check_distributed.py", ["--models", "nope"], "--models"),
     ("bench.py", ["--rounds", "0"], "--rounds"),
     ("bench.py", ["--out", "{file}/bench.json"], "--out"),
+    ("bench.py", ["--batch-sizes", "32", "100000"], "--batch-sizes 100000"),
     ("bench_gradcheck.py", ["--out", "{file}/bench.json"], "--out"),
     ("profile_manual_layers.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--precisions", "float16"], "--precisions"),
+    ("profile_step_ops.py", ["--batch-size", "4000"], "--batch-size 4000"),
     ("compare_gradients.py", ["--model", "net_222", "--out", "{file}/x"], "--out"),
 ])
 def test_a_bad_argument_is_one_line_exit_2_and_writes_nothing(tmp_path, script, args, named):
