@@ -107,6 +107,14 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def print_json(data: dict, also_to: Path | None = None) -> None:
+    """A profile's output: the JSON on stdout and, given a path, in that file too (untouched if it holds it)."""
+    text = json.dumps(data, indent=1)
+    if also_to is not None:
+        write_text_if_changed(also_to, text + "\n")
+    print(text)
+
+
 def text_table(header: tuple, rows: list[tuple]) -> str:
     """Left-aligned columns under a header and a dashed rule, for terminal output."""
     cells = [tuple(str(cell) for cell in row) for row in (header, *rows)]

@@ -8,13 +8,12 @@ of 30 calls after a warm-up, the two timed in alternation; JSON on stdout (and -
     .venv/bin/python scripts/profile_manual_layers.py --batch-sizes 32 128 --out results/manual_layer_profile.json
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from backprop_suite import cli
-from backprop_suite.artifacts import require_writable_folder
+from backprop_suite.artifacts import print_json, require_writable_folder
 from backprop_suite.errors import exit_cleanly_on_suite_error
 
 
@@ -110,12 +109,7 @@ def main(argv=None) -> int:
         print(f"batch {batch}: " + ", ".join(f"{n} {r['manual_ms']:.2f}/{r['tape_ms']:.2f} ms "
                                              f"({r['manual_over_tape']:.2f}×)" for n, r in rows.items()),
               file=sys.stderr)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        from backprop_suite.artifacts import write_text_if_changed
-
-        write_text_if_changed(args.out, text + "\n")
-    print(text)
+    print_json(result, also_to=args.out)
     return 0
 
 

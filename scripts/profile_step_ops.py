@@ -10,13 +10,12 @@ JSON on stdout (and --out), a table on stderr.
 """
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
 
 from backprop_suite import cli
-from backprop_suite.artifacts import require_writable_folder, text_table
+from backprop_suite.artifacts import print_json, require_writable_folder, text_table
 from backprop_suite.errors import exit_cleanly_on_suite_error
 
 TIMED_STEPS = 20  # steps per timing, each precision in turn
@@ -107,12 +106,7 @@ def main(argv=None) -> int:
         result["bf16_speedup"] = {
             "step": float(np.median(np.divide(step_ms["float32"], step_ms["mixed_bfloat16"]))),
             "products": f32["products_ms"] / bf16["products_ms"], "other": f32["other_ms"] / bf16["other_ms"]}
-    text = json.dumps(result, indent=1)
-    if args.out:
-        from backprop_suite.artifacts import write_text_if_changed
-
-        write_text_if_changed(args.out, text + "\n")
-    print(text)
+    print_json(result, also_to=args.out)
     return 0
 
 
