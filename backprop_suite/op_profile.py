@@ -97,9 +97,14 @@ def summarise_step(op_times: dict, model: keras.Model, batch_size: int, step_ms:
 
     A product's FLOPs are its layer's forward FLOPs for the batch: the forward product, the gradient with
     respect to the input and the one with respect to the kernel each multiply the same pairs once."""
+    layer_names = {layer.name for layer in model.layers}
+    for name in sorted(layer_names):  # a trace suffixes scopes ("dense" becomes "dense_1"): these would be confused
+        base = re.sub(r"_\d+$", "", name)
+        if base != name and base in layer_names:
+            raise ValueError(f"layers {base!r} and {name!r}: their ops cannot be told apart in a trace, whose "
+                             "scopes carry such suffixes; give the layers distinct names")
     flops = forward_flops_per_sample(model)
     step_flops = TRAINING_OVER_FORWARD * sum(flops.values()) * batch_size  # as the bench counts the limit
-    layer_names = {layer.name for layer in model.layers}
     by_owner = defaultdict(lambda: {"forward_ms": 0.0, "backward_ms": 0.0})
     products, other_ms = [], 0.0
     for name, op in sorted(op_times.items(), key=lambda item: -item[1]["ms"]):

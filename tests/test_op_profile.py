@@ -68,6 +68,13 @@ def test_a_keras_training_step_profile_finds_each_dense_layers_products():
     assert summary["ops_ms"] == pytest.approx(sum(op["ms"] for op in times.values()))
 
 
+def test_layer_names_a_trace_would_confuse_are_refused():
+    # Keras's default names: in a traced step the first layer's scope is "dense_1", the second's "dense_1_2".
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="'dense' and 'dense_1'"):
+        op_profile.summarise_step({}, model, batch_size=1, step_ms=1.0, matmul_flops_per_second=1e9)
+
+
 def test_the_shares_of_the_limit_are_worked_by_hand():
     model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(10, name="dense")])
     # 2·100·10 = 2,000 FLOPs per sample forward; a batch of 50: 100,000 per product, 300,000 per step.
