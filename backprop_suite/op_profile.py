@@ -118,6 +118,9 @@ def summarise_step(op_times: dict, model: keras.Model, batch_size: int, step_ms:
         else:
             other_ms += op["ms"]
     products_ms = sum(product["ms"] for product in products)
+    if not products_ms:
+        raise ValueError(f"the trace holds no convolution or matrix product of the model's layers "
+                         f"({len(op_times)} ops): nothing to compare with the matmul limit")
     return {"batch_size": batch_size, "step_ms": step_ms, "ops_ms": products_ms + other_ms,
             "products_ms": products_ms, "other_ms": other_ms,
             "fraction_of_limit": step_flops / (step_ms / 1e3) / matmul_flops_per_second,

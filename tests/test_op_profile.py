@@ -69,10 +69,19 @@ def test_a_keras_training_step_profile_finds_each_dense_layers_products():
 
 
 def test_layer_names_a_trace_would_confuse_are_refused():
-    # Keras's default names: in a traced step the first layer's scope is "dense_1", the second's "dense_1_2".
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    # Keras's default names in a fresh process: in a traced step the first layer's scope is "dense_1", the
+    # second's "dense_1_2".
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense"),
+                              keras.layers.Dense(2, name="dense_1")])
     with pytest.raises(ValueError, match="'dense' and 'dense_1'"):
         op_profile.summarise_step({}, model, batch_size=1, step_ms=1.0, matmul_flops_per_second=1e9)
+
+
+def test_a_trace_without_products_is_refused():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense")])
+    with pytest.raises(ValueError, match="no convolution or matrix product"):
+        op_profile.summarise_step({"sgd/AssignSubVariableOp": {"type": "AssignSubVariableOp", "ms": 0.5}}, model,
+                                  batch_size=1, step_ms=1.0, matmul_flops_per_second=1e9)
 
 
 def test_the_shares_of_the_limit_are_worked_by_hand():
