@@ -1,7 +1,8 @@
 """A zoo of models in the style of the keras-io examples and the book (ゼロから作るDL ch. 6–7), for checking
 that the gradient verifier handles what users build: Sequential, Functional DAGs (skips, several inputs and
-outputs), a subclassed model, and the common vision/MLP layers. Each entry says how it is checked: in
-training mode (batch statistics, dropout masks) or inference mode, and with which loss."""
+outputs, layers called twice), a subclassed model, frozen layers, and the common vision/MLP layers. Each
+entry says how it is checked: in training mode (batch statistics, dropout masks) or inference mode, and with
+which loss."""
 from dataclasses import dataclass, field
 
 import keras
@@ -163,6 +164,37 @@ def cifar_convnet() -> keras.Sequential:
     ], name="cifar_convnet")
 
 
+def siamese_towers() -> keras.Model:
+    """Two images through one tower, joined by Concatenate: the tower's layers are called twice, so each of their
+    weights meets the loss along two paths and its gradient is the sum of both calls' (the chain rule's sum)."""
+    conv = layers.Conv2D(4, 3, activation="relu", name="tower_conv")
+    pool = layers.MaxPooling2D(2, name="tower_pool")
+    flatten = layers.Flatten(name="tower_flatten")
+    dense = layers.Dense(6, activation="tanh", name="tower_dense")
+    left, right = keras.Input(shape=(8, 8, 1), name="left"), keras.Input(shape=(8, 8, 1), name="right")
+    joined = layers.Concatenate(name="join")([dense(flatten(pool(conv(image)))) for image in (left, right)])
+    return keras.Model([left, right], layers.Dense(2, activation="softmax", name="same")(joined), name="siamese_towers")
+
+
+def partly_frozen_cnn() -> keras.Sequential:
+    """Fine-tuning: a pretrained block frozen (trainable=False) between trainable layers. Its weights are not
+    parameters, so only the others are checked, and their gradient passes through it. Checked in training mode,
+    where Keras runs a frozen BatchNormalization on its moving statistics, not the batch's."""
+    model = keras.Sequential([
+        keras.Input(shape=(10, 10, 2)),
+        layers.Conv2D(6, 3, activation="relu", name="conv"),
+        layers.Conv2D(6, 3, name="frozen_conv", trainable=False),
+        layers.BatchNormalization(name="frozen_bn", trainable=False),
+        layers.ReLU(name="relu"),
+        layers.GlobalAveragePooling2D(name="gap"),
+        layers.Dense(3, activation="softmax", name="head"),
+    ], name="partly_frozen_cnn")
+    rng = np.random.default_rng(0)  # moving statistics as a pretrained block has them, not the initial 0 and 1
+    model.get_layer("frozen_bn").moving_mean.assign(rng.normal(0, 0.5, 6))
+    model.get_layer("frozen_bn").moving_variance.assign(rng.uniform(0.5, 2, 6))
+    return model
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     build: object
@@ -184,4 +216,6 @@ ZOO = {
     "bn_inference_cnn": ZooEntry(bn_inference_cnn),
     "pooling_and_reshaping": ZooEntry(pooling_and_reshaping),
     "cifar_convnet": ZooEntry(cifar_convnet, training=True),
+    "siamese_towers": ZooEntry(siamese_towers),
+    "partly_frozen_cnn": ZooEntry(partly_frozen_cnn, training=True),
 }

@@ -1,6 +1,7 @@
 """A checker that passes a broken formula is the worst defect this suite can have. Each test breaks one
 manual formula the way a slip of the pen would and requires the three-way check of a zoo model to FAIL,
 manual vs tape, at exactly the tensors the slip corrupts (the tape and finite differences still agree)."""
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -8,7 +9,7 @@ from keras import ops
 from backprop_suite import autodiff
 from backprop_suite.check import random_batch
 from backprop_suite.gradcheck import three_way_check
-from backprop_suite.manual import conv, layers, losses, normalization
+from backprop_suite.manual import conv, layers, losses, normalization, table, twin
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
@@ -70,6 +71,10 @@ def batch_norm_treats_batch_statistics_as_constants(self, dout):
 def batch_norm_gamma_gradient_without_xhat(self, dout, dx):
     self.grads["gamma"] = ops.sum(dout, axis=self.axes)  # should be Σ dout·x̂
     return dx
+
+
+def batch_norm_on_batch_statistics_even_when_frozen(layer, training):
+    return [normalization.BatchNorm(layer.epsilon, training)]  # should be `training and layer.trainable`
 
 
 def layer_norm_drops_the_variance_path(self, dout):
@@ -149,6 +154,13 @@ MUTATIONS = {
         "two_inputs_two_outputs", None, (layers.Concatenate, "backward",
                                          lambda self, dout: [dout[:, :size] for size in self.sizes]),
         {"feature_dense/kernel", "feature_dense/bias"}),  # the first part (image_dense) is still right
+    "shared_layer_keeps_one_calls_gradient": (  # each tower weight's gradient overwritten, not summed, per call
+        "siamese_towers", None, (twin, "_accumulate", lambda sums, key, value: sums.__setitem__(key, value)),
+        {"tower_conv/kernel", "tower_conv/bias", "tower_dense/kernel", "tower_dense/bias"}),  # no tensor forks here
+    "frozen_batch_norm_on_batch_statistics": (  # Keras runs a frozen BatchNormalization on its moving statistics
+        "partly_frozen_cnn", None, (table, "MANUAL_LAYERS", {**table.MANUAL_LAYERS, keras.layers.BatchNormalization:
+                                                             batch_norm_on_batch_statistics_even_when_frozen}),
+        {"conv/kernel", "conv/bias", "head/kernel", "head/bias"}),  # every trainable weight: the forward differs
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),

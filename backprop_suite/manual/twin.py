@@ -110,24 +110,22 @@ class ManualTwin:
     def gradient_tensors(self) -> list:
         """Every weight's gradient, in parameters(model) order, after forward (C002-5: forward first)."""
         arriving = {}  # tensor -> dL/d(tensor), summed over every path that reaches it
-
-        def arrive(tensor, grad):
-            arriving[tensor] = grad if tensor not in arriving else arriving[tensor] + grad
-
+        grads = {}  # parameter name -> dL/d(weight), summed over every node that calls its layer (a shared layer)
         for output, loss_step in self.loss_steps:
-            arrive(output, loss_step.backward())
-        grads = {}
+            _accumulate(arriving, output, loss_step.backward())
         for node, steps in reversed(self.nodes):  # reverse topological order
             dout = arriving.pop(node.outputs[0], None)
             if dout is None:
                 continue  # nothing downstream reaches the loss
+            variables = {v.name: v for v in node.layer.weights}
             for step in reversed(steps):
                 dout = step.backward(dout)
-                variables = {v.name: v for v in node.layer.weights}
                 for weight, grad in getattr(step, "grads", {}).items():
-                    grads[self.param_name[id(variables[weight])]] = grad
+                    name = self.param_name.get(id(variables[weight]))
+                    if name is not None:  # None: a frozen weight (trainable=False), not a parameter
+                        _accumulate(grads, name, grad)
             for tensor, grad in zip(node.inputs, dout if len(node.inputs) > 1 else [dout], strict=True):
-                arrive(tensor, grad)
+                _accumulate(arriving, tensor, grad)
         return [grads[name] if name in grads else ops.zeros(v.shape, self.dtype) for name, v in self.params.items()]
 
     def choose_fastest_formulations(self, x, t, compile=None) -> dict[str, dict[str, float]]:
@@ -149,3 +147,8 @@ class ManualTwin:
         loss, grads = self.loss_and_gradient_tensors(x, t, dropout_masks, values)
         return float(ops.convert_to_numpy(loss)), {name: ops.convert_to_numpy(g)
                                                    for name, g in zip(self.params, grads, strict=True)}
+
+
+def _accumulate(sums: dict, key, value) -> None:
+    """sums[key] += value, the first value stored as it is: the multivariable chain rule's sum over paths."""
+    sums[key] = value if key not in sums else sums[key] + value
