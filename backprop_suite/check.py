@@ -17,8 +17,9 @@ from backprop_suite import autodiff
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import TOLERANCES, directional_check, three_way_check
 from backprop_suite.gradient_report import GradientReport
+from backprop_suite.keras_graph import layer_graph
 from backprop_suite.provenance import environment
-from backprop_suite.reference import as_list, reference_outputs, resolve_losses
+from backprop_suite.reference import as_list, masks_need_a_graph, reference_outputs, resolve_losses, takes_dropout_mask
 
 DTYPES = ("float64", "float32")
 
@@ -37,6 +38,7 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         parameters checked by finite differences and forward mode.
     """
     _validate(model, x, y, dtype, fd_entries, directions, seed)
+    _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
     three_way = three_way_check(model, x, y, dropout_masks, dtype=dtype, fd_entries=fd_entries, seed=seed,
                                 loss=loss, training=training)
     directional = directional_check(model, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
@@ -105,3 +107,30 @@ def _validate(model, x, y, dtype, fd_entries, directions, seed):
     sizes = {len(a) for a in as_list(x) + as_list(y)}
     if len(sizes) != 1 or 0 in sizes:
         raise SuiteError(f"x and y must hold the same, non-zero number of samples; got sizes {sorted(sizes)}")
+
+
+def _validate_dropout_masks(model, dropout_masks, batch_size: int):
+    """Each mask must name a Dropout layer that takes one and broadcast to its output: a mask nothing reads would
+    leave that layer unmasked without a word, and a misshapen one fail deep inside the backend."""
+    if dropout_masks is None:
+        return
+    if not isinstance(dropout_masks, dict):
+        raise SuiteError(f"dropout_masks must be a dict {{Dropout layer name: 0/1 mask}}, not "
+                         f"{type(dropout_masks).__name__}")
+    graph = layer_graph(model)
+    if graph is None:
+        raise masks_need_a_graph(model)
+    dropouts = {node.layer.name: node.layer for node in graph.nodes if takes_dropout_mask(node.layer)}
+    for name, mask in dropout_masks.items():
+        if name not in dropouts:
+            raise SuiteError(f"dropout_masks[{name!r}]: {model.name} has no Dropout layer of that name (its Dropout "
+                             f"layers: {', '.join(dropouts) or 'none'}); other noise layers, such as SpatialDropout2D "
+                             "or GaussianNoise, keep their own noise, fixed during the check")
+        shape = (batch_size, *dropouts[name].output.shape[1:])
+        try:
+            fits = np.broadcast_shapes(np.shape(mask), shape) == shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise SuiteError(f"dropout_masks[{name!r}] has shape {np.shape(mask)}; give a 0/1 array of the layer's "
+                             f"output shape for this batch, {shape}, or one that broadcasts to it")

@@ -16,7 +16,7 @@ from backprop_suite.errors import SuiteError
 from backprop_suite.gradient_report import GradientReport
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.net_222 import NET_222_PARAMETERS
-from backprop_suite.reference import output_activation
+from backprop_suite.reference import draw_dropout_masks, output_activation
 
 BIAS_STD = 0.1
 CHECK_POINT = f"Keras's initial weights with biases drawn from N(0, {BIAS_STD}²) (off the ReLU kinks)"
@@ -53,9 +53,7 @@ def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray
         x = rng.standard_normal((batch_size, *input_shape))
         t = rng.random((batch_size, model.output_shape[-1]))
         data = {"description": "standard normal inputs, uniform [0, 1) targets", "provenance": None}
-    masks = {layer.name: rng.random((batch_size, *layer.output.shape[1:])) >= layer.rate
-             for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
-    return x, t, masks, data
+    return x, t, draw_dropout_masks(model.layers, batch_size, rng), data
 
 
 def gradient_check_report(model_name: str, dtype: str, batch_size=8, fd_entries=32, directions=5, seed=0) -> dict:

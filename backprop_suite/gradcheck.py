@@ -30,7 +30,7 @@ from keras import ops
 from backprop_suite import autodiff
 from backprop_suite.keras_graph import layer_graph
 from backprop_suite.manual.twin import ManualTwin, ManualUnavailable
-from backprop_suite.reference import as_list, parameters, reference_loss, resolve_losses, with_dtype
+from backprop_suite.reference import as_list, draw_dropout_masks, parameters, reference_loss, resolve_losses, with_dtype
 
 FD_STEP = 1e-6
 TINY = 1e-300  # floor of the relative error's denominator
@@ -150,12 +150,8 @@ def dropout_masks_for(model, x, training: bool, dropout_masks: dict | None, seed
     graph = layer_graph(model)
     if dropout_masks is not None or not training or graph is None:
         return dropout_masks
-    import keras
-
-    rng, size = np.random.default_rng([seed, 1]), len(as_list(x)[0])
-    drawn = {node.layer.name: rng.random((size, *node.layer.output.shape[1:])) >= node.layer.rate
-             for node in graph.nodes if isinstance(node.layer, keras.layers.Dropout)}
-    return drawn or None
+    rng = np.random.default_rng([seed, 1])
+    return draw_dropout_masks([node.layer for node in graph.nodes], len(as_list(x)[0]), rng) or None
 
 
 class GradientProblem:

@@ -46,10 +46,12 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
         raise SuiteError(f"{model.name}: cannot rebuild this model in {dtype} ({type(error).__name__}: {error}); "
                          f"build it in {dtype} yourself (keras.config.set_dtype_policy({dtype!r}) before building) "
                          "and pass dtype=None to check it in its own dtype") from None
-    if len(copy.weights) != len(model.weights):
-        raise SuiteError(f"{model.name}: its {dtype} copy has {len(copy.weights)} weights, not {len(model.weights)}; "
-                         f"build the model in {dtype} yourself and pass dtype=None")
-    for source, target in zip(model.weights, copy.weights, strict=True):
+    # variables: the weights and the seed states of noise layers (GaussianNoise, SpatialDropout2D, ...), so that
+    # every copy draws the same noise as the model, and tape and finite differences see one function.
+    if len(copy.variables) != len(model.variables):
+        raise SuiteError(f"{model.name}: its {dtype} copy has {len(copy.variables)} variables, not "
+                         f"{len(model.variables)}; build the model in {dtype} yourself and pass dtype=None")
+    for source, target in zip(model.variables, copy.variables, strict=True):
         target.assign(ops.cast(source.value, target.dtype))
     return copy
 
@@ -155,6 +157,32 @@ def as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def takes_dropout_mask(layer) -> bool:
+    """Whether a check applies a 0/1 keep-mask in this layer's place: Keras's own Dropout only. A subclass
+    (SpatialDropout2D drops whole channels) computes another function; it runs as Keras's layer, its noise fixed
+    during the check like any noise layer's (its seed state is read, never advanced)."""
+    return type(layer) is keras.layers.Dropout
+
+
+def mask_shape(layer, batch_size: int) -> tuple:
+    """The shape of a Dropout layer's keep-mask: its noise_shape where it has one (None: the output's size there),
+    so that the mask is shared along the axes the layer shares it along."""
+    shape = (batch_size, *layer.output.shape[1:])
+    noise = layer.noise_shape or (None,) * len(shape)
+    return tuple(size if n is None else n for size, n in zip(shape, noise, strict=True))
+
+
+def draw_dropout_masks(layers, batch_size: int, rng) -> dict:
+    """{layer name: 0/1 keep-mask} for each Dropout layer that takes one, kept with probability 1 − rate."""
+    dropouts = {layer.name: layer for layer in layers if takes_dropout_mask(layer)}  # a layer called twice: one
+    return {name: rng.random(mask_shape(layer, batch_size)) >= layer.rate for name, layer in dropouts.items()}
+
+
+def masks_need_a_graph(model) -> SuiteError:
+    return SuiteError(f"{model.name}: dropout masks need a Sequential or Functional model; a subclassed model's "
+                      "dropout runs with Keras's own seed (fixed during a check): pass dropout_masks=None")
+
+
 def reference_outputs(model, x, training=False, dropout_masks=None, values=None, graph: LayerGraph | None = None):
     """The model's outputs (a list) by Keras's own layers. Dropout layers named in `dropout_masks` apply
     that 0/1 mask (inverted dropout), the same masks the manual twin is given; other layers run with
@@ -165,13 +193,12 @@ def reference_outputs(model, x, training=False, dropout_masks=None, values=None,
     with keras.StatelessScope(state_mapping=mapping):
         if graph is None:
             if dropout_masks:
-                raise SuiteError(f"{model.name}: dropout masks need a Sequential or Functional model; a subclassed "
-                                 "model's dropout runs with Keras's own seed (fixed during a check)")
+                raise masks_need_a_graph(model)
             return as_list(model(x, training=training))
 
         def call_node(node, args, kwargs):
             layer = node.layer
-            mask = (dropout_masks or {}).get(layer.name) if isinstance(layer, keras.layers.Dropout) else None
+            mask = (dropout_masks or {}).get(layer.name) if takes_dropout_mask(layer) else None
             if mask is not None:
                 return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
             if getattr(layer, "_call_has_training_arg", False):

@@ -13,6 +13,8 @@ from conftest import REPO_ROOT
 from backprop_suite import GradientReport, assert_gradients, autodiff, check_gradients
 from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
+from backprop_suite.errors import SuiteError
+from backprop_suite.gradcheck import dropout_masks_for
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
@@ -224,3 +226,61 @@ def test_integer_labels_and_a_from_logits_loss_are_checked_with_the_manual_formu
     softmax /= softmax.sum(axis=1, keepdims=True)
     loss = -np.mean(np.log(softmax[np.arange(4), y]))
     assert report.data["three_way"]["tape_loss"] == pytest.approx(loss, rel=1e-6)  # float32 weights, float64 math
+
+
+def noisy_cnn(noise_layers) -> keras.Sequential:
+    return keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(4, 3, activation="tanh", name="conv"),
+                             *noise_layers, keras.layers.Flatten(name="flatten"),
+                             keras.layers.Dense(3, activation="softmax", name="head")], name="noisy_cnn")
+
+
+@pytest.mark.any_backend
+def test_noise_layers_without_a_formula_keep_one_draw_for_every_method():
+    """In training mode, a noise layer the check has no mask for (SpatialDropout2D drops whole channels, so it is no
+    elementwise Dropout) runs its own seeded noise. The tape and finite differences must differentiate the same
+    draw: when each float64 copy of the model drew its own, they disagreed and a correct model failed."""
+    keras.utils.set_random_seed(0)
+    model = noisy_cnn([keras.layers.SpatialDropout2D(0.3, name="spatial"),
+                       keras.layers.GaussianNoise(0.5, name="noise")])
+    x, y = random_batch(model, 6)
+    training = check_gradients(model, x, y, training=True, fd_entries=8, directions=2)
+    assert training.passed, str(training)
+    assert training.data["dropout_masks"] == []  # no elementwise mask stands in for SpatialDropout2D
+    inference = check_gradients(model, x, y, fd_entries=1, directions=1)
+    noise_on = training.data["three_way"]["tape_loss"] != pytest.approx(inference.data["three_way"]["tape_loss"])
+    assert noise_on
+
+
+@pytest.mark.any_backend
+def test_a_dropout_noise_shape_shares_the_drawn_mask_and_the_formulas_still_agree():
+    keras.utils.set_random_seed(0)
+    model = noisy_cnn([keras.layers.Dropout(0.5, noise_shape=(None, 1, 1, 4), name="channel_dropout")])
+    x, y = random_batch(model, 6)
+    report = check_gradients(model, x, y, training=True)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["manual"]["available"]
+    masks = dropout_masks_for(model, x, True, None, seed=0)
+    assert masks["channel_dropout"].shape == (6, 1, 1, 4)
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"dropout_masks": [np.ones((4, 6, 6, 4))]}, "dropout_masks must be a dict"),
+    ({"dropout_masks": {"drop0ut": np.ones((4, 6, 6, 4))}}, "dropout_masks['drop0ut']: noisy_cnn has no Dropout layer of that name"),
+    ({"dropout_masks": {"spatial": np.ones((4, 1, 1, 4))}}, "its Dropout layers: drop"),
+    ({"dropout_masks": {"drop": np.ones((4, 6, 6))}}, "has shape (4, 6, 6); give a 0/1 array of the layer's output"),
+    ({"dtype": "float16"}, "dtype='float16' is not one of float64, float32"),
+    ({"fd_entries": 0}, "fd_entries=0: give a positive whole number"),
+    ({"seed": -1}, "seed=-1: give a whole number in [0, 2**32)"),
+])
+def test_check_gradients_refuses_a_bad_argument_naming_it(options, named):
+    model = noisy_cnn([keras.layers.Dropout(0.5, name="drop"), keras.layers.SpatialDropout2D(0.5, name="spatial")])
+    x, y = random_batch(model, 4)
+    with pytest.raises(SuiteError) as error:
+        check_gradients(model, x, y, training=True, **options)
+    assert named in str(error.value)
+
+
+def test_check_gradients_refuses_masks_for_a_subclassed_model():
+    model = ZOO["subclassed_mlp"].build()
+    with pytest.raises(SuiteError, match="dropout masks need a Sequential or Functional model"):
+        check_gradients(model, np.zeros((2, 8)), np.eye(4)[:2], dropout_masks={"dense1": np.ones((2, 16))})
