@@ -17,9 +17,16 @@ from backprop_suite import autodiff
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import TOLERANCES, directional_check, three_way_check
 from backprop_suite.gradient_report import GradientReport
-from backprop_suite.keras_graph import layer_graph
+from backprop_suite.keras_graph import io_names, layer_graph
 from backprop_suite.provenance import environment
-from backprop_suite.reference import as_list, masks_need_a_graph, reference_outputs, resolve_losses, takes_dropout_mask
+from backprop_suite.reference import (
+    as_list,
+    in_model_order,
+    masks_need_a_graph,
+    reference_outputs,
+    resolve_losses,
+    takes_dropout_mask,
+)
 
 DTYPES = ("float64", "float32")
 
@@ -37,10 +44,15 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     fd_entries: entries per tensor checked by central differences; directions: random directions over all
         parameters checked by finite differences and forward mode.
     """
+    x, y = in_model_order(model, x, "inputs", "x"), in_model_order(model, y, "outputs", "y")
     _validate(model, x, y, dtype, fd_entries, directions, seed)
     _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
     three_way = three_way_check(model, x, y, dropout_masks, dtype=dtype, fd_entries=fd_entries, seed=seed,
                                 loss=loss, training=training)
+    if not np.isfinite(three_way["tape_loss"]):
+        raise SuiteError(f"{model.name}: the loss at these weights and this batch is {three_way['tape_loss']}, so no "
+                         "gradient there can be checked; check the targets suit the loss (e.g. 0/1 for a "
+                         "cross-entropy) and the weights are finite")
     directional = directional_check(model, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
                                     training=training)
     return GradientReport({
@@ -97,6 +109,10 @@ def _validate(model, x, y, dtype, fd_entries, directions, seed):
         raise SuiteError("model must be a built Keras model (call it once, or build it, before checking)")
     if not model.trainable_variables:
         raise SuiteError(f"{model.name} has no trainable weights: there is no gradient to check")
+    for variable in model.trainable_variables:
+        if not np.isfinite(ops.convert_to_numpy(variable.value)).all():
+            raise SuiteError(f"{model.name}: weight {variable.path} holds NaN or infinite values; check the model "
+                             "at finite weights (a diverged training run leaves NaN weights)")
     if dtype not in DTYPES:
         raise SuiteError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
     for name, value in (("fd_entries", fd_entries), ("directions", directions)):
@@ -104,6 +120,20 @@ def _validate(model, x, y, dtype, fd_entries, directions, seed):
             raise SuiteError(f"{name}={value!r}: give a positive whole number")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise SuiteError(f"seed={seed!r}: give a whole number in [0, 2**32)")
+    for argument, value, side in (("x", x, "inputs"), ("y", y, "outputs")):
+        names = io_names(model, side)
+        if names is not None and len(as_list(value)) != len(names):
+            named = f"{len(names)} {side} ({', '.join(names)})" if len(names) > 1 else f"single {side[:-1]}"
+            raise SuiteError(f"{argument}: {len(as_list(value))} arrays for {model.name}'s {named}; give one NumPy "
+                             f"array per {side[:-1]} (a Python list is read as one array per {side[:-1]}), or a dict "
+                             "keyed by their names")
+        for k, array in enumerate(as_list(value)):
+            array = np.asarray(array)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                where = f"{argument}[{k}]" if isinstance(value, (list, tuple)) else argument
+                raise SuiteError(f"{where} holds {np.size(array) - np.isfinite(array).sum()} NaN or infinite "
+                                 "values: a gradient there has no finite differences to check against; give finite "
+                                 "inputs and targets")
     sizes = {len(a) for a in as_list(x) + as_list(y)}
     if len(sizes) != 1 or 0 in sizes:
         raise SuiteError(f"x and y must hold the same, non-zero number of samples; got sizes {sorted(sizes)}")

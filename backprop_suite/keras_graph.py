@@ -51,6 +51,23 @@ def layer_graph(model: keras.Model) -> LayerGraph | None:
     return LayerGraph(tuple(id(t) for t in model.inputs), tuple(id(t) for t in model.outputs), tuple(nodes))
 
 
+def io_names(model: keras.Model, side: str) -> list[str] | None:
+    """The names a dict of the model's `side` ("inputs" or "outputs": targets, losses) is keyed by, in the order
+    of model.inputs / model.outputs, as Keras reads such a dict: the keys where the model was built on a dict, else
+    the input tensors' names, or the output layers' (output_names). None for a model without symbolic inputs."""
+    try:
+        tensors = getattr(model, side)
+    except (AttributeError, ValueError):
+        return None
+    struct = getattr(model, f"_{side}_struct", None)
+    if isinstance(struct, dict):
+        key = {id(t): k for k, t in struct.items()}
+        return [key[id(t)] for t in tensors]
+    if side == "inputs":
+        return [t.name for t in tensors]
+    return list(getattr(model, "output_names", None) or [model.layers[-1].name])  # a Sequential: its last layer
+
+
 def run_graph(graph: LayerGraph, inputs: list, call_node) -> list:
     """Feed `inputs` through the graph; `call_node(node, args, kwargs)` computes a node's outputs."""
     values = dict(zip(graph.inputs, inputs, strict=True))

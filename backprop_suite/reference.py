@@ -16,7 +16,7 @@ from keras import ops
 
 from backprop_suite import autodiff
 from backprop_suite.errors import SuiteError
-from backprop_suite.keras_graph import LayerGraph, layer_graph, run_graph
+from backprop_suite.keras_graph import LayerGraph, io_names, layer_graph, run_graph
 
 
 def parameters(model: keras.Model) -> dict[str, keras.Variable]:
@@ -35,8 +35,11 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
     try:
         if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
             inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
-            copy = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
-                                            clone_function=functools.partial(_layer_in_dtype, dtype=dtype))
+            structure = getattr(model, "_inputs_struct", None)  # a model built on a dict of inputs clones from one
+            copy = keras.models.clone_model(
+                model, clone_function=functools.partial(_layer_in_dtype, dtype=dtype),
+                input_tensors=keras.tree.pack_sequence_as(structure, inputs) if isinstance(structure, dict) else
+                inputs if len(inputs) > 1 else inputs[0])
         else:
             with global_dtype_policy(dtype):
                 copy = model.__class__.from_config(model.get_config())
@@ -140,8 +143,7 @@ def resolve_losses(model: keras.Model, loss=None) -> list[Loss]:
     cross-entropy, otherwise ½ squared error)."""
     count = len(model.outputs) if getattr(model, "_nodes_by_depth", None) is not None else 1
     loss = loss if loss is not None else getattr(model, "loss", None)
-    if isinstance(loss, dict):
-        loss = [loss[name] for name in model.output_names]
+    loss = in_model_order(model, loss, "outputs", "loss")
     if isinstance(loss, (list, tuple)):
         if len(loss) != count:
             raise SuiteError(f"{model.name}: {len(loss)} losses for {count} outputs; give one per output")
@@ -149,6 +151,22 @@ def resolve_losses(model: keras.Model, loss=None) -> list[Loss]:
     if loss is not None:
         return [as_loss(loss)] * count
     return [as_loss(DEFAULT_LOSS.get(output_activation(model, k), "half_squared_error")) for k in range(count)]
+
+
+def in_model_order(model: keras.Model, value, side: str, argument: str):
+    """`value` with a dict (by input or output name, as Keras reads one) turned into a list in the order of
+    model.inputs or model.outputs (`side`), the value itself for a single one; anything else as it is."""
+    if not isinstance(value, dict):
+        return value
+    names = io_names(model, side)
+    if names is None:
+        raise SuiteError(f"{argument}: a dict needs a Sequential or Functional model, whose {side} have names; "
+                         f"give {model.name}'s {side} as a list")
+    if set(value) != set(names):
+        raise SuiteError(f"{argument}: its keys {sorted(value)} are not {model.name}'s {side} ({', '.join(names)}); "
+                         f"give one entry per {side[:-1]}, keyed by its name")
+    ordered = [value[name] for name in names]
+    return ordered if len(ordered) > 1 else ordered[0]
 
 
 # --- the reference loss ---------------------------------------------------------------------------
