@@ -87,16 +87,23 @@ def _half_squared_error(t, y):
     return 0.5 * ops.sum(ops.square(y - t), axis=-1)  # E = ½ Σ_k (y_k − t_k)², the notes' E (C000-1)
 
 
+# A Keras Loss object's reduction, without sample weights: every "mean" one averages over the remaining entries.
+REDUCTIONS = {"sum_over_batch_size": "mean", "mean": "mean", "mean_with_sample_weight": "mean", "sum": "sum"}
+
+
 @dataclass(frozen=True)
 class Loss:
     """One output's loss: per-sample `fn(t, y, **options)`, averaged over every remaining entry (Keras's
-    "sum_over_batch_size"). `name` is Keras's function name, which the manual twin's table is keyed by."""
+    "sum_over_batch_size"), or summed where the Keras loss says reduction="sum". `name` is Keras's function
+    name, which the manual twin's table is keyed by."""
     name: str
     fn: object
     options: dict = field(default_factory=dict)
+    reduction: str = "mean"
 
     def __call__(self, t, y):
-        return ops.mean(self.fn(t, y, **self.options))
+        per_sample = self.fn(t, y, **self.options)
+        return ops.sum(per_sample) if self.reduction == "sum" else ops.mean(per_sample)
 
 
 DEFAULT_LOSS = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy"}  # else half_squared_error
@@ -115,10 +122,14 @@ def as_loss(loss) -> Loss:
             raise SuiteError(f"loss {loss!r} is not a Keras loss name; give e.g. 'categorical_crossentropy', "
                              "'mse', 'half_squared_error', a keras.losses object or a function") from None
         return Loss(fn.__name__, fn)
-    if hasattr(loss, "fn") and hasattr(loss, "_fn_kwargs"):  # keras.losses.CategoricalCrossentropy(...) and friends
-        return Loss(loss.fn.__name__, loss.fn, dict(loss._fn_kwargs))
-    if isinstance(loss, keras.losses.Loss):  # its own call(), unreduced, without the Loss's float32 cast
-        return Loss(type(loss).__name__, loss.call)
+    if isinstance(loss, keras.losses.Loss):
+        if loss.reduction not in REDUCTIONS:
+            raise SuiteError(f"loss {type(loss).__name__}(reduction={loss.reduction!r}) gives one loss per sample; "
+                             "check a scalar loss: reduction='sum_over_batch_size' (Keras's default) or 'sum'")
+        reduction = REDUCTIONS[loss.reduction]
+        if hasattr(loss, "fn") and hasattr(loss, "_fn_kwargs"):  # keras.losses.CategoricalCrossentropy(...) & co.
+            return Loss(loss.fn.__name__, loss.fn, dict(loss._fn_kwargs), reduction)
+        return Loss(type(loss).__name__, loss.call, reduction=reduction)  # its own call(), without the float32 cast
     if callable(loss):
         return Loss(getattr(loss, "__name__", "custom"), loss)
     raise SuiteError(f"loss must be a name, a keras.losses object or a callable; got {type(loss).__name__}")

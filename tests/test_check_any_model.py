@@ -321,3 +321,17 @@ def test_check_gradients_refuses_masks_for_a_subclassed_model():
     model = ZOO["subclassed_mlp"].build()
     with pytest.raises(SuiteError, match="dropout masks need a Sequential or Functional model"):
         check_gradients(model, np.zeros((2, 8)), np.eye(4)[:2], dropout_masks={"dense1": np.ones((2, 16))})
+
+
+def test_a_summed_loss_is_checked_as_keras_sums_it_and_an_unreduced_one_refused():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="tanh")], name="summed")
+    model.compile(loss=keras.losses.MeanSquaredError(reduction="sum"))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
+    assert "reduction='sum': the formulas average over the batch" in str(report)  # no formula for a sum: named
+    with pytest.raises(SuiteError, match=r"reduction=None\) gives one loss per sample"):
+        check_gradients(model, x, y, loss=keras.losses.MeanSquaredError(reduction=None))

@@ -55,6 +55,8 @@ class ManualTwin:
     def _manual_loss(self, output: int, loss):
         if loss.name not in MANUAL_LOSSES:
             raise Unsupported("no manual formula for this loss")
+        if loss.reduction != "mean":
+            raise Unsupported(f"reduction={loss.reduction!r}: the formulas average over the batch")
         for option, value in loss.options.items():
             if option not in SUPPORTED_LOSS_OPTIONS or value not in SUPPORTED_LOSS_OPTIONS[option]:
                 raise Unsupported(f"{option}={value!r}")
