@@ -28,10 +28,25 @@ def parameters(model: keras.Model) -> dict[str, keras.Variable]:
     return named
 
 
+BUILD_IT_YOURSELF = ("build the model in {dtype} yourself (keras.config.set_dtype_policy('{dtype}') before "
+                     "building, and Inputs of dtype '{dtype}') and check that one: a model already in {dtype} is "
+                     "checked as it is")
+
+
+def computes_in(model: keras.Model, dtype: str) -> bool:
+    """Whether the model already computes in `dtype`: every layer's compute dtype, float variable and float
+    symbolic input (Keras casts data to an Input's dtype first)."""
+    tensors = [*model.variables, *(model.inputs if layer_graph(model) is not None else [])]
+    return all(layer.compute_dtype == dtype for layer in model._flatten_layers(include_self=True)) and \
+        all(t.dtype == dtype for t in tensors if "float" in keras.backend.standardize_dtype(t.dtype))
+
+
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
     """A copy of the model computing in `dtype`, with the same weights and its own variables."""
     if dtype == "float64":
         autodiff.enable_float64()
+    if computes_in(model, dtype):
+        return model  # every check's forward runs in a StatelessScope: the model itself is never written
     try:
         if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
             inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
@@ -47,13 +62,12 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
                 copy(*(np.zeros([1 if n is None else n for n in shape], dtype) for shape in shapes))
     except Exception as error:  # a user's layer without get_config/from_config, or a model that cannot rebuild
         raise SuiteError(f"{model.name}: cannot rebuild this model in {dtype} ({type(error).__name__}: {error}); "
-                         f"build it in {dtype} yourself (keras.config.set_dtype_policy({dtype!r}) before building) "
-                         "and pass dtype=None to check it in its own dtype") from None
+                         f"{BUILD_IT_YOURSELF.format(dtype=dtype)}") from None
     # variables: the weights and the seed states of noise layers (GaussianNoise, SpatialDropout2D, ...), so that
     # every copy draws the same noise as the model, and tape and finite differences see one function.
     if len(copy.variables) != len(model.variables):
         raise SuiteError(f"{model.name}: its {dtype} copy has {len(copy.variables)} variables, not "
-                         f"{len(model.variables)}; build the model in {dtype} yourself and pass dtype=None")
+                         f"{len(model.variables)}; {BUILD_IT_YOURSELF.format(dtype=dtype)}")
     for source, target in zip(model.variables, copy.variables, strict=True):
         target.assign(ops.cast(source.value, target.dtype))
     return copy

@@ -17,6 +17,7 @@ from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import dropout_masks_for
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
+from backprop_suite.reference import with_dtype
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
@@ -114,8 +115,12 @@ def test_assert_gradients_names_the_worst_tensor_entry_both_values_and_the_toler
 
 
 @pytest.mark.any_backend
-def test_the_check_never_changes_the_model_its_moving_statistics_or_seed_state():
-    model = ZOO["resnet_block"].build()
+@pytest.mark.parametrize("model_dtype", ["float32", "float64"])  # float64: no copy, the model itself is checked
+@pytest.mark.parametrize("name", ["resnet_block", "noisy_cnn"])  # moving statistics; dropout and noise seed states
+def test_the_check_never_changes_the_model_its_moving_statistics_or_seed_state(name, model_dtype):
+    model = ZOO[name].build() if name in ZOO else noisy_cnn([keras.layers.Dropout(0.3),
+                                                             keras.layers.GaussianNoise(0.5)])
+    model = with_dtype(model, model_dtype)
     before = [w.copy() for w in model.get_weights()] + [keras.ops.convert_to_numpy(v.value) for v in model.variables]
     x, y = random_batch(model, 4)
     assert check_gradients(model, x, y, training=True, fd_entries=4, directions=2).passed
@@ -321,6 +326,25 @@ def test_check_gradients_refuses_masks_for_a_subclassed_model():
     model = ZOO["subclassed_mlp"].build()
     with pytest.raises(SuiteError, match="dropout masks need a Sequential or Functional model"):
         check_gradients(model, np.zeros((2, 8)), np.eye(4)[:2], dropout_masks={"dense1": np.ones((2, 16))})
+
+
+def test_a_model_that_cannot_be_rebuilt_is_refused_with_a_remedy_that_works():
+    """A Lambda of a Python lambda cannot be deserialised, so the check cannot make its float64 copy; the
+    error's remedy, building the model in float64, gets it checked as it is."""
+    def build():
+        return keras.Sequential([keras.Input((4,), dtype=keras.config.dtype_policy().compute_dtype),
+                                 keras.layers.Lambda(lambda t: 2.0 * t), keras.layers.Dense(3, activation="softmax")])
+    x, y = np.random.default_rng(0).standard_normal((5, 4)), np.eye(3)[[0, 1, 2, 0, 1]]
+    with pytest.raises(SuiteError, match=r"keras.config.set_dtype_policy\('float64'\) before building"):
+        check_gradients(build(), x, y)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        model = build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)
 
 
 def test_a_summed_loss_is_checked_as_keras_sums_it_and_an_unreduced_one_refused():
