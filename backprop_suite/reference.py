@@ -42,7 +42,8 @@ def computes_in(model: keras.Model, dtype: str) -> bool:
 
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
-    """A copy of the model computing in `dtype`, with the same weights and its own variables."""
+    """The model computing in `dtype`: a copy with the same weights (and seed states) in its own variables, or
+    the model itself where it already computes in `dtype`."""
     if dtype == "float64":
         autodiff.enable_float64()
     if computes_in(model, dtype):
