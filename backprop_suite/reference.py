@@ -37,8 +37,15 @@ def computes_in(model: keras.Model, dtype: str) -> bool:
     """Whether the model already computes in `dtype`: every layer's compute dtype, float variable and float
     symbolic input (Keras casts data to an Input's dtype first)."""
     tensors = [*model.variables, *(model.inputs if layer_graph(model) is not None else [])]
-    return all(layer.compute_dtype == dtype for layer in model._flatten_layers(include_self=True)) and \
+    return not _layers_computing_otherwise(model, dtype) and \
         all(t.dtype == dtype for t in tensors if "float" in keras.backend.standardize_dtype(t.dtype))
+
+
+def _layers_computing_otherwise(model: keras.Model, dtype: str) -> list[str]:
+    """The model's layers, nested ones included, whose compute dtype is not `dtype` (an InputLayer computes nothing:
+    its tensor's dtype is the input's, checked apart)."""
+    return sorted({layer.name for layer in model._flatten_layers(include_self=False)
+                   if layer.compute_dtype != dtype and not isinstance(layer, keras.layers.InputLayer)})
 
 
 def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
@@ -64,6 +71,10 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
     except Exception as error:  # a user's layer without get_config/from_config, or a model that cannot rebuild
         raise SuiteError(f"{model.name}: cannot rebuild this model in {dtype} ({type(error).__name__}: {error}); "
                          f"{BUILD_IT_YOURSELF.format(dtype=dtype)}") from None
+    if not computes_in(copy, dtype):
+        raise SuiteError(f"{model.name}: its {dtype} copy still computes in another dtype in "
+                         f"{', '.join(_layers_computing_otherwise(copy, dtype)) or 'its weights or inputs'}; "
+                         f"{BUILD_IT_YOURSELF.format(dtype=dtype)}")
     # variables: the weights and the seed states of noise layers (GaussianNoise, SpatialDropout2D, ...), so that
     # every copy draws the same noise as the model, and tape and finite differences see one function.
     if len(copy.variables) != len(model.variables):
@@ -77,7 +88,23 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
 def _layer_in_dtype(layer, dtype):
     if isinstance(layer, keras.Model):  # a nested model: clone it layer by layer too
         return with_dtype(layer, dtype)
-    return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
+    return layer.__class__.from_config(_config_in_dtype(layer.get_config(), dtype))
+
+
+def _config_in_dtype(config, dtype):
+    """A layer's config with every float dtype in it set to `dtype`: its own, and those of the layers it wraps
+    (Bidirectional, TimeDistributed), which would otherwise keep computing in float32 inside a float64 copy."""
+    if isinstance(config, list):
+        return [_config_in_dtype(item, dtype) for item in config]
+    if not isinstance(config, dict):
+        return config
+    return {key: dtype if key == "dtype" and _is_float_policy(value) else _config_in_dtype(value, dtype)
+            for key, value in config.items()}
+
+
+def _is_float_policy(value) -> bool:
+    name = value.get("config", {}).get("name") if isinstance(value, dict) else value  # a serialised DTypePolicy
+    return isinstance(name, str) and "float" in name  # float32, mixed_bfloat16, ...; not a lookup's int64
 
 
 class global_dtype_policy:  # noqa: N801  (used as `with global_dtype_policy(...)`)

@@ -46,6 +46,7 @@ def test_every_zoo_model_passes_the_full_check(name):
     methods = {c["methods"] for c in report.data["three_way"]["comparisons"]}
     assert ("manual_vs_tape" in methods) == (entry.manual and not known_difference)
     assert "tape_vs_finite_differences" in methods
+    assert not report.data["directional"]["below_float64"]
     assert report.data["directional"]["parameters"] == model.count_params() - sum(
         int(np.prod(v.shape)) for v in model.non_trainable_weights)
 
@@ -359,3 +360,30 @@ def test_a_summed_loss_is_checked_as_keras_sums_it_and_an_unreduced_one_refused(
     assert "reduction='sum': the formulas average over the batch" in str(report)  # no formula for a sum: named
     with pytest.raises(SuiteError, match=r"reduction=None\) gives one loss per sample"):
         check_gradients(model, x, y, loss=keras.losses.MeanSquaredError(reduction=None))
+
+
+class TanhInFloat32(keras.layers.Layer):
+    """tanh computed in float32 inside a float64 model, as Keras's JAX attention computes its softmax."""
+
+    def call(self, x):
+        return keras.ops.cast(keras.ops.tanh(keras.ops.cast(x, "float32")), x.dtype)
+
+
+@pytest.mark.any_backend
+def test_a_model_computing_partly_in_float32_fails_with_the_reason_and_no_noise_passes_for_a_kink():
+    """Finite differences of a loss with float32 rounding inside see noise of ~1e-7·|L|/h; its one-sided slopes
+    jump about at every step, which must not be credited as kinks (when they were, some tensors passed). Forward
+    and reverse mode disagree beyond float64 rounding, and the report says what that means."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,), dtype="float64"), keras.layers.Dense(5, dtype="float64", name="first"),
+                              TanhInFloat32(dtype="float64", name="tanh32"),
+                              keras.layers.Dense(3, activation="softmax", dtype="float64", name="head")])
+    x, y = random_batch(model, 4)
+    report = check_gradients(model, x, y)
+    assert not report.passed
+    fd = [c for c in report.data["three_way"]["comparisons"] if c["methods"] == "tape_vs_finite_differences"]
+    assert sum(c["kinks"] for c in fd) == 0
+    assert not next(c for c in fd if c["tensor"] == "first/kernel")["passed"]
+    if report.data["directional"]["forward_mode"]["available"]:
+        assert report.data["directional"]["below_float64"]
+        assert "part of the model most likely computes below float64" in str(report)
