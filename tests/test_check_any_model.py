@@ -387,3 +387,18 @@ def test_a_model_computing_partly_in_float32_fails_with_the_reason_and_no_noise_
     if report.data["directional"]["forward_mode"]["available"]:
         assert report.data["directional"]["below_float64"]
         assert "part of the model most likely computes below float64" in str(report)
+
+
+@pytest.mark.any_backend
+def test_layers_wrapping_another_are_copied_to_float64_with_it():
+    """Bidirectional and TimeDistributed carry their inner layer's config, dtype included: copied with the outer
+    dtype only, the inner GRU and Dense stayed float32, and finite differences failed correct gradients."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.TimeDistributed(keras.layers.Dense(4), name="each"),
+                              keras.layers.Bidirectional(keras.layers.GRU(3), name="both_ways"),
+                              keras.layers.Dense(2, activation="softmax", name="head")], name="wrapped")
+    copy = with_dtype(model, "float64")
+    assert {layer.compute_dtype for layer in copy._flatten_layers(include_self=False)
+            if not isinstance(layer, keras.layers.InputLayer)} == {"float64"}
+    report = check_gradients(model, *random_batch(model, 4), fd_entries=8, directions=2)
+    assert report.passed, str(report)
