@@ -48,13 +48,19 @@ def _layers_computing_otherwise(model: keras.Model, dtype: str) -> list[str]:
                    if layer.compute_dtype != dtype and not isinstance(layer, keras.layers.InputLayer)})
 
 
-def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
-    """The model computing in `dtype`: a copy with the same weights (and seed states) in its own variables, or
-    the model itself where it already computes in `dtype`."""
+def checked_in(model: keras.Model, dtype: str) -> keras.Model:
+    """The model a check evaluates in `dtype`: the model itself where it already computes in `dtype` (so one
+    that cannot be copied can still be checked; every check's forward runs in a StatelessScope and never writes
+    it), else its copy in `dtype`."""
     if dtype == "float64":
         autodiff.enable_float64()
-    if computes_in(model, dtype):
-        return model  # every check's forward runs in a StatelessScope: the model itself is never written
+    return model if computes_in(model, dtype) else with_dtype(model, dtype)
+
+
+def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
+    """A copy of the model computing in `dtype`, with the same weights (and seed states) in its own variables."""
+    if dtype == "float64":
+        autodiff.enable_float64()
     try:
         if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
             inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
