@@ -20,12 +20,14 @@ from backprop_suite.keras_graph import LayerGraph, io_names, layer_graph, run_gr
 
 
 def parameters(model: keras.Model) -> dict[str, keras.Variable]:
-    """The trainable variables by "<layer>/<weight>" name, in layer order."""
+    """The trainable variables by "<layer>/<weight>" name, in layer order. A copy made by `with_dtype` has the
+    names of its model: a subclassed model's copy builds its unnamed layers anew, and Keras numbers them anew."""
     named = {f"{layer.name}/{v.name}": v for layer in model.layers for v in layer.trainable_weights}
     if len(named) != len(model.trainable_variables) or \
             {id(v) for v in named.values()} != {id(v) for v in model.trainable_variables}:
-        return {v.path: v for v in model.trainable_variables}  # nested or shared weights: Keras's own paths
-    return named
+        named = {v.path: v for v in model.trainable_variables}  # nested or shared weights: Keras's own paths
+    names = getattr(model, "_names_of_the_copied_parameters", None)
+    return dict(zip(names, named.values(), strict=True)) if names else named
 
 
 BUILD_IT_YOURSELF = ("build the model in {dtype} yourself (keras.config.set_dtype_policy('{dtype}') before "
@@ -88,6 +90,7 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
                          f"{len(model.variables)}; {BUILD_IT_YOURSELF.format(dtype=dtype)}")
     for source, target in zip(model.variables, copy.variables, strict=True):
         target.assign(ops.cast(source.value, target.dtype))
+    copy._names_of_the_copied_parameters = tuple(parameters(model))  # a tuple: Keras tracks no attribute of it
     return copy
 
 

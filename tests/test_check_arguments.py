@@ -109,3 +109,24 @@ def test_a_summed_loss_is_checked_as_keras_sums_it_and_an_unreduced_one_refused(
     assert "reduction='sum': the formulas average over the batch" in str(report)  # no formula for a sum: named
     with pytest.raises(SuiteError, match=r"reduction=None\) gives one loss per sample"):
         check_gradients(model, x, y, loss=keras.losses.MeanSquaredError(reduction=None))
+
+
+class UnnamedLayers(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.first, self.second = keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+@pytest.mark.any_backend
+def test_a_subclassed_model_is_reported_by_its_own_weight_names_though_its_copies_number_their_layers_anew():
+    """The float64 copies of a subclassed model build its unnamed layers anew, and Keras names them dense_7, dense_8:
+    the report keeps the model's names (when it took the copies' own, the per-tensor check hit a KeyError)."""
+    model = UnnamedLayers(name="unnamed")
+    model(np.zeros((1, 3)))
+    names = [f"{layer.name}/{v.name}" for layer in model.layers for v in layer.trainable_weights]
+    report = check_gradients(model, np.ones((4, 3)), np.zeros((4, 2)), loss="mse")
+    assert report.passed, str(report)
+    assert list(dict.fromkeys(c["tensor"] for c in report.data["three_way"]["comparisons"])) == names
