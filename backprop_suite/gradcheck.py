@@ -34,7 +34,15 @@ from keras import ops
 from backprop_suite import autodiff
 from backprop_suite.keras_graph import layer_graph
 from backprop_suite.manual.twin import ManualTwin, ManualUnavailable
-from backprop_suite.reference import as_list, checked_in, draw_dropout_masks, parameters, reference_loss, resolve_losses
+from backprop_suite.reference import (
+    as_list,
+    checked_in,
+    draw_dropout_masks,
+    parameters,
+    penalty_terms,
+    reference_loss,
+    resolve_losses,
+)
 
 FD_STEP = 1e-6
 TINY = 1e-300  # floor of the relative error's denominator
@@ -240,7 +248,7 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
                 picked = [grad[i] for i in indices] if grad.shape == problem64.point[name].shape else grad
                 comparisons.append(fd.compare(name, f"{method}_vs_finite_differences", indices, picked, rtol, atol))
     return {"dtype": dtype, "training": training, "dropout_masks": sorted(dropout_masks or {}),
-            "losses": [f.name for f in problem64.losses],
+            "losses": [f.name for f in problem64.losses], "penalties": penalty_terms(model),
             "manual": {"available": twin is not None, "missing": missing},
             "manual_loss": manual_loss, "tape_loss": tape_loss,
             "passed": all(c.passed for c in comparisons), "comparisons": [asdict(c) for c in comparisons]}

@@ -87,9 +87,10 @@ def format_table(report: dict) -> str:
     batch = report["batch"]
     described = f" ({batch['description']})" if batch.get("description") else ""
     mode = "training mode" if three_way.get("training") else "inference mode"
+    penalties = f" + model.losses ({', '.join(three_way['penalties'])})" if three_way.get("penalties") else ""
     backend = f" on {report['backend']} (tape: {report['reverse_mode']})" if "backend" in report else ""
     lines = [f"{report['model']} ({report['parameters']:,} parameters){backend}, {three_way['dtype']}, {mode}, "
-             f"batch of {batch['size']}{described}, loss {' + '.join(three_way.get('losses', []))}.",
+             f"batch of {batch['size']}{described}, loss {' + '.join(three_way.get('losses', []))}{penalties}.",
              "FD: float64 central differences on sampled entries. mean |diff| vs FD: the book's measure, manual "
              "(else tape) against FD. PASS: every entry has |a − b| <= atol + rtol·max(|a|, |b|) "
              "(backprop_suite/gradcheck.py), so worst/tolerance < 1; 1/(worst/tolerance) is the margin."]

@@ -267,37 +267,79 @@ def reference_outputs(model, x, training=False, dropout_masks=None, values=None,
     """The model's outputs (a list) by Keras's own layers. Dropout layers named in `dropout_masks` apply
     that 0/1 mask (inverted dropout), the same masks the manual twin is given; other layers run with
     `training`. `values`: {parameter name: value} replacing trainable variables."""
+    return _forward(model, x, training, dropout_masks, values, graph)[0]
+
+
+def _forward(model, x, training, dropout_masks, values, graph=None) -> tuple[list, list]:
+    """The outputs and the model's penalties (model.losses, as Keras's fit adds them to the loss): each trainable
+    weight's regularizer at its value here, and every loss the layers add while called (activity regularizers,
+    already divided by the batch size, and a user's add_loss)."""
     named = parameters(model)
     mapping = [(named[name], value) for name, value in (values or {}).items()]
     graph = graph or layer_graph(model)
-    with keras.StatelessScope(state_mapping=mapping):
+    added = {}  # id -> loss: kept as each layer adds it, since Keras clears a layer's losses when called anew
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+
+        def collect_added():
+            added.update((id(loss), loss) for loss in scope.losses)
+
         if graph is None:
             if dropout_masks:
                 raise masks_need_a_graph(model)
-            return as_list(model(x, training=training))
+            outputs = as_list(model(x, training=training))
+        else:
+            def call_node(node, args, kwargs):
+                layer = node.layer
+                mask = (dropout_masks or {}).get(layer.name) if takes_dropout_mask(layer) else None
+                if mask is not None:
+                    return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
+                if getattr(layer, "_call_has_training_arg", False):
+                    kwargs = {**kwargs, "training": training}
+                result = layer(*args, **kwargs)
+                collect_added()
+                return result
 
-        def call_node(node, args, kwargs):
-            layer = node.layer
-            mask = (dropout_masks or {}).get(layer.name) if takes_dropout_mask(layer) else None
-            if mask is not None:
-                return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
-            if getattr(layer, "_call_has_training_arg", False):
-                kwargs = {**kwargs, "training": training}
-            return layer(*args, **kwargs)
+            outputs = run_graph(graph, as_list(x), call_node)
+        collect_added()
+        penalties = [_weight_penalty(model, name, v) for name, v in named.items() if v.regularizer is not None]
+    return outputs, [ops.sum(loss) for loss in added.values()] + penalties
 
-        return run_graph(graph, as_list(x), call_node)
+
+def _weight_penalty(model, name: str, variable):
+    try:
+        return variable.regularizer(variable.value)
+    except Exception as error:  # e.g. Keras's OrthogonalRegularizer multiplies by a float32 factor on TensorFlow
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SuiteError(f"{model.name}: its {type(variable.regularizer).__name__} penalty on {name} cannot "
+                         f"be computed in {variable.dtype} ({type(error).__name__}: {reason}); check a copy without "
+                         "it (kernel_regularizer=None), or write the regularizer to cast its constants to the "
+                         "weight's dtype (ops.cast(factor, x.dtype))") from None
+
+
+def penalty_terms(model) -> list[str]:
+    """The regularizers in model.losses, named: "<weight path> <Regularizer>" and "<layer> activity <Regularizer>"
+    (a layer's own add_loss is added to the checked loss too, unnamed)."""
+    weights = [f"{name} {type(v.regularizer).__name__}" for name, v in parameters(model).items()
+               if v.regularizer is not None]
+    activities = [f"{layer.name} activity {type(layer.activity_regularizer).__name__}"
+                  for layer in model._flatten_layers(include_self=True)
+                  if getattr(layer, "activity_regularizer", None) is not None]
+    return weights + activities
 
 
 def reference_loss(model, x, t, dropout_masks=None, loss=None, training=False, values=None, losses=None):
-    """Σ over outputs of each output's loss, averaged over the batch, by Keras's layers and losses."""
+    """Σ over outputs of each output's loss, averaged over the batch, by Keras's layers and losses, plus the
+    model's penalties (model.losses), as Keras's fit minimises it."""
     losses = losses or resolve_losses(model, loss)
-    outputs = reference_outputs(model, x, training, dropout_masks, values)
+    outputs, penalties = _forward(model, x, training, dropout_masks, values)
     targets = as_list(t)
     if len(targets) != len(outputs):
         raise SuiteError(f"{model.name}: {len(targets)} target arrays for {len(outputs)} outputs")
     total = 0
     for fn, target, y in zip(losses, targets, outputs, strict=True):
         total = total + fn(ops.cast(target, y.dtype) if _is_float(target) else target, y)
+    for penalty in penalties:
+        total = total + penalty
     return total
 
 

@@ -195,6 +195,20 @@ def partly_frozen_cnn() -> keras.Sequential:
     return model
 
 
+def regularized_mlp() -> keras.Sequential:
+    """Weight decay and activity regularization, as keras-io's examples add them: Keras's fit minimises the data
+    loss plus model.losses (every weight's penalty, each activity penalty divided by the batch size), so that is
+    the function checked, and each penalty's gradient adds to the backward pass."""
+    return keras.Sequential([
+        keras.Input(shape=(12,)),
+        layers.Dense(16, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-2), name="dense1"),
+        layers.Dense(8, activation="tanh", kernel_regularizer=keras.regularizers.L1L2(l1=1e-2, l2=1e-2),
+                     activity_regularizer=keras.regularizers.L1(1e-2), name="dense2"),
+        layers.Dense(4, activation="softmax", kernel_regularizer=keras.regularizers.L2(1e-2),
+                     bias_regularizer=keras.regularizers.L2(1e-2), name="head"),
+    ], name="regularized_mlp")
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     build: object
@@ -218,4 +232,5 @@ ZOO = {
     "cifar_convnet": ZooEntry(cifar_convnet, training=True),
     "siamese_towers": ZooEntry(siamese_towers),
     "partly_frozen_cnn": ZooEntry(partly_frozen_cnn, training=True),
+    "regularized_mlp": ZooEntry(regularized_mlp),
 }

@@ -327,3 +327,115 @@ def test_layers_wrapping_another_are_copied_to_float64_with_it():
             if not isinstance(layer, keras.layers.InputLayer)} == {"float64"}
     report = check_gradients(model, *random_batch(model, 4), fd_entries=8, directions=2)
     assert report.passed, str(report)
+
+
+def data_loss(model, x, y) -> float:
+    """The categorical cross-entropy of the model's predictions alone, by Keras's loss: no penalties."""
+    per_sample = keras.losses.categorical_crossentropy(y, model.predict(x, verbose=0))
+    return float(keras.ops.convert_to_numpy(per_sample).mean())
+
+
+@pytest.mark.any_backend
+def test_the_checked_loss_is_the_one_fit_minimises_penalties_included_and_their_formulas_agree():
+    """Weight decay (L2, L1L2) and an activity penalty are in model.losses, which fit adds to the data loss: the check
+    takes Keras's evaluate value, well above the cross-entropy alone, and the manual twin adds every penalty's
+    gradient (the penalty mutations in test_mutations.py break each)."""
+    keras.utils.set_random_seed(0)
+    model = ZOO["regularized_mlp"].build()
+    model.compile(loss="categorical_crossentropy")
+    x, y = random_batch(model, 6)
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)
+    three_way = report.data["three_way"]
+    keras_loss = model.evaluate(x, y, verbose=0)
+    assert keras_loss - data_loss(model, x, y) > 0.05  # the penalties weigh: a check of the data loss alone fails
+    assert three_way["tape_loss"] == pytest.approx(keras_loss, rel=1e-6)  # float32 evaluate
+    assert three_way["manual_loss"] == pytest.approx(three_way["tape_loss"], rel=1e-14)
+    assert "+ model.losses (dense1/kernel L2, dense2/kernel L1L2, head/kernel L2, head/bias L2, dense2 activity L1)" \
+        in str(report)
+
+
+@pytest.mark.any_backend
+def test_a_layer_called_twice_adds_its_activity_penalty_once_per_call():
+    keras.utils.set_random_seed(0)
+    shared = keras.layers.Dense(4, activation="tanh", activity_regularizer=keras.regularizers.L2(0.1), name="shared")
+    left, right = keras.Input((3,), name="left"), keras.Input((3,), name="right")
+    joined = keras.layers.Concatenate(name="join")([shared(left), shared(right)])
+    model = keras.Model([left, right], keras.layers.Dense(2, activation="softmax", name="head")(joined))
+    model.compile(loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = [rng.standard_normal((5, 3)), rng.standard_normal((5, 3))], np.eye(2)[rng.integers(0, 2, 5)]
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["manual"]["available"]
+    data = data_loss(model, x, y)
+    model(x)  # an eager call: model.losses then holds both calls' penalties, on every backend
+    assert len(model.losses) == 2
+    eager = data + sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(eager, rel=1e-6)
+    if autodiff.BACKEND != "jax":  # Keras's JAX trainer keeps only the last call's (its stateless call clears the rest)
+        assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="test_check_any_model")
+class SparsityPenalty(keras.layers.Layer):
+    """The identity, adding 0.1·mean|x| to the loss by add_loss, as a user's sparse autoencoder does."""
+
+    def call(self, x):
+        self.add_loss(0.1 * keras.ops.mean(keras.ops.abs(x)))
+        return x
+
+
+@keras.saving.register_keras_serializable(package="test_check_any_model")
+class Smoothness(keras.regularizers.Regularizer):
+    """A user's weight penalty: 0.1·Σ (w[i+1] − w[i])² along the kernel's rows."""
+
+    def __call__(self, w):
+        return 0.1 * keras.ops.sum(keras.ops.square(w[1:] - w[:-1]))
+
+    def get_config(self):
+        return {}
+
+
+class SparseMLP(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(4, activation="tanh", kernel_regularizer=Smoothness(), name="hidden")
+        self.sparsity, self.head = SparsityPenalty(name="sparsity"), keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.head(self.sparsity(self.hidden(x)))
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+def test_a_users_add_loss_and_regularizer_are_in_the_checked_loss_and_named_without_a_formula(kind):
+    keras.utils.set_random_seed(0)
+    if kind == "functional":
+        inputs = keras.Input((5,))
+        hidden = keras.layers.Dense(4, activation="tanh", kernel_regularizer=Smoothness(), name="hidden")(inputs)
+        sparse = SparsityPenalty(name="sparsity")(hidden)
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(sparse))
+    else:
+        model = SparseMLP()
+        model(np.zeros((1, 5)))
+    model.compile(loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 5)), np.eye(3)[rng.integers(0, 3, 6)]
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)  # tape against finite differences of the whole loss
+    keras_loss = model.evaluate(x, y, verbose=0)
+    assert keras_loss - data_loss(model, x, y) > 0.05
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(keras_loss, rel=1e-6)
+    if kind == "functional":
+        assert "Smoothness (on hidden/kernel: no manual formula for this regularizer)" in str(report)
+        assert "SparsityPenalty (sparsity: no manual formula for this layer class)" in str(report)
+
+
+def test_an_activity_penalty_on_a_fused_softmax_output_is_named_not_checked_wrongly():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+        3, activation="softmax", activity_regularizer=keras.regularizers.L2(0.1), name="head")])
+    report = check_gradients(model, *random_batch(model, 5))
+    assert report.passed, str(report)
+    assert "an activity regularizer on the softmax output it fuses with" in str(report)

@@ -111,6 +111,17 @@ def test_a_summed_loss_is_checked_as_keras_sums_it_and_an_unreduced_one_refused(
         check_gradients(model, x, y, loss=keras.losses.MeanSquaredError(reduction=None))
 
 
+def test_a_penalty_keras_cannot_compute_in_float64_is_named_with_a_remedy():
+    """Keras's OrthogonalRegularizer multiplies by a float32 factor, which TensorFlow refuses with a float64 kernel."""
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(
+        4, kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.1), name="hidden")], name="orthogonal")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("JAX and PyTorch promote the float32 factor to float64")
+    with pytest.raises(SuiteError, match=r"orthogonal: its OrthogonalRegularizer penalty on hidden/kernel cannot "
+                                         r"be computed in float64 .* check a copy without it"):
+        check_gradients(model, np.ones((3, 5)), np.zeros((3, 4)))
+
+
 class UnnamedLayers(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

@@ -9,7 +9,7 @@ from keras import ops
 from backprop_suite import autodiff
 from backprop_suite.check import random_batch
 from backprop_suite.gradcheck import three_way_check
-from backprop_suite.manual import conv, layers, losses, normalization, table, twin
+from backprop_suite.manual import conv, layers, losses, normalization, regularizers, table, twin
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
@@ -161,6 +161,13 @@ MUTATIONS = {
         "partly_frozen_cnn", None, (table, "MANUAL_LAYERS", {**table.MANUAL_LAYERS, keras.layers.BatchNormalization:
                                                              batch_norm_on_batch_statistics_even_when_frozen}),
         {"conv/kernel", "conv/bias", "head/kernel", "head/bias"}),  # every trainable weight: the forward differs
+    "l2_penalty_gradient_without_the_factor_2": (  # d(λΣw²)/dw = 2λw written λw
+        "regularized_mlp", None, (regularizers.L1L2, "backward", lambda self: (
+            ops.cast(self.l1, self.w.dtype) * ops.sign(self.w) + ops.cast(self.l2, self.w.dtype) * self.w)),
+        {"dense1/kernel", "dense2/kernel", "head/kernel"}),  # head/bias is 0 at Keras's init, so 2λw = λw = 0 there
+    "activity_penalty_gradient_not_divided_by_the_batch": (  # Keras divides an activity penalty by the batch size
+        "regularized_mlp", None, (regularizers.ActivityPenalty, "backward", lambda self: self.penalty.backward()),
+        {"dense1/kernel", "dense1/bias", "dense2/kernel", "dense2/bias"}),  # dense2's output and what lies upstream
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),

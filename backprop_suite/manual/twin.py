@@ -4,7 +4,9 @@ The twin follows the model's layer graph (Sequential or Functional, any DAG) and
 layer with the manual steps of manual/table.py. Forward runs the nodes in topological order; backward
 visits them in reverse and sums the gradients that meet at a fork (a tensor read by two layers).
 Each output's loss comes from manual/losses.py; a cross-entropy on a softmax (or sigmoid) output is
-fused with it, so that δ = ∂E/∂u = y − t (C004-1..3). Weights are read live from the Keras variables
+fused with it, so that δ = ∂E/∂u = y − t (C004-1..3). The model's regularizers (model.losses, which Keras's
+fit adds to the loss) come from manual/regularizers.py: a weight's penalty adds its gradient to the weight's,
+an activity penalty to the gradient arriving at its layer's output. Weights are read live from the Keras variables
 (an `assign` is seen), or from `values` {parameter name: tensor} when given. A model the twin cannot
 follow raises ManualUnavailable naming every layer that lacks a formula.
 """
@@ -14,6 +16,7 @@ from keras import ops
 from backprop_suite.keras_graph import layer_graph
 from backprop_suite.manual import layers as manual
 from backprop_suite.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
+from backprop_suite.manual.regularizers import ActivityPenalty, manual_penalty
 from backprop_suite.manual.table import Unsupported, manual_steps
 from backprop_suite.reference import as_list, parameters, resolve_losses
 
@@ -42,6 +45,11 @@ class ManualTwin:
                 self.nodes.append((node, manual_steps(node.layer, training)))
             except Unsupported as reason:
                 missing.append(f"{type(node.layer).__name__} ({node.layer.name}: {reason})")
+        self.weight_penalties = self._penalties(
+            ((name, v.regularizer) for name, v in self.params.items()), "on", missing)
+        self.activity_penalties = {tensor: ActivityPenalty(penalty) for tensor, penalty in self._penalties(
+            ((node.outputs[0], getattr(node.layer, "activity_regularizer", None)) for node in self.graph.nodes
+             if len(node.outputs) == 1), "activity regularizer of a layer's output", missing).items()}
         self.loss_steps = []
         if not missing:
             for output, output_loss in zip(self.graph.outputs, resolve_losses(model, loss), strict=True):
@@ -51,6 +59,21 @@ class ManualTwin:
                     missing.append(f"loss {output_loss.name} ({reason})")
         if missing:
             raise ManualUnavailable(missing)
+
+    @staticmethod
+    def _penalties(regularized, where: str, missing: list) -> dict:
+        """{key: manual penalty} for each (key, regularizer) given a regularizer; one without a formula is missing."""
+        penalties = {}
+        for key, regularizer in regularized:
+            if regularizer is None:
+                continue
+            penalty = manual_penalty(regularizer)
+            if penalty is None:
+                named = f"{where} {key}" if isinstance(key, str) else where
+                missing.append(f"{type(regularizer).__name__} ({named}: no manual formula for this regularizer)")
+            else:
+                penalties[key] = penalty
+        return penalties
 
     def _manual_loss(self, output: int, loss):
         if loss.name not in MANUAL_LOSSES:
@@ -70,6 +93,9 @@ class ManualTwin:
                 or self.graph.consumers(output):
             raise Unsupported(f"its output is not a {manual_loss.fuses} to fuse with; use from_logits=True or "
                               f"end the model with a {manual_loss.fuses}")
+        if output in self.activity_penalties:
+            raise Unsupported(f"an activity regularizer on the {manual_loss.fuses} output it fuses with (the fused "
+                              f"formula's δ is at the logits); use from_logits=True")
         steps.pop()
         return manual_loss
 
@@ -107,7 +133,15 @@ class ManualTwin:
         for (output, loss_step), target in zip(self.loss_steps, as_list(t), strict=True):
             target = target if getattr(loss_step, "integer_targets", False) else ops.cast(target, self.dtype)
             total = total + loss_step.forward(env[output], target)
+        for name, penalty in self.weight_penalties.items():  # model.losses, as Keras's fit adds them
+            total = total + penalty.forward(self._value(name, values))
+        for tensor, penalty in self.activity_penalties.items():
+            total = total + penalty.forward(env[tensor])
         return total
+
+    def _value(self, name: str, values: dict | None):
+        value = (values or {}).get(name)
+        return ops.cast(self.params[name].value if value is None else value, self.dtype)
 
     def gradient_tensors(self) -> list:
         """Every weight's gradient, in parameters(model) order, after forward (C002-5: forward first)."""
@@ -115,6 +149,10 @@ class ManualTwin:
         grads = {}  # parameter name -> dL/d(weight), summed over every node that calls its layer (a shared layer)
         for output, loss_step in self.loss_steps:
             _accumulate(arriving, output, loss_step.backward())
+        for tensor, penalty in self.activity_penalties.items():
+            _accumulate(arriving, tensor, penalty.backward())
+        for name, penalty in self.weight_penalties.items():
+            _accumulate(grads, name, penalty.backward())
         for node, steps in reversed(self.nodes):  # reverse topological order
             dout = arriving.pop(node.outputs[0], None)
             if dout is None:

@@ -13,18 +13,22 @@ import tensorflow as tf
 
 from backprop_suite import artifacts
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
+from backprop_suite.manual.regularizers import manual_penalty
 from backprop_suite.worked_examples.result import WorkedResult
 
 REGULARIZERS = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}
-MANUAL_GRADIENT = {"l1": lambda w, lam: lam * np.sign(w), "l2": lambda w, lam: 2 * lam * w}  # C003-3
 
 
 def regularizer_gradient_error(kind: str, strength: float, rng) -> float:
+    """max |λ·sign(w) or 2λw, the manual formula (manual/regularizers.py), − the tape's gradient of Keras's penalty|."""
+    regularizer = REGULARIZERS[kind](strength)
     w = tf.Variable(rng.standard_normal((784, 10)))  # no exact zeros, where |w| has no derivative
     with tf.GradientTape() as tape:
-        penalty = REGULARIZERS[kind](strength)(w)
+        penalty = regularizer(w)
     tape_grad = tape.gradient(penalty, w).numpy()
-    return float(np.max(np.abs(MANUAL_GRADIENT[kind](w.numpy(), strength) - tape_grad)))
+    manual = manual_penalty(regularizer)
+    manual.forward(tf.constant(w.numpy()))
+    return float(np.max(np.abs(manual.backward().numpy() - tape_grad)))
 
 
 def train(kind, strength, data, epochs, learning_rate, seed):
