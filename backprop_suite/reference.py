@@ -64,15 +64,17 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
     if dtype == "float64":
         autodiff.enable_float64()
     try:
-        if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
-            inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
-            structure = getattr(model, "_inputs_struct", None)  # a model built on a dict of inputs clones from one
-            copy = keras.models.clone_model(
-                model, clone_function=functools.partial(_layer_in_dtype, dtype=dtype),
-                input_tensors=keras.tree.pack_sequence_as(structure, inputs) if isinstance(structure, dict) else
-                inputs if len(inputs) > 1 else inputs[0])
-        else:
-            with global_dtype_policy(dtype):
+        # The policy is set while cloning too: a container (a nested Sequential, the Functional around it) takes
+        # the global one, and a float32 base model inside a float64 copy would compute in float32.
+        with global_dtype_policy(dtype):
+            if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
+                inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
+                structure = getattr(model, "_inputs_struct", None)  # a model built on a dict of inputs: from a dict
+                copy = keras.models.clone_model(
+                    model, clone_function=functools.partial(_layer_in_dtype, dtype=dtype),
+                    input_tensors=keras.tree.pack_sequence_as(structure, inputs) if isinstance(structure, dict) else
+                    inputs if len(inputs) > 1 else inputs[0])
+            else:
                 copy = model.__class__.from_config(model.get_config())
                 shapes = list(model._build_shapes_dict.values())  # a subclassed model: built by a call
                 copy(*(np.zeros([1 if n is None else n for n in shape], dtype) for shape in shapes))

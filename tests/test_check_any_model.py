@@ -439,3 +439,21 @@ def test_an_activity_penalty_on_a_fused_softmax_output_is_named_not_checked_wron
     report = check_gradients(model, *random_batch(model, 5))
     assert report.passed, str(report)
     assert "an activity regularizer on the softmax output it fuses with" in str(report)
+
+
+@pytest.mark.any_backend
+def test_a_pretrained_base_model_inside_a_model_is_copied_to_float64_with_it():
+    """Fine-tuning as keras-io writes it: a frozen base Sequential called inside a Functional model. The copy's base
+    took Keras's global float32 policy and computed in float32, so the check refused the model."""
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                             keras.layers.GlobalAveragePooling2D(name="gap")], name="base")
+    base.trainable = False
+    inputs = keras.Input((8, 8, 3))
+    features = base(keras.layers.Rescaling(1 / 255, name="scale")(inputs), training=False)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(features), name="fine_tuned")
+    rng = np.random.default_rng(0)
+    report = check_gradients(model, rng.uniform(0, 255, (6, 8, 8, 3)), np.eye(2)[rng.integers(0, 2, 6)])
+    assert report.passed, str(report)
+    assert [c["tensor"] for c in report.data["three_way"]["comparisons"]
+            if c["methods"] == "tape_vs_finite_differences"] == ["head/kernel", "head/bias"]  # the base is frozen
