@@ -55,6 +55,8 @@ LAYERS = {
     "flatten": (lambda: L.Flatten(), (2, 3, 4, 5), False),
     "reshape": (lambda: L.Reshape((3, 8)), (2, 24), False),
     "zero_padding": (lambda: L.ZeroPadding2D(((1, 2), (0, 1))), (2, 3, 4, 2), False),
+    "rescaling": (lambda: L.Rescaling(1 / 127.5, offset=-1), (2, 3, 3, 2), False),
+    "rescaling_per_channel": (lambda: L.Rescaling([0.5, 2.0, -3.0], offset=[0.1, 0.0, 1.0]), (2, 4, 3), False),
 }
 
 

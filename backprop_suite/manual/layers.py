@@ -116,6 +116,21 @@ class Reshape:
         return ops.reshape(dout, self.shape)
 
 
+class Rescaling:
+    """y = x·scale + offset (Keras's Rescaling: pixels to [0, 1] and the like; scale and offset are numbers or
+    per-channel arrays), so dL/dx = dout·scale."""
+
+    def __init__(self, scale, offset):
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x):
+        self.factor = ops.cast(self.scale, x.dtype)  # cast as Keras casts it (a float goes through float32 there)
+        return x * self.factor + ops.cast(self.offset, x.dtype)
+
+    def backward(self, dout):
+        return dout * self.factor
+
+
 class ZeroPadding2D:
     """Zeros around the rows and columns: ((top, bottom), (left, right)); the backward crops them off."""
 

@@ -7,6 +7,7 @@ formula rather than a wrong one. Adding a layer is one class in manual/ and one 
 mutation test (tests/test_manual_layers.py).
 """
 import keras
+import numpy as np
 
 from backprop_suite.manual import conv, layers, normalization
 
@@ -95,6 +96,12 @@ def _relu_layer(layer, training):
     return [layers.ReLU()]
 
 
+def _rescaling(layer, training):
+    _require(np.ndim(layer.scale) == 0 or keras.config.image_data_format() == "channels_last",
+             "a per-channel scale with channels_first")
+    return [layers.Rescaling(layer.scale, layer.offset)]
+
+
 def _zero_padding(layer, training):
     _channels_last(layer)
     return [layers.ZeroPadding2D(layer.padding)]
@@ -117,6 +124,7 @@ MANUAL_LAYERS = {
     keras.layers.Flatten: lambda layer, training: (_channels_last(layer), [layers.Reshape()])[1],
     keras.layers.Reshape: lambda layer, training: [layers.Reshape(layer.target_shape)],
     keras.layers.ZeroPadding2D: _zero_padding,
+    keras.layers.Rescaling: _rescaling,
     keras.layers.Add: lambda layer, training: [layers.Add()],
     keras.layers.Concatenate: lambda layer, training: [layers.Concatenate(layer.axis)],
 }
