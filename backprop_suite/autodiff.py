@@ -16,6 +16,7 @@ float64 array float32, silently) and keeps float64 in Keras's own type promotion
 on both; the gradient checks call it, because they run in float64.
 """
 import contextlib
+import functools
 
 import keras
 
@@ -89,6 +90,16 @@ def compiled(fn):
     return without_graph
 
 
+def once(fn):
+    """fn, for a single call: compiled whole on JAX, which runs an uncompiled function op by op and compiles each
+    op for each new shape (the first check of a small model in a process took seconds so); as it is elsewhere."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 def value_and_gradients(fn, values: dict) -> tuple[object, dict]:
     """fn(values) and its gradient with respect to every value (zeros where the value does not reach fn)."""
     values = {name: keras.ops.convert_to_tensor(v) for name, v in values.items()}
@@ -102,7 +113,7 @@ def value_and_gradients(fn, values: dict) -> tuple[object, dict]:
     if BACKEND == "jax":
         import jax
 
-        return jax.value_and_grad(fn)(values)  # an unused value's gradient is zeros already
+        return _jax_compiled(jax.value_and_grad, fn)(values)  # compiled whole (`once`); unused values get zeros
     _require_known_backend()
     import torch
 
@@ -141,13 +152,25 @@ def _jvp(fn, values: dict, tangents: dict) -> tuple[object, object]:
             value = fn(dict(zip(names, primals, strict=True)))
         return value, accumulator.jvp(value, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     if BACKEND == "jax":
-        import jax
-
-        return jax.jvp(fn, (dict(zip(names, primals, strict=True)),), (dict(zip(names, directions, strict=True)),))
+        return _jax_compiled(_jvp_of, fn)(dict(zip(names, primals, strict=True)),  # compiled whole (`once`)
+                                          dict(zip(names, directions, strict=True)))
     _require_known_backend()
     import torch.func
 
     return torch.func.jvp(lambda *point: fn(dict(zip(names, point, strict=True))), tuple(primals), tuple(directions))
+
+
+def _jvp_of(fn):
+    import jax
+
+    return lambda point, tangent: jax.jvp(fn, (point,), (tangent,))
+
+
+@functools.lru_cache(maxsize=32)  # by the function (a bound method: its object and method), so each compiles once
+def _jax_compiled(transform, fn):
+    import jax
+
+    return jax.jit(transform(fn))
 
 
 def _require_known_backend():

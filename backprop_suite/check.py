@@ -21,6 +21,7 @@ from backprop_suite.keras_graph import io_names, layer_graph
 from backprop_suite.provenance import environment
 from backprop_suite.reference import (
     as_list,
+    checked_in,
     in_model_order,
     masks_need_a_graph,
     reference_outputs,
@@ -47,13 +48,14 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     x, y = in_model_order(model, x, "inputs", "x"), in_model_order(model, y, "outputs", "y")
     _validate(model, x, y, dtype, fd_entries, directions, seed)
     _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
-    three_way = three_way_check(model, x, y, dropout_masks, dtype=dtype, fd_entries=fd_entries, seed=seed,
-                                loss=loss, training=training)
+    model64 = checked_in(model, "float64")  # one copy for both checks (each would make its own)
+    three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
+                                fd_entries=fd_entries, seed=seed, loss=loss, training=training)
     if not np.isfinite(three_way["tape_loss"]):
         raise SuiteError(f"{model.name}: the loss at these weights and this batch is {three_way['tape_loss']}, so no "
                          "gradient there can be checked; check the targets suit the loss (e.g. 0/1 for a "
                          "cross-entropy) and the weights are finite")
-    directional = directional_check(model, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
+    directional = directional_check(model64, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
                                     training=training)
     return GradientReport({
         "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],

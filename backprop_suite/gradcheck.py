@@ -223,13 +223,15 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
     manual formula for every layer, tape vs central differences alone, and `manual` says what is missing."""
     rng = np.random.default_rng(seed)
     dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
-    model_in_dtype, model64 = checked_in(model, dtype), checked_in(model, "float64")
+    model64 = checked_in(model, "float64")
+    model_in_dtype = model64 if dtype == "float64" else checked_in(model, dtype)
     x_in, t_in = cast_batch(x, t, dtype)
     x64, t64 = cast_batch(x, t, "float64")
     tape_loss, tape = GradientProblem(model_in_dtype, x_in, t_in, loss, training, dropout_masks).tape()
     twin, missing = manual_or_reason(model_in_dtype, loss, training)
     with autodiff.not_recorded():
-        manual_loss, manual = twin.loss_and_gradients(x_in, t_in, dropout_masks) if twin else (None, None)
+        manual_loss, manual = twin.loss_and_gradients(x_in, t_in, dropout_masks, compile=autodiff.once) if twin \
+            else (None, None)
     problem64 = GradientProblem(model64, x64, t64, loss, training, dropout_masks)
     comparisons = []
     for name in problem64.params:
@@ -268,7 +270,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
     _, tape = problem.tape()
     twin, missing = manual_or_reason(model64, loss, training)
     with autodiff.not_recorded():
-        manual = twin.loss_and_gradients(x64, t64, dropout_masks)[1] if twin else None
+        manual = twin.loss_and_gradients(x64, t64, dropout_masks, compile=autodiff.once)[1] if twin else None
     rows, kinks = [], []
     forward_mode = {"available": True, "method": autodiff.FORWARD_MODE.get(autodiff.BACKEND)}
     rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]

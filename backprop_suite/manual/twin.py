@@ -182,9 +182,12 @@ class ManualTwin:
         loss = self.forward(x, t, dropout_masks, values)
         return loss, self.gradient_tensors()
 
-    def loss_and_gradients(self, x, t, dropout_masks=None, values=None) -> tuple[float, dict[str, np.ndarray]]:
-        """The loss and every weight's gradient by parameter name, as NumPy."""
-        loss, grads = self.loss_and_gradient_tensors(x, t, dropout_masks, values)
+    def loss_and_gradients(self, x, t, dropout_masks=None, values=None,
+                           compile=None) -> tuple[float, dict[str, np.ndarray]]:
+        """The loss and every weight's gradient by parameter name, as NumPy. `compile`: how to run the formulas
+        (e.g. autodiff.once, compiled whole on JAX); None: eagerly."""
+        run = (compile or (lambda fn: fn))(self.loss_and_gradient_tensors)
+        loss, grads = run(x, t, dropout_masks, values)
         return float(ops.convert_to_numpy(loss)), {name: ops.convert_to_numpy(g)
                                                    for name, g in zip(self.params, grads, strict=True)}
 
