@@ -51,6 +51,28 @@ def layer_graph(model: keras.Model) -> LayerGraph | None:
     return LayerGraph(tuple(id(t) for t in model.inputs), tuple(id(t) for t in model.outputs), tuple(nodes))
 
 
+def inline_nested_models(graph: LayerGraph, keep=lambda model: False) -> LayerGraph:
+    """The graph with each node that calls a Sequential or Functional model (a pretrained base inside a model)
+    replaced by that model's own nodes, recursively: its inputs and outputs become the node's tensors, its inner
+    tensors are keyed (id of the node, inner key). A model for which `keep(model)` holds stays one node."""
+    nodes = []
+    for node in graph.nodes:
+        inner = layer_graph(node.layer) if isinstance(node.layer, keras.Model) and not keep(node.layer) else None
+        if inner is None or len(inner.inputs) != len(node.inputs) or len(inner.outputs) != len(node.outputs):
+            nodes.append(node)
+            continue
+        inner = inline_nested_models(inner, keep)
+        outer = {**dict(zip(inner.inputs, node.inputs, strict=True)), **dict(zip(inner.outputs, node.outputs,
+                                                                                  strict=True))}
+
+        def key(tensor, node=node, outer=outer):
+            return outer.get(tensor, (id(node), tensor))
+
+        nodes += [Node(n.layer, tuple(map(key, n.inputs)), tuple(map(key, n.outputs)), n.arguments)
+                  for n in inner.nodes]
+    return LayerGraph(graph.inputs, graph.outputs, tuple(nodes))
+
+
 def io_names(model: keras.Model, side: str) -> list[str] | None:
     """The names a dict of the model's `side` ("inputs" or "outputs": targets, losses) is keyed by, in the order
     of model.inputs / model.outputs, as Keras reads such a dict: the keys where the model was built on a dict, else

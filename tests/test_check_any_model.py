@@ -441,19 +441,45 @@ def test_an_activity_penalty_on_a_fused_softmax_output_is_named_not_checked_wron
     assert "an activity regularizer on the softmax output it fuses with" in str(report)
 
 
-@pytest.mark.any_backend
-def test_a_pretrained_base_model_inside_a_model_is_copied_to_float64_with_it():
-    """Fine-tuning as keras-io writes it: a frozen base Sequential called inside a Functional model. The copy's base
-    took Keras's global float32 policy and computed in float32, so the check refused the model."""
-    keras.utils.set_random_seed(0)
+def fine_tuned(base_trainable: bool, base_dropout: bool = False) -> keras.Model:
+    """Fine-tuning as keras-io writes it: Rescaling, then a pretrained base Sequential called with training=False
+    inside a Functional model, then a new head."""
     base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-                             keras.layers.GlobalAveragePooling2D(name="gap")], name="base")
-    base.trainable = False
+                             keras.layers.BatchNormalization(name="bn"),
+                             keras.layers.GlobalAveragePooling2D(name="gap"),
+                             *([keras.layers.Dropout(0.3, name="base_dropout")] if base_dropout else [])], name="base")
+    base.trainable = base_trainable
     inputs = keras.Input((8, 8, 3))
     features = base(keras.layers.Rescaling(1 / 255, name="scale")(inputs), training=False)
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(features), name="fine_tuned")
+    features = keras.layers.Dropout(0.2, name="head_dropout")(features)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(features), name="fine_tuned")
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("base_trainable", [False, True])
+def test_a_pretrained_base_model_inside_a_model_is_copied_to_float64_and_followed_by_the_formulas(base_trainable):
+    """The copy's base took Keras's global float32 policy and computed in float32, so the check refused the model;
+    and the manual formulas did not follow a model inside a model. Now both run, the formulas layer by layer
+    through the base (BatchNormalization on batch statistics when the base is unfrozen: Keras's training=True of
+    the outer call wins over the base's training=False)."""
+    keras.utils.set_random_seed(0)
+    model = fine_tuned(base_trainable)
     rng = np.random.default_rng(0)
-    report = check_gradients(model, rng.uniform(0, 255, (6, 8, 8, 3)), np.eye(2)[rng.integers(0, 2, 6)])
+    report = check_gradients(model, rng.uniform(0, 255, (6, 8, 8, 3)), np.eye(2)[rng.integers(0, 2, 6)],
+                             training=True)
     assert report.passed, str(report)
-    assert [c["tensor"] for c in report.data["three_way"]["comparisons"]
-            if c["methods"] == "tape_vs_finite_differences"] == ["head/kernel", "head/bias"]  # the base is frozen
+    assert report.data["three_way"]["manual"]["available"]
+    checked = [c["tensor"] for c in report.data["three_way"]["comparisons"] if c["methods"] == "manual_vs_tape"]
+    assert len(checked) == (6 if base_trainable else 2)  # conv kernel, bias, γ, β of the base when unfrozen
+
+
+def test_a_base_model_with_its_own_dropout_is_not_followed_in_training_mode():
+    """Its Dropout draws Keras's own masks (a check's masks reach the outer model's Dropout only): no formula for the
+    base rather than one for another function; tape and finite differences still check it."""
+    keras.utils.set_random_seed(0)
+    model = fine_tuned(base_trainable=True, base_dropout=True)
+    rng = np.random.default_rng(0)
+    report = check_gradients(model, rng.uniform(0, 255, (6, 8, 8, 3)), np.eye(2)[rng.integers(0, 2, 6)],
+                             training=True)
+    assert report.passed, str(report)
+    assert "Sequential (base: no manual formula for this layer class)" in str(report)

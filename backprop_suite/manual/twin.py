@@ -13,12 +13,12 @@ follow raises ManualUnavailable naming every layer that lacks a formula.
 import numpy as np
 from keras import ops
 
-from backprop_suite.keras_graph import layer_graph
+from backprop_suite.keras_graph import inline_nested_models, layer_graph
 from backprop_suite.manual import layers as manual
 from backprop_suite.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
 from backprop_suite.manual.regularizers import ActivityPenalty, manual_penalty
 from backprop_suite.manual.table import Unsupported, manual_steps
-from backprop_suite.reference import as_list, parameters, resolve_losses
+from backprop_suite.reference import as_list, parameters, resolve_losses, takes_dropout_mask
 
 
 class ManualUnavailable(Exception):
@@ -31,9 +31,13 @@ class ManualUnavailable(Exception):
 
 class ManualTwin:
     def __init__(self, model, loss=None, training: bool = False):
-        self.model, self.graph = model, layer_graph(model)
-        if self.graph is None:
+        graph = layer_graph(model)
+        if graph is None:
             raise ManualUnavailable([f"{type(model).__name__} is a subclassed model (no layer graph to follow)"])
+        # A base model inside the model is followed layer by layer, unless its Dropout would draw Keras's own masks
+        # (a check's masks are applied to the outer model's Dropout layers only) or it regularizes its own output.
+        self.model, self.graph = model, inline_nested_models(graph, keep=lambda nested: nested.activity_regularizer
+                                                             is not None or training and _has_dropout(nested))
         self.params = parameters(model)
         self.param_name = {id(v): name for name, v in self.params.items()}
         self.dtype = model.trainable_variables[0].dtype if model.trainable_variables else "float32"
@@ -190,6 +194,10 @@ class ManualTwin:
         loss, grads = run(x, t, dropout_masks, values)
         return float(ops.convert_to_numpy(loss)), {name: ops.convert_to_numpy(g)
                                                    for name, g in zip(self.params, grads, strict=True)}
+
+
+def _has_dropout(model) -> bool:
+    return any(takes_dropout_mask(layer) for layer in model._flatten_layers(include_self=False))
 
 
 def _accumulate(sums: dict, key, value) -> None:
