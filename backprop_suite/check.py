@@ -48,7 +48,9 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     x, y = in_model_order(model, x, "inputs", "x"), in_model_order(model, y, "outputs", "y")
     _validate(model, x, y, dtype, fd_entries, directions, seed)
     _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
-    model64 = checked_in(model, "float64")  # one copy for both checks (each would make its own)
+    # One copy for both checks (each would make its own), and the model's own loss: Keras re-makes a copy's
+    # compiled loss from its config, which loses options (Huber(delta=0.5) comes back with delta=1).
+    loss, model64 = resolve_losses(model, loss), checked_in(model, "float64")
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
                                 fd_entries=fd_entries, seed=seed, loss=loss, training=training)
     if not np.isfinite(three_way["tape_loss"]):

@@ -223,6 +223,7 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
     manual formula for every layer, tape vs central differences alone, and `manual` says what is missing."""
     rng = np.random.default_rng(seed)
     dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
+    loss = resolve_losses(model, loss)  # the model's own: a copy's compiled loss is re-made from its config
     model64 = checked_in(model, "float64")
     model_in_dtype = model64 if dtype == "float64" else checked_in(model, dtype)
     x_in, t_in = cast_batch(x, t, dtype)
@@ -264,6 +265,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
+    loss = resolve_losses(model, loss)  # as in three_way_check
     model64 = checked_in(model, "float64")
     x64, t64 = cast_batch(x, t, "float64")
     problem = GradientProblem(model64, x64, t64, loss, training, dropout_masks)

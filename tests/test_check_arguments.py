@@ -141,3 +141,20 @@ def test_a_subclassed_model_is_reported_by_its_own_weight_names_though_its_copie
     report = check_gradients(model, np.ones((4, 3)), np.zeros((4, 2)), loss="mse")
     assert report.passed, str(report)
     assert list(dict.fromkeys(c["tensor"] for c in report.data["three_way"]["comparisons"])) == names
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("loss", [
+    keras.losses.Huber(delta=0.5), keras.losses.CategoricalCrossentropy(label_smoothing=0.2),
+    keras.losses.MeanSquaredError(reduction="sum")], ids=lambda loss: type(loss).__name__)
+def test_a_compiled_loss_is_checked_with_its_options_as_keras_evaluates_it(loss):
+    """Keras re-makes a copy's compiled loss from its config, and Huber(delta=0.5) came back with delta=1: the check
+    read the float64 copy's loss and so checked another function than the model's."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")], name="compiled")
+    model.compile(loss=loss)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 4)), np.eye(3)[rng.integers(0, 3, 6)]
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
