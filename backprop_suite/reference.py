@@ -7,6 +7,7 @@ moving statistics and dropout's seed state are read, and any update is discarded
 may replace any trainable variable's value. Parameters are named "<layer>/<weight>" (e.g.
 "conv1/kernel"); a model whose weights cannot be named that way uniquely uses Keras's variable paths.
 """
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -153,10 +154,12 @@ class Loss:
     fn: object
     options: dict = field(default_factory=dict)
     reduction: str = "mean"
+    weight: float = 1.0  # compile(loss_weights=...): fit minimises Σ weight · loss over the outputs
 
     def __call__(self, t, y):
         per_sample = self.fn(t, y, **self.options)
-        return ops.sum(per_sample) if self.reduction == "sum" else ops.mean(per_sample)
+        reduced = ops.sum(per_sample) if self.reduction == "sum" else ops.mean(per_sample)
+        return reduced if self.weight == 1.0 else self.weight * reduced
 
 
 DEFAULT_LOSS = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy"}  # else half_squared_error
@@ -202,19 +205,27 @@ def output_activation(model: keras.Model, output: int = 0) -> str:
 
 
 def resolve_losses(model: keras.Model, loss=None) -> list[Loss]:
-    """One Loss per model output: `loss` (one for all, or a list), else the model's compiled loss, else the
-    one paired with each output's activation (softmax: categorical cross-entropy, sigmoid: binary
-    cross-entropy, otherwise ½ squared error)."""
+    """One Loss per model output: `loss` (one for all, or a list), else the model's compiled loss with its
+    loss_weights, else the one paired with each output's activation (softmax: categorical cross-entropy,
+    sigmoid: binary cross-entropy, otherwise ½ squared error)."""
     count = len(model.outputs) if getattr(model, "_nodes_by_depth", None) is not None else 1
-    loss = loss if loss is not None else getattr(model, "loss", None)
+    compiled = loss is None and getattr(model, "loss", None) is not None
+    loss = getattr(model, "loss", None) if compiled else loss
     loss = in_model_order(model, loss, "outputs", "loss")
     if isinstance(loss, (list, tuple)):
         if len(loss) != count:
             raise SuiteError(f"{model.name}: {len(loss)} losses for {count} outputs; give one per output")
-        return [as_loss(item) for item in loss]
-    if loss is not None:
-        return [as_loss(loss)] * count
-    return [as_loss(DEFAULT_LOSS.get(output_activation(model, k), "half_squared_error")) for k in range(count)]
+        losses = [as_loss(item) for item in loss]
+    elif loss is not None:
+        losses = [as_loss(loss)] * count
+    else:
+        return [as_loss(DEFAULT_LOSS.get(output_activation(model, k), "half_squared_error")) for k in range(count)]
+    weights = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None) if compiled else None
+    if weights is None:
+        return losses
+    weights = in_model_order(model, weights, "outputs", "loss_weights")
+    weights = list(weights) if isinstance(weights, (list, tuple)) else [weights] * count
+    return [dataclasses.replace(fn, weight=float(w)) for fn, w in zip(losses, weights, strict=True)]
 
 
 def in_model_order(model: keras.Model, value, side: str, argument: str):

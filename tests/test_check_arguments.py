@@ -158,3 +158,19 @@ def test_a_compiled_loss_is_checked_with_its_options_as_keras_evaluates_it(loss)
     report = check_gradients(model, x, y)
     assert report.passed, str(report)
     assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("loss_weights", [[1.0, 0.25], {"value": 3.0, "label": 0.5}], ids=["list", "dict"])
+def test_compiled_loss_weights_weigh_each_output_as_fit_does(loss_weights):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,))
+    label = keras.layers.Dense(3, activation="softmax", name="label")(inputs)
+    model = keras.Model(inputs, [label, keras.layers.Dense(1, name="value")(inputs)], name="weighted")
+    model.compile(loss=["categorical_crossentropy", "mse"], loss_weights=loss_weights)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 5)), [np.eye(3)[rng.integers(0, 3, 6)], rng.standard_normal((6, 1))]
+    report = check_gradients(model, x, y)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["manual"]["available"]  # the formulas weigh each output's δ too
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0)[0], rel=1e-6)

@@ -58,7 +58,7 @@ class ManualTwin:
         if not missing:
             for output, output_loss in zip(self.graph.outputs, resolve_losses(model, loss), strict=True):
                 try:
-                    self.loss_steps.append((output, self._manual_loss(output, output_loss)))
+                    self.loss_steps.append((output, self._manual_loss(output, output_loss), output_loss.weight))
                 except Unsupported as reason:
                     missing.append(f"loss {output_loss.name} ({reason})")
         if missing:
@@ -134,9 +134,9 @@ class ManualTwin:
                     y = step.forward(y)
             env[node.outputs[0]] = y
         total = 0
-        for (output, loss_step), target in zip(self.loss_steps, as_list(t), strict=True):
+        for (output, loss_step, weight), target in zip(self.loss_steps, as_list(t), strict=True):
             target = target if getattr(loss_step, "integer_targets", False) else ops.cast(target, self.dtype)
-            total = total + loss_step.forward(env[output], target)
+            total = total + weight * loss_step.forward(env[output], target)  # Σ_k weight_k · L_k
         for name, penalty in self.weight_penalties.items():  # model.losses, as Keras's fit adds them
             total = total + penalty.forward(self._value(name, values))
         for tensor, penalty in self.activity_penalties.items():
@@ -151,8 +151,8 @@ class ManualTwin:
         """Every weight's gradient, in parameters(model) order, after forward (C002-5: forward first)."""
         arriving = {}  # tensor -> dL/d(tensor), summed over every path that reaches it
         grads = {}  # parameter name -> dL/d(weight), summed over every node that calls its layer (a shared layer)
-        for output, loss_step in self.loss_steps:
-            _accumulate(arriving, output, loss_step.backward())
+        for output, loss_step, weight in self.loss_steps:
+            _accumulate(arriving, output, weight * loss_step.backward())
         for tensor, penalty in self.activity_penalties.items():
             _accumulate(arriving, tensor, penalty.backward())
         for name, penalty in self.weight_penalties.items():

@@ -55,7 +55,7 @@ def whole_batch_softmax(seed: int = 0, weight_init_std: float = 0.01) -> WorkedR
     model = with_dtype(model, "float64")
     per_row = ManualTwin(model)
     note = ManualTwin(model)
-    note.loss_steps = [(output, WholeBatchSoftmaxWithLoss()) for output, _ in note.loss_steps]
+    note.loss_steps = [(output, WholeBatchSoftmaxWithLoss(), weight) for output, _, weight in note.loss_steps]
 
     note_loss, note_grads = note.loss_and_gradients(x, t)
     row_loss, row_grads = per_row.loss_and_gradients(x, t)
