@@ -174,3 +174,5 @@ def test_compiled_loss_weights_weigh_each_output_as_fit_does(loss_weights):
     assert report.passed, str(report)
     assert report.data["three_way"]["manual"]["available"]  # the formulas weigh each output's δ too
     assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0)[0], rel=1e-6)
+    assert "loss 0.5·categorical_crossentropy + 3·mean_squared_error" in str(report) if isinstance(loss_weights, dict) \
+        else "loss categorical_crossentropy + 0.25·mean_squared_error" in str(report)
