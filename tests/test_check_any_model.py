@@ -16,7 +16,7 @@ from backprop_suite.compare_gradients import gradient_batch
 from backprop_suite.gradcheck import dropout_masks_for
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
-from backprop_suite.reference import with_dtype
+from backprop_suite.reference import reference_outputs, with_dtype
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
@@ -471,6 +471,22 @@ def test_a_pretrained_base_model_inside_a_model_is_copied_to_float64_and_followe
     assert report.data["three_way"]["manual"]["available"]
     checked = [c["tensor"] for c in report.data["three_way"]["comparisons"] if c["methods"] == "manual_vs_tape"]
     assert len(checked) == (6 if base_trainable else 2)  # conv kernel, bias, γ, β of the base when unfrozen
+
+
+@pytest.mark.any_backend
+def test_the_outer_training_flag_reaches_a_base_called_with_training_false_as_in_keras():
+    """What the formulas follow: Keras's own model(x, training=True) runs an unfrozen base's BatchNormalization on
+    batch statistics though the base was called with training=False, and so does the checked function."""
+    keras.utils.set_random_seed(0)
+    model = fine_tuned(base_trainable=True)
+    model.get_layer("head_dropout").rate = 0.0  # Keras's own call would draw a dropout mask; the check gets none
+    bn = model.get_layer("base").get_layer("bn")
+    bn.moving_mean.assign(np.full(4, 3.0))  # moving statistics far from the batch's, so the two modes differ
+    bn.moving_variance.assign(np.full(4, 5.0))
+    x = np.random.default_rng(0).uniform(0, 255, (6, 8, 8, 3)).astype("float32")
+    checked = keras.ops.convert_to_numpy(reference_outputs(model, x, training=True)[0])
+    np.testing.assert_allclose(checked, keras.ops.convert_to_numpy(model(x, training=True)), rtol=1e-6, atol=1e-7)
+    assert np.abs(checked - keras.ops.convert_to_numpy(model(x, training=False))).max() > 0.1
 
 
 def test_a_base_model_with_its_own_dropout_is_not_followed_in_training_mode():
