@@ -192,3 +192,19 @@ def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, mon
     failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
     assert failed == expected
     assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
+
+
+def test_a_rescaling_backward_that_forgets_the_scale_fails_the_check_upstream_of_it(monkeypatch):
+    """Rescaling is in no zoo model between weights, so its slip gets a model of its own: dL/dx = dout·scale
+    written dout corrupts exactly the Dense before it."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh", name="before"),
+                              keras.layers.Rescaling(0.5, offset=1.0, name="scale"),
+                              keras.layers.Dense(3, activation="softmax", name="after")], name="rescaled")
+    x, y = random_batch(model, 6, seed=3)
+    assert three_way_check(model, x, y, fd_entries=6)["passed"]  # unbroken
+    monkeypatch.setattr(layers.Rescaling, "backward", lambda self, dout: dout)
+    report = three_way_check(model, x, y, fd_entries=6)
+    failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
+    assert failed == {"before/kernel", "before/bias"}
+    assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
