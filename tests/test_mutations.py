@@ -165,6 +165,10 @@ MUTATIONS = {
         "regularized_mlp", None, (regularizers.L1L2, "backward", lambda self: (
             ops.cast(self.l1, self.w.dtype) * ops.sign(self.w) + ops.cast(self.l2, self.w.dtype) * self.w)),
         {"dense1/kernel", "dense2/kernel", "head/kernel"}),  # head/bias is 0 at Keras's init, so 2λw = λw = 0 there
+    "l1_penalty_gradient_without_the_sign": (  # d(λΣ|w|)/dw = λ·sign(w) written λ·w
+        "regularized_mlp", None, (regularizers.L1L2, "backward", lambda self: (
+            ops.cast(self.l1, self.w.dtype) * self.w + 2 * ops.cast(self.l2, self.w.dtype) * self.w)),
+        {"dense1/kernel", "dense1/bias", "dense2/kernel", "dense2/bias"}),  # dense2's L1 kernel and activity penalty
     "activity_penalty_gradient_not_divided_by_the_batch": (  # Keras divides an activity penalty by the batch size
         "regularized_mlp", None, (regularizers.ActivityPenalty, "backward", lambda self: self.penalty.backward()),
         {"dense1/kernel", "dense1/bias", "dense2/kernel", "dense2/bias"}),  # dense2's output and what lies upstream
