@@ -10,6 +10,7 @@ the framework's autodiff (the reference the user trusts), float64 central differ
 kink-aware), forward mode (a second autodiff), and, where every layer has a formula in
 backprop_suite/manual/, the hand-derived backward (otherwise the report names the layers without one).
 """
+import keras
 import numpy as np
 from keras import ops
 
@@ -85,7 +86,8 @@ def random_batch(model, batch_size: int = 8, loss=None, seed: int = 0):
     if shapes is None or any(None in s for s in shapes):
         raise SuiteError(f"{model.name}: its input shape is not fully known; give the inputs and targets "
                          "(--data PATH.npz with arrays x and y)")
-    xs = [rng.standard_normal((batch_size, *shape)) for shape in shapes]
+    xs = [rng.integers(0, _token_count(model, k), (batch_size, *shape)) if _is_integer(model.inputs[k]) else
+          rng.standard_normal((batch_size, *shape)) for k, shape in enumerate(shapes)]
     x = xs if len(xs) > 1 else xs[0]
     targets = []
     for fn, output in zip(resolve_losses(model, loss), reference_outputs(model, x), strict=True):
@@ -99,6 +101,22 @@ def random_batch(model, batch_size: int = 8, loss=None, seed: int = 0):
         else:
             targets.append(rng.standard_normal(tuple(ops.shape(output))))
     return x, (targets if len(targets) > 1 else targets[0])
+
+
+def _is_integer(tensor) -> bool:
+    return "int" in keras.backend.standardize_dtype(tensor.dtype)
+
+
+def _token_count(model, k: int) -> int:
+    """How many token ids the model's integer input k takes: the smallest input_dim of the Embeddings reading it."""
+    graph = layer_graph(model)
+    readers = [] if graph is None else graph.consumers(graph.inputs[k])
+    sizes = [node.layer.input_dim for node in readers if isinstance(node.layer, keras.layers.Embedding)]
+    if not sizes:
+        raise SuiteError(f"{model.name}: its input {model.inputs[k].name} takes integers but feeds no Embedding, so "
+                         "no range to draw them from is known; give the inputs and targets (--data PATH.npz with "
+                         "arrays x and y)")
+    return min(sizes)
 
 
 def _has_inputs(model) -> bool:

@@ -160,11 +160,13 @@ def sample_indices(shape, count: int, rng) -> list[tuple]:
 
 
 def cast_batch(x, t, dtype):
-    """Inputs in `dtype`; float targets too (integer labels stay integers)."""
-    cast = [np.asarray(v, dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
-            for v in as_list(t)]
-    inputs = [np.asarray(v, dtype) for v in as_list(x)]
-    return (inputs if isinstance(x, (list, tuple)) else inputs[0]), (cast if isinstance(t, (list, tuple)) else cast[0])
+    """Float inputs and targets in `dtype`; integer ones (token ids, labels) stay integers, which the model casts
+    to its Input's dtype as Keras does."""
+    def cast(values):
+        cast = [np.asarray(v, dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
+                for v in as_list(values)]
+        return cast if isinstance(values, (list, tuple)) else cast[0]
+    return cast(x), cast(t)
 
 
 def dropout_masks_for(model, x, training: bool, dropout_masks: dict | None, seed: int) -> dict | None:

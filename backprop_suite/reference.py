@@ -69,7 +69,8 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
         # the global one, and a float32 base model inside a float64 copy would compute in float32.
         with global_dtype_policy(dtype):
             if isinstance(model, keras.Sequential) or layer_graph(model) is not None:
-                inputs = [keras.Input(batch_shape=t.shape, dtype=dtype, name=t.name) for t in model.inputs]
+                inputs = [keras.Input(batch_shape=t.shape, dtype=_in_dtype(t.dtype, dtype), name=t.name)
+                          for t in model.inputs]
                 structure = getattr(model, "_inputs_struct", None)  # a model built on a dict of inputs: from a dict
                 copy = keras.models.clone_model(
                     model, clone_function=functools.partial(_layer_in_dtype, dtype=dtype),
@@ -97,9 +98,21 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
     return copy
 
 
+def _in_dtype(tensor_dtype, dtype: str) -> str:
+    """`dtype` for a float tensor; an integer one (token ids for an Embedding) keeps its own."""
+    return dtype if "float" in keras.backend.standardize_dtype(tensor_dtype) else tensor_dtype
+
+
 def _layer_in_dtype(layer, dtype):
     if isinstance(layer, keras.Model):  # a nested model: clone it layer by layer too
         return with_dtype(layer, dtype)
+    if type(layer) is keras.layers.Lambda:
+        # Keras refuses to rebuild a Lambda from its config (its function is serialised code, unsafe to load); the
+        # copy of a live model takes the same function object instead.
+        config = _config_in_dtype(layer.get_config(), dtype)
+        return keras.layers.Lambda(layer.function, output_shape=getattr(layer, "_output_shape", None),
+                                   mask=layer.mask, arguments=layer.arguments, name=config["name"],
+                                   dtype=config["dtype"], trainable=config.get("trainable", True))
     return layer.__class__.from_config(_config_in_dtype(layer.get_config(), dtype))
 
 

@@ -329,6 +329,22 @@ def test_layers_wrapping_another_are_copied_to_float64_with_it():
     assert report.passed, str(report)
 
 
+@pytest.mark.any_backend
+def test_a_lambda_layer_is_copied_to_float64_with_its_own_function():
+    """Keras refuses to rebuild a Lambda from its config (serialised code is unsafe to load), so the float64 copy
+    failed for any model with one; the copy now takes the live function, and the check's loss is Keras's."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh"),
+                              keras.layers.Lambda(lambda t: t * t + 1.0, name="square_plus_one"),
+                              keras.layers.Dense(3, activation="softmax")], name="with_a_lambda")
+    model.compile(loss="categorical_crossentropy")
+    x, y = random_batch(model, 6)
+    report = check_gradients(model, x, y, fd_entries=8, directions=2)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
+    assert "Lambda (square_plus_one: no manual formula for this layer class)" in str(report)
+
+
 def data_loss(model, x, y) -> float:
     """The categorical cross-entropy of the model's predictions alone, by Keras's loss: no penalties."""
     per_sample = keras.losses.categorical_crossentropy(y, model.predict(x, verbose=0))

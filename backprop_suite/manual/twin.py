@@ -10,6 +10,7 @@ an activity penalty to the gradient arriving at its layer's output. Weights are 
 (an `assign` is seen), or from `values` {parameter name: tensor} when given. A model the twin cannot
 follow raises ManualUnavailable naming every layer that lacks a formula.
 """
+import keras
 import numpy as np
 from keras import ops
 
@@ -41,6 +42,7 @@ class ManualTwin:
         self.params = parameters(model)
         self.param_name = {id(v): name for name, v in self.params.items()}
         self.dtype = model.trainable_variables[0].dtype if model.trainable_variables else "float32"
+        self.input_dtypes = [keras.backend.standardize_dtype(t.dtype) for t in model.inputs]  # an Embedding's: int
         missing, self.nodes = [], []
         for node in self.graph.nodes:
             try:
@@ -119,7 +121,8 @@ class ManualTwin:
         dropout_masks: {dropout layer name: 0/1 mask}, or a callable (manual.Dropout, its input) -> mask
         that draws one (a training step); None: dropout is the identity (inference).
         """
-        env = dict(zip(self.graph.inputs, (ops.cast(v, self.dtype) for v in as_list(x)), strict=True))
+        env = dict(zip(self.graph.inputs, (ops.cast(v, self.dtype if "float" in dtype else dtype) for v, dtype
+                                           in zip(as_list(x), self.input_dtypes, strict=True)), strict=True))
         for node, steps in self.nodes:
             inputs = [env[i] for i in node.inputs]
             y = inputs if len(inputs) > 1 else inputs[0]
