@@ -57,6 +57,27 @@ LAYERS = {
     "zero_padding": (lambda: L.ZeroPadding2D(((1, 2), (0, 1))), (2, 3, 4, 2), False),
     "rescaling": (lambda: L.Rescaling(1 / 127.5, offset=-1), (2, 3, 3, 2), False),
     "rescaling_per_channel": (lambda: L.Rescaling([0.5, 2.0, -3.0], offset=[0.1, 0.0, 1.0]), (2, 4, 3), False),
+    "dense_gelu": (lambda: L.Dense(4, activation="gelu"), (3, 5), False),
+    "dense_swish": (lambda: L.Dense(4, activation="swish"), (3, 5), False),
+    "activation_softplus": (lambda: L.Activation("softplus"), (3, 5), False),
+    "activation_selu": (lambda: L.Activation("selu"), (3, 5), False),
+    "activation_elu": (lambda: L.Activation("elu"), (3, 5), False),
+    "activation_leaky_relu": (lambda: L.Activation("leaky_relu"), (3, 5), False),
+    "activation_relu6": (lambda: L.Activation("relu6"), (3, 5), False),
+    "relu_layer_max_6": (lambda: L.ReLU(6.0), (3, 5), False),
+    "relu_layer_negative_slope": (lambda: L.ReLU(negative_slope=0.1), (3, 5), False),
+    "leaky_relu_layer": (lambda: L.LeakyReLU(0.05), (3, 5), False),
+    "elu_layer": (lambda: L.ELU(0.5), (3, 5), False),
+    "conv1d_valid": (lambda: L.Conv1D(3, 3, activation="relu"), (2, 9, 2), False),
+    "conv1d_same_stride_2_dilated": (lambda: L.Conv1D(2, 3, strides=2, padding="same"), (2, 9, 3), False),
+    "conv1d_dilated": (lambda: L.Conv1D(2, 2, dilation_rate=3, activation="gelu"), (1, 10, 2), False),
+    "max_pool_1d": (lambda: L.MaxPooling1D(2), (2, 7, 3), False),
+    "max_pool_1d_3_stride_2_same": (lambda: L.MaxPooling1D(3, strides=2, padding="same"), (2, 8, 2), False),
+    "avg_pool_1d": (lambda: L.AveragePooling1D(3), (2, 9, 2), False),
+    "global_avg_pool_1d": (lambda: L.GlobalAveragePooling1D(), (2, 5, 3), False),
+    "global_max_pool_1d_keepdims": (lambda: L.GlobalMaxPooling1D(keepdims=True), (2, 5, 3), False),
+    "upsampling": (lambda: L.UpSampling2D((2, 3)), (2, 3, 2, 2), False),
+    "cropping": (lambda: L.Cropping2D(((1, 2), (0, 1))), (2, 6, 5, 2), False),
 }
 
 
@@ -128,6 +149,7 @@ def test_each_kernel_gradient_formulation_matches_the_tape_and_finite_difference
     """Conv2D has several formulations of dL/dK (the fastest depends on the CPU and the shapes): each must be right."""
     make, shape, _ = LAYERS[case]
     strides = built(make, shape, np.random.default_rng(0)).strides
+    strides = (1,) * (2 - len(strides)) + tuple(strides)  # a Conv1D is computed as a Conv2D one row high
     if formulation not in conv.kernel_gradients_for(strides):
         pytest.skip(f"{formulation} does not apply to strides {strides}")
     monkeypatch.setattr(conv.Conv2D, "kernel_gradient", formulation)
@@ -158,10 +180,16 @@ def test_choose_fastest_times_only_the_formulations_that_apply_to_a_strided_conv
         conv.kernel_gradient_by_shifted_rows(step.xp, tf.zeros(step.y_shape, step.xp.dtype), (3, 3), (2, 1), (1, 1))
 
 
-@pytest.mark.parametrize("merge, manual_class", [(L.Add, manual.Add), (L.Concatenate, manual.Concatenate)])
-def test_merge_layers_send_each_input_its_share_of_dout(merge, manual_class):
+MERGES = [L.Add, L.Concatenate, L.Subtract, L.Average, L.Multiply, L.Maximum, L.Minimum]
+
+
+@pytest.mark.parametrize("inputs", [2, 3])
+@pytest.mark.parametrize("merge", MERGES)
+def test_merge_layers_send_each_input_its_share_of_dout(merge, inputs):
+    if merge is L.Subtract and inputs == 3:
+        pytest.skip("Subtract takes two inputs")
     rng = np.random.default_rng(1)
-    xs = [rng.standard_normal((3, 4)), rng.standard_normal((3, 4))]
+    xs = [rng.standard_normal((3, 4)) for _ in range(inputs)]
     layer, [step] = merge(dtype="float64"), manual_steps(merge(dtype="float64"), False)
     np.testing.assert_allclose(step.forward([tf.constant(x) for x in xs]), layer(xs), **EXACT)
     dout = rng.standard_normal(tuple(layer(xs).shape))
@@ -172,20 +200,80 @@ def test_merge_layers_send_each_input_its_share_of_dout(merge, manual_class):
         np.testing.assert_allclose(manual_dx, tape_dx, **EXACT)
 
 
+def test_embedding_gradient_sums_dout_over_every_place_a_token_occurs():
+    """dL/dE = onehot(ids)ᵀ·dout: against the tape and central differences, with tokens repeated within and across
+    samples, and a row no token picks getting exactly 0."""
+    rng = np.random.default_rng(2)
+    layer = built(lambda: L.Embedding(6, 3), (4, 5), rng)
+    ids = rng.integers(0, 5, (4, 5))  # token 5 never occurs
+    [step] = manual_steps(layer, training=False)
+    np.testing.assert_array_equal(step.forward(tf.constant(ids), layer.embeddings.value), layer(ids))
+    dout = rng.standard_normal((4, 5, 3))
+    dx = step.backward(tf.constant(dout))
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(dout * layer(ids))
+    tape_gradient = tf.convert_to_tensor(tape.gradient(value, layer.embeddings))  # TensorFlow's IndexedSlices
+    np.testing.assert_allclose(step.grads["embeddings"], tape_gradient, **EXACT)
+    assert np.all(np.asarray(step.grads["embeddings"])[5] == 0) and np.all(np.asarray(dx) == 0)
+
+    def loss_of(table):
+        with keras.StatelessScope(state_mapping=[(layer.embeddings, table)]):
+            return float(tf.reduce_sum(dout * layer(ids)))
+    fd_check(loss_of, layer.embeddings.numpy(), step.grads["embeddings"], rng)
+
+
+KINKS = {  # a layer, and inputs on its kinks (and either side of them)
+    "leaky_relu": (L.LeakyReLU(0.1), [-1.0, 0.0, 2.0]),
+    "relu_negative_slope": (L.ReLU(negative_slope=0.1), [-1.0, 0.0, 2.0]),
+    "elu_alpha_0.5": (L.ELU(0.5), [-1.0, 0.0, 2.0]),
+    "selu": (L.Activation("selu"), [-1.0, 0.0, 2.0]),
+    "relu6": (L.ReLU(6.0), [-1.0, 0.0, 3.0, 6.0, 7.0]),
+    "maximum_tie": (L.Maximum(), [[-1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 3.0]]),
+    "minimum_tie": (L.Minimum(), [[-1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 3.0]]),
+}
+
+
+@pytest.mark.any_backend
+@pytest.mark.parametrize("case", KINKS)
+def test_at_a_kink_the_formula_takes_the_side_the_backends_autodiff_takes(case):
+    """No derivative exists at a kink, and the backends take different sides (a leaky ReLU at 0: the slope α on
+    TensorFlow and PyTorch, 1 on JAX; a tie of Maximum's inputs: all to the first on TensorFlow, half each on JAX and
+    PyTorch). The formulas take the backend's, so that a model sitting on a kink (two ReLU branches both 0) agrees."""
+    from backprop_suite import autodiff
+    autodiff.enable_float64()
+    layer, points = KINKS[case]
+    xs = [np.array(p, np.float64)[None] for p in (points if isinstance(points[0], list) else [points])]
+    layer = layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
+    merge = len(xs) > 1
+    [step] = manual_steps(layer, training=False)
+    step.forward([keras.ops.convert_to_tensor(x) for x in xs] if merge else keras.ops.convert_to_tensor(xs[0]))
+    manual_dx = step.backward(keras.ops.ones(xs[0].shape, "float64"))
+    _, tape = autodiff.value_and_gradients(
+        lambda v: keras.ops.sum(layer([v[k] for k in sorted(v)] if merge else v["0"])),
+        {str(k): x for k, x in enumerate(xs)})
+    for k, dx in enumerate(manual_dx if merge else [manual_dx]):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(dx), keras.ops.convert_to_numpy(tape[str(k)]), **EXACT)
+
+
 def test_every_table_entry_is_tested_above():
-    tested = {type(make()) for make, _, _ in LAYERS.values()} | {L.Add, L.Concatenate, L.InputLayer, L.Dropout}
+    tested = {type(make()) for make, _, _ in LAYERS.values()} | {*MERGES, L.InputLayer, L.Dropout, L.Embedding}
     assert set(MANUAL_LAYERS) == tested
 
 
 @pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`, which is deprecated")  # Keras's, for the option
 @pytest.mark.parametrize("make", [lambda: L.Conv2D(2, 3, data_format="channels_first"),
                                   lambda: L.BatchNormalization(axis=1), lambda: L.LayerNormalization(rms_scaling=True),
-                                  lambda: L.ReLU(negative_slope=0.1), lambda: L.Activation("gelu"),
-                                  lambda: L.Dense(3, activation="elu")],
-                         ids=["channels_first", "batch_norm_axis_1", "rms_scaling", "leaky_relu", "gelu", "elu"])
+                                  lambda: L.ReLU(threshold=0.5), lambda: L.ReLU(max_value=4.0),
+                                  lambda: L.Activation("mish"), lambda: L.Dense(3, activation=keras.ops.gelu),
+                                  lambda: L.Conv1D(2, 3, padding="causal"), lambda: L.Embedding(5, 2, mask_zero=True),
+                                  lambda: L.UpSampling2D(interpolation="bilinear")],
+                         ids=["channels_first", "batch_norm_axis_1", "rms_scaling", "relu_threshold", "relu_max_4",
+                              "mish", "ops_gelu_the_tanh_approximation", "causal_conv1d", "masking_embedding",
+                              "bilinear_upsampling"])
 def test_an_option_without_a_formula_is_named_not_computed_wrongly(make):
     layer = make()  # built here, not at collection: the deprecated option's warning stays inside this test
-    layer.build((None, 4, 4, 4) if isinstance(layer, L.Conv2D) else (None, 4, 4))
+    layer.build((None, 4, 4, 4) if isinstance(layer, (L.Conv2D, L.UpSampling2D)) else
+                (None, 4) if isinstance(layer, L.Embedding) else (None, 4, 4))
     with pytest.raises(Unsupported):
         manual_steps(layer, training=False)
 

@@ -301,3 +301,26 @@ class GlobalMaxPool2D:
 
     def backward(self, dout):
         return ops.reshape(dout, (-1, 1, 1, self.share.shape[-1])) * self.share
+
+
+class OnARow:
+    """A 1-D layer (Conv1D, MaxPooling1D, GlobalAveragePooling1D, ...) as its 2-D formula on images one row high:
+    a sequence (N, L, C) is the image (N, 1, L, C) and a kernel (k, c_in, c_out) the kernel (1, k, c_in, c_out), which
+    is how TensorFlow itself computes a 1-D convolution; the backward drops the row again."""
+
+    def __init__(self, step):
+        self.step, self.weights = step, getattr(step, "weights", ())
+        if hasattr(step, "choose_fastest"):
+            self.choose_fastest = step.choose_fastest
+
+    def forward(self, x, **weights):
+        weights = {name: ops.expand_dims(w, 0) if name == "kernel" else w for name, w in weights.items()}
+        y = self.step.forward(ops.expand_dims(x, 1), **weights)
+        self.rows = len(y.shape) == 4  # a global pooling without keepdims returns (N, C): no row to drop
+        return ops.squeeze(y, 1) if self.rows else y
+
+    def backward(self, dout):
+        dx = self.step.backward(ops.expand_dims(dout, 1) if self.rows else dout)
+        self.grads = {name: ops.squeeze(g, 0) if name == "kernel" else g
+                      for name, g in getattr(self.step, "grads", {}).items()}
+        return ops.squeeze(dx, 1)

@@ -9,6 +9,7 @@ kernels (kh, kw, c_in, c_out), Dense W as (in, out), inverted dropout (kept unit
 conv, where, pad, ...): never an autodiff call or a gradient kernel, which would check the framework
 against itself (tests/test_manual_layers.py enforces this). `dout` is never modified in place.
 """
+import keras
 import numpy as np
 from keras import ops
 
@@ -85,7 +86,107 @@ class Softmax:
         return self.y * (dout - ops.sum(dout * self.y, axis=self.axis, keepdims=True))
 
 
-ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "linear": Identity, "softmax": Softmax}
+# At a kink the derivative does not exist and each framework's autodiff takes a side of it; the formulas take the
+# backend's side, so that they agree with its autodiff there too (each measured in tests/test_manual_layers.py).
+# A leaky ReLU at 0: TensorFlow and PyTorch take the negative slope, JAX the slope 1 (jnp.where(x >= 0, ...)).
+# SELU at 0: TensorFlow takes the right slope (scale), JAX and PyTorch the left (scale·α). The other kinks here
+# (ReLU and ReLU6 at 0 and 6, ELU at 0) are the same on every backend.
+BACKENDS_TAKING_THE_RIGHT_SLOPE_AT_ZERO = {"leaky_relu": {"jax"}, "selu": {"tensorflow"}}
+
+
+def _positive(x, activation: str):
+    """Where the activation takes its right-hand slope: x > 0, or x ≥ 0 on the backends that take it at 0."""
+    right_at_zero = keras.backend.backend() in BACKENDS_TAKING_THE_RIGHT_SLOPE_AT_ZERO.get(activation, ())
+    return ops.greater_equal(x, 0) if right_at_zero else ops.greater(x, 0)
+
+
+class ReLU6:
+    def forward(self, x):
+        self.x = x
+        return ops.relu6(x)  # min(max(x, 0), 6): MobileNet's ReLU, keras.layers.ReLU(max_value=6)
+
+    def backward(self, dout):
+        return ops.where(ops.logical_and(self.x > 0, self.x < 6), dout, 0)  # 0 at both kinks, on every backend
+
+
+class LeakyReLU:
+    """y = x for x > 0, else slope·x."""
+
+    def __init__(self, negative_slope: float = 0.2):  # keras.activations.leaky_relu's default (the layer's is 0.3)
+        self.slope = negative_slope
+
+    def forward(self, x):
+        self.x = x
+        return ops.leaky_relu(x, negative_slope=self.slope)
+
+    def backward(self, dout):
+        return ops.where(_positive(self.x, "leaky_relu"), dout, dout * ops.cast(self.slope, dout.dtype))
+
+
+class ELU:
+    """y = x for x > 0, else α(eˣ − 1); so y′ = 1, else αeˣ = y + α (the output gives the derivative, as σ′ = y(1 − y))."""
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = alpha
+
+    def forward(self, x):
+        self.x, self.y = x, ops.elu(x, alpha=self.alpha)
+        return self.y
+
+    def backward(self, dout):
+        return ops.where(self.x > 0, dout, dout * (self.y + ops.cast(self.alpha, dout.dtype)))
+
+
+class SELU:
+    """y = scale·ELU_α(x) with Klambauer et al.'s fixed α and scale; y′ = scale for x > 0, else y + scale·α."""
+    ALPHA, SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+    def forward(self, x):
+        self.x, self.y = x, ops.selu(x)
+        return self.y
+
+    def backward(self, dout):
+        return ops.where(_positive(self.x, "selu"), dout * self.SCALE, dout * (self.y + self.SCALE * self.ALPHA))
+
+
+class Softplus:
+    def forward(self, x):
+        self.x = x
+        return ops.softplus(x)  # log(1 + eˣ)
+
+    def backward(self, dout):
+        return dout * ops.sigmoid(self.x)  # d log(1 + eˣ)/dx = eˣ/(1 + eˣ) = σ(x)
+
+
+class SiLU:
+    """y = x·σ(x) (swish); y′ = σ + x·σ(1 − σ) = σ(1 + x(1 − σ))."""
+
+    def forward(self, x):
+        self.x, self.s = x, ops.sigmoid(x)
+        return ops.silu(x)
+
+    def backward(self, dout):
+        return dout * self.s * (1 + self.x * (1 - self.s))
+
+
+class GELU:
+    """y = x·Φ(x) = ½x(1 + erf(cx)), c = 1/√2, Φ the standard normal CDF; so y′ = ½(1 + erf(cx)) + x·c·e^(−c²x²)/√π,
+    which is Φ(x) + x·φ(x). keras.activations.gelu ("gelu") is this exact one (keras.ops.gelu defaults to the tanh
+    approximation: another function, so it gets no formula). c is cast as the backend's gelu casts it: through
+    float32 on TensorFlow (its float64 gelu is 4e-9 off x·Φ(x)), exactly elsewhere (as λ in manual/regularizers.py)."""
+
+    def forward(self, x):
+        self.x = x
+        return ops.gelu(x, approximate=False)
+
+    def backward(self, dout):
+        c = ops.cast(0.7071067811865476, self.x.dtype)
+        return dout * (0.5 * (1 + ops.erf(c * self.x)) + self.x * c * ops.exp(-(c * self.x) ** 2) / np.sqrt(np.pi))
+
+
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "linear": Identity, "softmax": Softmax,
+               "relu6": ReLU6, "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "softplus": Softplus, "silu": SiLU,
+               "gelu": GELU}  # keyed by the keras.activations function's __name__ ("swish" is silu)
 
 
 class Dropout:
@@ -158,6 +259,127 @@ class Add:
 
     def backward(self, dout):
         return [dout] * self.count
+
+
+class Subtract:
+    """y = x_1 − x_2: dout to the first input, −dout to the second."""
+
+    def forward(self, xs):
+        return xs[0] - xs[1]
+
+    def backward(self, dout):
+        return [dout, -dout]
+
+
+class Average:
+    """y = Σ_i x_i / n: each input receives dout/n."""
+
+    def forward(self, xs):
+        self.count = len(xs)
+        return Add().forward(xs) / self.count
+
+    def backward(self, dout):
+        return [dout / self.count] * self.count
+
+
+class Multiply:
+    """y = Π_i x_i: input i receives dout·Π_{j≠i} x_j (the product of the others, not y/x_i, which fails at 0)."""
+
+    def forward(self, xs):
+        self.xs = xs
+        return self._product(xs)
+
+    @staticmethod
+    def _product(xs):
+        y = xs[0]
+        for x in xs[1:]:
+            y = y * x
+        return y
+
+    def backward(self, dout):
+        return [dout * self._product(self.xs[:i] + self.xs[i + 1:]) for i in range(len(self.xs))]
+
+
+# A tie between Maximum's (or Minimum's) inputs has no derivative; TensorFlow gives the whole gradient to the first
+# input, JAX and PyTorch half to each (measured in tests/test_manual_layers.py). Ties are common: two ReLU branches
+# that are both 0.
+FIRST_INPUTS_SHARE_OF_A_TIE = {"tensorflow": 1.0, "jax": 0.5, "torch": 0.5}
+
+
+class Maximum:
+    """y = max(x_1, x_2, ...), taken pairwise left to right as Keras does: each pair's gradient goes to the input that
+    won it (a tie shared as the backend shares it)."""
+    pick = staticmethod(ops.maximum)
+    wins = staticmethod(ops.greater)
+
+    def forward(self, xs):
+        self.pairs, y = [], xs[0]
+        for x in xs[1:]:
+            self.pairs.append((y, x))
+            y = self.pick(y, x)
+        return y
+
+    def backward(self, dout):
+        tie = FIRST_INPUTS_SHARE_OF_A_TIE[keras.backend.backend()]
+        grads = []
+        for left, right in reversed(self.pairs):  # the last pair first: its left side is the running result
+            share = ops.where(self.wins(left, right), 1.0, ops.where(ops.equal(left, right), tie, 0.0))
+            share = ops.cast(share, dout.dtype)
+            grads.append(dout * (1 - share))
+            dout = dout * share
+        return [dout] + grads[::-1]
+
+
+class Minimum(Maximum):
+    pick = staticmethod(ops.minimum)
+    wins = staticmethod(ops.less)
+
+
+class Embedding:
+    """y = E[ids], the rows of the table E (input_dim × output_dim) that the token ids pick. dL/dE = onehot(ids)ᵀ·dout:
+    row i sums dout over every place where token i occurs (a matrix product, as Affine's xᵀ·dout, with the one-hot
+    rows as x). The ids get no gradient (zeros stand for it: nothing upstream of them has weights)."""
+    weights = ("embeddings",)
+
+    def forward(self, ids, embeddings):
+        self.ids, self.rows = ops.cast(ids, "int32"), embeddings.shape[0]
+        return ops.take(embeddings, self.ids, axis=0)
+
+    def backward(self, dout):
+        one_hot = ops.one_hot(ops.reshape(self.ids, (-1,)), self.rows, dtype=dout.dtype)
+        self.grads = {"embeddings": ops.matmul(ops.transpose(one_hot), ops.reshape(dout, (-1, dout.shape[-1])))}
+        return ops.zeros(ops.shape(self.ids), dout.dtype)
+
+
+class UpSampling2D:
+    """Nearest-neighbour upsampling by (s, t): y[:, i, j] = x[:, i // s, j // t]. Each input entry is copied to an
+    s×t block, so its gradient is the sum of dout over that block."""
+
+    def __init__(self, size):
+        self.size = tuple(size)
+
+    def forward(self, x):
+        s, t = self.size
+        return ops.repeat(ops.repeat(x, s, axis=1), t, axis=2)
+
+    def backward(self, dout):
+        (s, t), (_, h, w, c) = self.size, dout.shape
+        return ops.sum(ops.reshape(dout, (-1, h // s, s, w // t, t, c)), axis=(2, 4))
+
+
+class Cropping2D:
+    """Rows and columns cut off: ((top, bottom), (left, right)); the backward pads the gradient back with zeros."""
+
+    def __init__(self, cropping):
+        self.cropping = cropping
+
+    def forward(self, x):
+        (top, bottom), (left, right) = self.cropping
+        return x[:, top:x.shape[1] - bottom, left:x.shape[2] - right, :]
+
+    def backward(self, dout):
+        (top, bottom), (left, right) = self.cropping
+        return ops.pad(dout, [[0, 0], [top, bottom], [left, right], [0, 0]])
 
 
 class Concatenate:

@@ -21,8 +21,11 @@ def _require(condition: bool, option: str):
         raise Unsupported(option)
 
 
-def _activation(name: str) -> list:
-    _require(name in layers.ACTIVATIONS, f"activation {name!r}")
+def _activation(function) -> list:
+    """The steps of a Keras activation function, found by identity: a user's function that shares a name (or
+    keras.ops.gelu, whose default differs from keras.activations.gelu's) gets no formula."""
+    name = getattr(function, "__name__", repr(function))
+    _require(name in layers.ACTIVATIONS and keras.activations.get(name) is function, f"activation {name!r}")
     return [] if name == "linear" else [layers.ACTIVATIONS[name]()]
 
 
@@ -31,18 +34,28 @@ def _channels_last(layer):
 
 
 def _dense(layer, training):
-    return [layers.Affine()] + _activation(layer.activation.__name__)
+    return [layers.Affine()] + _activation(layer.activation)
 
 
 def _conv2d(layer, training):
     _channels_last(layer)
     _require(layer.groups == 1, f"groups={layer.groups}")
-    return [conv.Conv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation.__name__)
+    return [conv.Conv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation)
+
+
+def _conv1d(layer, training):
+    _channels_last(layer)
+    _require(layer.groups == 1, f"groups={layer.groups}")
+    _require(layer.padding != "causal", "padding='causal'")
+    conv2d = conv.Conv2D((1, *layer.strides), layer.padding, (1, *layer.dilation_rate))
+    return [conv.OnARow(conv2d)] + _activation(layer.activation)
 
 
 def _pooling(manual_class):
     def steps(layer, training):
         _channels_last(layer)
+        if len(layer.pool_size) == 1:  # MaxPooling1D, AveragePooling1D: the 2-D pool on a row
+            return [conv.OnARow(manual_class((1, *layer.pool_size), (1, *layer.strides), layer.padding))]
         return [manual_class(layer.pool_size, layer.strides, layer.padding)]
     return steps
 
@@ -60,11 +73,24 @@ def _average_pooling(layer, training):
     return _pooling(conv.AvgPool2D)(layer, training)
 
 
-def _global_pooling(manual_class):
+def _global_pooling(manual_class, on_a_row=False):
     def steps(layer, training):
         _channels_last(layer)
-        return [manual_class(layer.keepdims)]
+        return [conv.OnARow(manual_class(layer.keepdims)) if on_a_row else manual_class(layer.keepdims)]
     return steps
+
+
+def _embedding(layer, training):
+    _require(not layer.mask_zero, "mask_zero=True (the layers after it compute with the mask, which no formula here "
+                                  "follows)")
+    _require(not layer.lora_enabled and getattr(layer, "quantization_mode", None) is None, "LoRA or quantization")
+    return [layers.Embedding()]
+
+
+def _upsampling(layer, training):
+    _channels_last(layer)
+    _require(layer.interpolation == "nearest", f"interpolation={layer.interpolation!r}")
+    return [layers.UpSampling2D(layer.size)]
 
 
 def _rank(layer) -> int:
@@ -91,9 +117,15 @@ def _layer_norm(layer, training):
 
 
 def _relu_layer(layer, training):
-    _require(layer.max_value is None and layer.negative_slope == 0 and layer.threshold == 0,
-             "max_value, negative_slope or threshold")
-    return [layers.ReLU()]
+    # Keras computes ReLU(max_value=6) by relu6 and ReLU(negative_slope=s) by leaky_relu; other combinations by a
+    # composite whose kinks sit elsewhere (at the threshold its gradient is 0 on either side's slope).
+    _require(layer.threshold == 0, f"threshold={layer.threshold}")
+    _require(layer.max_value in (None, 6) and (layer.max_value is None or layer.negative_slope == 0),
+             f"max_value={layer.max_value}" + (f" with negative_slope={layer.negative_slope}"
+                                                if layer.negative_slope else ""))
+    if layer.max_value == 6:
+        return [layers.ReLU6()]
+    return [layers.LeakyReLU(layer.negative_slope)] if layer.negative_slope else [layers.ReLU()]
 
 
 def _rescaling(layer, training):
@@ -117,7 +149,7 @@ MANUAL_LAYERS = {
     keras.layers.GlobalMaxPooling2D: _global_pooling(conv.GlobalMaxPool2D),
     keras.layers.BatchNormalization: _batch_norm,
     keras.layers.LayerNormalization: _layer_norm,
-    keras.layers.Activation: lambda layer, training: _activation(layer.activation.__name__),
+    keras.layers.Activation: lambda layer, training: _activation(layer.activation),
     keras.layers.ReLU: _relu_layer,
     keras.layers.Softmax: lambda layer, training: [layers.Softmax(layer.axis)],
     keras.layers.Dropout: lambda layer, training: [layers.Dropout(layer.rate)],
@@ -127,6 +159,21 @@ MANUAL_LAYERS = {
     keras.layers.Rescaling: _rescaling,
     keras.layers.Add: lambda layer, training: [layers.Add()],
     keras.layers.Concatenate: lambda layer, training: [layers.Concatenate(layer.axis)],
+    keras.layers.Subtract: lambda layer, training: [layers.Subtract()],
+    keras.layers.Average: lambda layer, training: [layers.Average()],
+    keras.layers.Multiply: lambda layer, training: [layers.Multiply()],
+    keras.layers.Maximum: lambda layer, training: [layers.Maximum()],
+    keras.layers.Minimum: lambda layer, training: [layers.Minimum()],
+    keras.layers.LeakyReLU: lambda layer, training: [layers.LeakyReLU(layer.negative_slope)],
+    keras.layers.ELU: lambda layer, training: [layers.ELU(layer.alpha)],
+    keras.layers.Embedding: _embedding,
+    keras.layers.Conv1D: _conv1d,
+    keras.layers.MaxPooling1D: _pooling(conv.MaxPool2D),
+    keras.layers.AveragePooling1D: _average_pooling,
+    keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool2D, on_a_row=True),
+    keras.layers.GlobalMaxPooling1D: _global_pooling(conv.GlobalMaxPool2D, on_a_row=True),
+    keras.layers.UpSampling2D: _upsampling,
+    keras.layers.Cropping2D: lambda layer, training: (_channels_last(layer), [layers.Cropping2D(layer.cropping)])[1],
 }
 
 
