@@ -124,7 +124,8 @@ class LeakyReLU:
 
 
 class ELU:
-    """y = x for x > 0, else α(eˣ − 1); so y′ = 1, else αeˣ = y + α (the output gives the derivative, as σ′ = y(1 − y))."""
+    """y = x for x > 0, else α(eˣ − 1); so y′ = 1, else αeˣ = y + α (the output gives the derivative, as
+    σ′ = y(1 − y) does)."""
 
     def __init__(self, alpha: float = 1.0):
         self.alpha = alpha
