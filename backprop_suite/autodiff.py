@@ -20,6 +20,8 @@ import functools
 
 import keras
 
+from backprop_suite.errors import SuiteError
+
 BACKEND = keras.backend.backend()
 BACKENDS = ("tensorflow", "jax", "torch")
 REVERSE_MODE = {"tensorflow": "tf.GradientTape", "jax": "jax.value_and_grad", "torch": "torch.autograd.grad"}
@@ -119,9 +121,21 @@ def value_and_gradients(fn, values: dict) -> tuple[object, dict]:
 
     leaves = {name: v.detach().clone().requires_grad_(True) for name, v in values.items()}
     value = fn(leaves)
-    grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    try:
+        grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    except RuntimeError as error:  # PyTorch's own kernels refusing; a traceback would blame the user's model
+        raise SuiteError(_torch_backward_failed(error)) from None
     return value.detach(), {name: torch.zeros_like(leaf) if grad is None else grad
                             for (name, leaf), grad in zip(leaves.items(), grads, strict=True)}
+
+
+def _torch_backward_failed(error: RuntimeError) -> str:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    known = (" PyTorch's float64 convolution backward on the CPU raises this for a convolution with one filter "
+             "under Keras (its slow_conv2d kernel; pytorch/vision#6001 met the same check)."
+             if "slow_conv2d" in reason else "")
+    return (f"torch.autograd.grad cannot differentiate this model: {reason}.{known} Check the model on the "
+            "TensorFlow or JAX backend (KERAS_BACKEND=tensorflow or jax): the check is the same there")
 
 
 class ForwardModeUnavailable(Exception):

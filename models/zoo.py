@@ -211,6 +211,60 @@ def regularized_mlp() -> keras.Sequential:
     ], name="regularized_mlp")
 
 
+def text_cnn() -> keras.Sequential:
+    """keras-io's "Text classification from scratch" model, small: token ids → Embedding → Dropout → Conv1D → 1-D max
+    pool → strided Conv1D → global max pool over time → Dense → Dropout → sigmoid. Integer inputs; the check draws
+    ids below the Embedding's input_dim, and the Embedding's gradient sums dout over every place a token occurs."""
+    return keras.Sequential([
+        keras.Input(shape=(24,), dtype="int32"),
+        layers.Embedding(40, 8, name="embedding"),
+        layers.Dropout(0.5, name="embedding_dropout"),
+        layers.Conv1D(8, 5, activation="relu", name="conv1"),  # (20, 8)
+        layers.MaxPooling1D(2, name="pool1"),  # (10, 8)
+        layers.Conv1D(8, 3, strides=2, padding="same", activation="relu", name="conv2"),  # (5, 8)
+        layers.GlobalMaxPooling1D(name="max_over_time"),
+        layers.Dense(8, activation="relu", name="dense"),
+        layers.Dropout(0.5, name="dropout"),
+        layers.Dense(1, activation="sigmoid", name="predictions"),
+    ], name="text_cnn")
+
+
+def gated_mlp() -> keras.Model:
+    """The activations and merges of current MLP blocks: swish, a gated linear unit (sigmoid gate ⊙ value), ELU and
+    SELU branches averaged, a difference, a leaky ReLU and ReLU6 compared by Maximum and Minimum, softplus. Slopes
+    and α are powers of 2: TensorFlow casts a Python slope through float32 (as it does λ), the other backends not."""
+    inputs = keras.Input(shape=(10,))
+    h = layers.Dense(12, activation="swish", name="swish")(inputs)
+    gate = layers.Dense(12, activation="sigmoid", name="gate")(h)
+    value = layers.Dense(12, name="value")(h)
+    glu = layers.Multiply(name="glu")([gate, value])
+    elu = layers.Dense(12, activation="elu", name="elu")(glu)
+    selu = layers.Dense(12, activation="selu", name="selu")(h)
+    mean = layers.Average(name="mean")([elu, selu])
+    difference = layers.Subtract(name="difference")([mean, glu])
+    leaky = layers.LeakyReLU(2**-3, name="leaky")(difference)
+    capped = layers.ReLU(6.0, name="relu6")(mean)
+    larger = layers.Maximum(name="larger")([leaky, capped])
+    smaller = layers.Minimum(name="smaller")([leaky, capped, layers.ELU(2**-1, name="elu_half")(glu)])
+    soft = layers.Dense(4, activation="softplus", name="softplus")(h)
+    features = layers.Concatenate(name="features")([larger, smaller, soft])
+    return keras.Model(inputs, layers.Dense(3, activation="softmax", name="head")(features), name="gated_mlp")
+
+
+def conv_autoencoder() -> keras.Sequential:
+    """A convolutional autoencoder's shape path: conv → pool down, nearest upsampling back, a crop to the decoder's
+    size, conv back to three sigmoid channels, mean squared error against the image. (Three, not one: PyTorch cannot
+    differentiate a one-filter convolution in float64 under Keras; tests/test_check_any_model.py.)"""
+    return keras.Sequential([
+        keras.Input(shape=(10, 10, 3)),
+        layers.Conv2D(4, 3, padding="same", activation="relu", name="encode"),
+        layers.MaxPooling2D(2, name="down"),  # (5, 5, 4)
+        layers.UpSampling2D((2, 2), name="up"),  # (10, 10, 4)
+        layers.Cropping2D(((1, 1), (2, 0)), name="crop"),  # (8, 8, 4)
+        layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="decode"),
+    ], name="conv_autoencoder")
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     build: object
@@ -235,4 +289,7 @@ ZOO = {
     "siamese_towers": ZooEntry(siamese_towers),
     "partly_frozen_cnn": ZooEntry(partly_frozen_cnn, training=True),
     "regularized_mlp": ZooEntry(regularized_mlp),
+    "text_cnn": ZooEntry(text_cnn, training=True),
+    "gated_mlp": ZooEntry(gated_mlp),
+    "conv_autoencoder": ZooEntry(conv_autoencoder, loss="mean_squared_error"),
 }

@@ -13,6 +13,7 @@ from conftest import REPO_ROOT
 from backprop_suite import GradientReport, assert_gradients, autodiff, check_gradients
 from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
+from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import dropout_masks_for
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
@@ -343,6 +344,36 @@ def test_a_lambda_layer_is_copied_to_float64_with_its_own_function():
     assert report.passed, str(report)
     assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
     assert "Lambda (square_plus_one: no manual formula for this layer class)" in str(report)
+
+
+@pytest.mark.any_backend
+def test_a_one_filter_convolution_is_checked_or_pytorchs_defect_named_in_one_line():
+    """PyTorch's float64 CPU convolution backward refuses a one-filter Conv2D under Keras (RuntimeError: slow_conv2d:
+    grad_weight must be contiguous): a traceback would blame the user's model, so the check names PyTorch and the
+    backends where the same check runs. TensorFlow and JAX check the model."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(1, 3, activation="sigmoid", name="mask")],
+                             name="one_filter")
+    x, y = random_batch(model, 4)
+    if autodiff.BACKEND != "torch":
+        assert check_gradients(model, x, y, fd_entries=8, directions=2).passed
+        return
+    with pytest.raises(SuiteError, match=r"torch.autograd.grad cannot differentiate this model: slow_conv2d: "
+                                         r"grad_weight must be contiguous\. .*KERAS_BACKEND=tensorflow or jax"):
+        check_gradients(model, x, y, fd_entries=8, directions=2)
+
+
+@pytest.mark.any_backend
+def test_every_activation_with_a_formula_agrees_with_each_backends_autodiff():
+    """Each activation the formulas know, in one MLP, on this backend: manual vs the backend's autodiff and central
+    differences (the zoo has no GELU: TensorFlow's casts 1/√2 through float32, so backends' losses differ by 4e-9)."""
+    from backprop_suite.manual.layers import ACTIVATIONS
+    keras.utils.set_random_seed(0)
+    stack = [keras.layers.Dense(6, activation=name, name=name) for name in ACTIVATIONS if name != "softmax"]
+    model = keras.Sequential([keras.Input((5,)), *stack, keras.layers.Dense(3, activation="softmax")], name="all")
+    report = check_gradients(model, *random_batch(model, 6), fd_entries=8, directions=2)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["manual"]["available"], str(report)
 
 
 def data_loss(model, x, y) -> float:
