@@ -83,6 +83,21 @@ def layer_norm_drops_the_variance_path(self, dout):
     return self.inv_std / m * (m * dxhat - ops.sum(dxhat, axis=self.axes, keepdims=True))  # − x̂·Σ(dx̂·x̂) lost
 
 
+def embedding_gradient_averaged_over_a_tokens_occurrences(self, dout):
+    one_hot = ops.one_hot(ops.reshape(self.ids, (-1,)), self.rows, dtype=dout.dtype)
+    summed = ops.matmul(ops.transpose(one_hot), ops.reshape(dout, (-1, dout.shape[-1])))
+    self.grads = {"embeddings": summed / ops.maximum(ops.sum(one_hot, axis=0), 1)[:, None]}  # should stay a sum
+    return ops.zeros(ops.shape(self.ids), dout.dtype)
+
+
+def weights_of(*names) -> set[str]:
+    return {f"{name}/{weight}" for name in names for weight in ("kernel", "bias")}
+
+
+# gated_mlp: swish → (gate ⊙ value = glu) → elu; swish → selu; mean = avg(elu, selu): a slip reaching `mean` reaches
+# all five
+UPSTREAM_OF_THE_MEAN = weights_of("swish", "gate", "value", "elu", "selu")
+
 MUTATIONS = {
     # name: (zoo model, loss (None: the zoo's), (class or module, attribute, replacement), tensors that must fail)
     "conv_same_crop_ignores_the_padding_offset": (
@@ -172,6 +187,45 @@ MUTATIONS = {
     "activity_penalty_gradient_not_divided_by_the_batch": (  # Keras divides an activity penalty by the batch size
         "regularized_mlp", None, (regularizers.ActivityPenalty, "backward", lambda self: self.penalty.backward()),
         {"dense1/kernel", "dense1/bias", "dense2/kernel", "dense2/bias"}),  # dense2's output and what lies upstream
+    "embedding_gradient_averaged_over_a_tokens_occurrences": (  # a token's row sums dout over every occurrence
+        "text_cnn", None, (layers.Embedding, "backward", embedding_gradient_averaged_over_a_tokens_occurrences),
+        {"embedding/embeddings"}),
+    "swish_derivative_without_its_x_term": (  # σ(1 + x(1 − σ)) written σ
+        "gated_mlp", None, (layers.SiLU, "backward", lambda self, dout: dout * self.s), weights_of("swish")),
+    "elu_derivative_forgets_the_exponential": (  # y + α (that is αeˣ) written α; the Dense and the layer ELU
+        "gated_mlp", None, (layers.ELU, "backward", lambda self, dout: ops.where(self.x > 0, dout, dout * self.alpha)),
+        weights_of("elu", "gate", "value", "swish")),
+    "selu_derivative_without_the_scale_on_the_left": (  # y + scale·α written y + α
+        "gated_mlp", None, (layers.SELU, "backward", lambda self, dout: ops.where(
+            self.x > 0, dout * self.SCALE, dout * (self.y + self.ALPHA))), weights_of("selu", "swish")),
+    "softplus_derivative_at_the_output": (  # σ(x) written σ(y)
+        "gated_mlp", None, (layers.Softplus, "backward", lambda self, dout: dout * ops.sigmoid(ops.softplus(self.x))),
+        weights_of("softplus", "swish")),
+    "leaky_relu_with_slope_1_on_the_left": (
+        "gated_mlp", None, (layers.LeakyReLU, "backward", lambda self, dout: dout), UPSTREAM_OF_THE_MEAN),
+    "relu6_passes_the_gradient_below_zero": (  # 0 < x < 6 written x < 6
+        "gated_mlp", None, (layers.ReLU6, "backward", lambda self, dout: ops.where(self.x < 6, dout, 0)),
+        UPSTREAM_OF_THE_MEAN),
+    "multiply_sends_each_input_its_own_value": (  # dout·Π_{j≠i} x_j written dout·x_i
+        "gated_mlp", None, (layers.Multiply, "backward", lambda self, dout: [dout * x for x in self.xs]),
+        weights_of("gate", "value", "swish")),
+    "subtract_forgets_the_minus": (
+        "gated_mlp", None, (layers.Subtract, "backward", lambda self, dout: [dout, dout]),
+        weights_of("gate", "value", "swish")),  # only the subtracted input, glu, is wrong
+    "average_forgets_one_over_n": (
+        "gated_mlp", None, (layers.Average, "backward", lambda self, dout: [dout] * self.count), UPSTREAM_OF_THE_MEAN),
+    "maximum_routes_to_the_smaller_input": (
+        "gated_mlp", None, (layers.Maximum, "wins", staticmethod(ops.less)), UPSTREAM_OF_THE_MEAN),
+    "minimum_routes_to_the_larger_input": (
+        "gated_mlp", None, (layers.Minimum, "wins", staticmethod(ops.greater)), UPSTREAM_OF_THE_MEAN),
+    "upsampling_gradient_takes_one_entry_per_block": (  # the block's sum written its first entry
+        "conv_autoencoder", None, (layers.UpSampling2D, "backward", lambda self, dout: dout[:, ::self.size[0],
+                                                                                              ::self.size[1], :]),
+        weights_of("encode")),
+    "cropping_pads_back_on_the_wrong_sides": (
+        "conv_autoencoder", None, (layers.Cropping2D, "backward", lambda self, dout: ops.pad(dout, [
+            [0, 0], self.cropping[0][::-1], self.cropping[1][::-1], [0, 0]])),
+        weights_of("encode")),
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),
@@ -195,6 +249,21 @@ def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, mon
     report = three_way_check(model, x, y, loss=loss, training=entry.training, fd_entries=6)
     failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
     assert failed == expected
+    assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
+
+
+def test_a_gelu_derivative_without_its_x_phi_term_fails_the_check_at_its_layer(monkeypatch):
+    """GELU is in no zoo model (TensorFlow's casts 1/√2 through float32, so the backends' zoo losses would differ), so
+    its slip gets a model of its own: y′ = Φ(x) + x·φ(x) written Φ(x) corrupts exactly the GELU layer's weights."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="gelu", name="gelu"),
+                              keras.layers.Dense(3, activation="softmax", name="head")], name="gelu_mlp")
+    x, y = random_batch(model, 6, seed=3)
+    assert three_way_check(model, x, y, fd_entries=6)["passed"]  # unbroken
+    monkeypatch.setattr(layers.GELU, "backward", lambda self, dout: dout * 0.5 * (1 + ops.erf(self.x / np.sqrt(2))))
+    report = three_way_check(model, x, y, fd_entries=6)
+    failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
+    assert failed == {"gelu/kernel", "gelu/bias"}
     assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
 
 
