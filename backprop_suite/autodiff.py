@@ -180,7 +180,9 @@ def _jvp_of(fn):
     return lambda point, tangent: jax.jvp(fn, (point,), (tangent,))
 
 
-@functools.lru_cache(maxsize=32)  # by the function (a bound method: its object and method), so each compiles once
+# By the function (a bound method: its object and method), so each compiles once. A check compiles three (tape,
+# forward mode, manual formulas) and no later check calls them again: a few entries do, and keep few problems alive.
+@functools.lru_cache(maxsize=8)
 def _jax_compiled(transform, fn):
     import jax
 
@@ -189,7 +191,5 @@ def _jax_compiled(transform, fn):
 
 def _require_known_backend():
     if BACKEND not in BACKENDS:
-        from backprop_suite.errors import SuiteError
-
         raise SuiteError(f"KERAS_BACKEND={BACKEND}: the gradient checks run on {', '.join(BACKENDS)}; "
                          "set KERAS_BACKEND to one of them")

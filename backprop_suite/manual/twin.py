@@ -107,13 +107,12 @@ class ManualTwin:
 
     def _weights(self, layer, step, values: dict) -> dict:
         own = {v.name: v for v in layer.weights}
-        found = {}
-        for name in step.weights:
-            variable = own.get(name)
-            if variable is not None:
-                value = (values or {}).get(self.param_name.get(id(variable)))
-                found[name] = ops.cast(variable.value if value is None else value, self.dtype)
-        return found
+        return {name: self._value(own[name], values) for name in step.weights if name in own}
+
+    def _value(self, variable, values: dict | None):
+        """The variable's value, or the one `values` gives for its parameter name (a frozen weight has none)."""
+        value = (values or {}).get(self.param_name.get(id(variable)))
+        return ops.cast(variable.value if value is None else value, self.dtype)
 
     def forward(self, x, t, dropout_masks=None, values=None):
         """The loss; keeps what backward needs.
@@ -141,14 +140,10 @@ class ManualTwin:
             target = target if getattr(loss_step, "integer_targets", False) else ops.cast(target, self.dtype)
             total = total + weight * loss_step.forward(env[output], target)  # Σ_k weight_k · L_k
         for name, penalty in self.weight_penalties.items():  # model.losses, as Keras's fit adds them
-            total = total + penalty.forward(self._value(name, values))
+            total = total + penalty.forward(self._value(self.params[name], values))
         for tensor, penalty in self.activity_penalties.items():
             total = total + penalty.forward(env[tensor])
         return total
-
-    def _value(self, name: str, values: dict | None):
-        value = (values or {}).get(name)
-        return ops.cast(self.params[name].value if value is None else value, self.dtype)
 
     def gradient_tensors(self) -> list:
         """Every weight's gradient, in parameters(model) order, after forward (C002-5: forward first)."""
