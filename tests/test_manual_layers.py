@@ -68,6 +68,8 @@ LAYERS = {
     "relu_layer_negative_slope": (lambda: L.ReLU(negative_slope=0.1), (3, 5), False),
     "leaky_relu_layer": (lambda: L.LeakyReLU(0.05), (3, 5), False),
     "elu_layer": (lambda: L.ELU(0.5), (3, 5), False),
+    "prelu": (lambda: L.PReLU(), (3, 5), False),
+    "prelu_shared_over_space": (lambda: L.PReLU(shared_axes=[1, 2]), (2, 3, 4, 2), False),
     "conv1d_valid": (lambda: L.Conv1D(3, 3, activation="relu"), (2, 9, 2), False),
     "conv1d_same_stride_2_dilated": (lambda: L.Conv1D(2, 3, strides=2, padding="same"), (2, 9, 3), False),
     "conv1d_dilated": (lambda: L.Conv1D(2, 2, dilation_rate=3, activation="gelu"), (1, 10, 2), False),
@@ -228,6 +230,7 @@ KINKS = {  # a layer, and inputs on its kinks (and either side of them)
     "elu_alpha_0.5": (L.ELU(0.5), [-1.0, 0.0, 2.0]),
     "selu": (L.Activation("selu"), [-1.0, 0.0, 2.0]),
     "relu6": (L.ReLU(6.0), [-1.0, 0.0, 3.0, 6.0, 7.0]),
+    "prelu": (L.PReLU(alpha_initializer=keras.initializers.Constant(0.25)), [-1.0, 0.0, 2.0]),
     "maximum_tie": (L.Maximum(), [[-1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 3.0]]),
     "minimum_tie": (L.Minimum(), [[-1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 3.0]]),
 }
@@ -245,8 +248,11 @@ def test_at_a_kink_the_formula_takes_the_side_the_backends_autodiff_takes(case):
     xs = [np.array(p, np.float64)[None] for p in (points if isinstance(points[0], list) else [points])]
     layer = layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
     merge = len(xs) > 1
+    layer(xs if merge else xs[0])  # built, so that a layer with weights (PReLU's α) has them
     [step] = manual_steps(layer, training=False)
-    step.forward([keras.ops.convert_to_tensor(x) for x in xs] if merge else keras.ops.convert_to_tensor(xs[0]))
+    weights = {v.name: v.value for v in layer.weights if v.name in getattr(step, "weights", ())}
+    step.forward([keras.ops.convert_to_tensor(x) for x in xs] if merge else keras.ops.convert_to_tensor(xs[0]),
+                 **weights)
     manual_dx = step.backward(keras.ops.ones(xs[0].shape, "float64"))
     _, tape = autodiff.value_and_gradients(
         lambda v: keras.ops.sum(layer([v[k] for k in sorted(v)] if merge else v["0"])),

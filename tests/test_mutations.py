@@ -221,11 +221,16 @@ MUTATIONS = {
     "upsampling_gradient_takes_one_entry_per_block": (  # the block's sum written its first entry
         "conv_autoencoder", None, (layers.UpSampling2D, "backward", lambda self, dout: dout[:, ::self.size[0],
                                                                                               ::self.size[1], :]),
-        weights_of("encode")),
+        weights_of("encode") | {"prelu/alpha"}),
     "cropping_pads_back_on_the_wrong_sides": (
         "conv_autoencoder", None, (layers.Cropping2D, "backward", lambda self, dout: ops.pad(dout, [
             [0, 0], self.cropping[0][::-1], self.cropping[1][::-1], [0, 0]])),
-        weights_of("encode")),
+        weights_of("encode") | {"prelu/alpha"}),
+    "prelu_slope_gradient_from_the_positive_side": (  # Σ dout·min(x, 0) written Σ dout·max(x, 0)
+        "conv_autoencoder", None, (layers.PReLU, "backward", wrap_backward(layers.PReLU, lambda self, dout, dx: (
+            self.grads.__setitem__("alpha", ops.sum(dout * ops.maximum(self.x, 0), axis=(0, 1, 2), keepdims=True)[0]),
+            dx)[1])),
+        {"prelu/alpha"}),
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),

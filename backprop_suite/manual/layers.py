@@ -185,6 +185,24 @@ class GELU:
         return dout * (0.5 * (1 + ops.erf(c * self.x)) + self.x * c * ops.exp(-(c * self.x) ** 2) / np.sqrt(np.pi))
 
 
+class PReLU:
+    """A leaky ReLU whose negative slope α is learned, per entry or shared along `shared_axes`: Keras computes
+    y = relu(x) − α·relu(−x), so dL/dx = dout for x > 0, α·dout for x < 0 and 0 at exactly 0 (relu′(0) = 0 on both
+    terms), and dL/dα = Σ dout·min(x, 0) over the batch and every shared axis."""
+    weights = ("alpha",)
+
+    def forward(self, x, alpha):
+        self.x, self.alpha = x, alpha
+        return ops.relu(x) - alpha * ops.relu(-x)
+
+    def backward(self, dout):
+        per_entry = dout * ops.minimum(self.x, 0)
+        shared = [axis + 1 for axis, size in enumerate(self.alpha.shape) if size == 1 and self.x.shape[axis + 1] != 1]
+        self.grads = {"alpha": ops.sum(ops.sum(per_entry, axis=0), axis=[a - 1 for a in shared], keepdims=True)
+                      if shared else ops.sum(per_entry, axis=0)}
+        return ops.where(self.x > 0, dout, ops.where(self.x < 0, dout * self.alpha, 0))
+
+
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "linear": Identity, "softmax": Softmax,
                "relu6": ReLU6, "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "softplus": Softplus, "silu": SiLU,
                "gelu": GELU}  # keyed by the keras.activations function's __name__ ("swish" is silu)

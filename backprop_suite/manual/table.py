@@ -166,6 +166,7 @@ MANUAL_LAYERS = {
     keras.layers.Minimum: lambda layer, training: [layers.Minimum()],
     keras.layers.LeakyReLU: lambda layer, training: [layers.LeakyReLU(layer.negative_slope)],
     keras.layers.ELU: lambda layer, training: [layers.ELU(layer.alpha)],
+    keras.layers.PReLU: lambda layer, training: [layers.PReLU()],
     keras.layers.Embedding: _embedding,
     keras.layers.Conv1D: _conv1d,
     keras.layers.MaxPooling1D: _pooling(conv.MaxPool2D),
