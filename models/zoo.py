@@ -229,6 +229,19 @@ def text_cnn() -> keras.Sequential:
     ], name="text_cnn")
 
 
+def recurrent_text_classifier() -> keras.Sequential:
+    """keras-io's LSTM text classifiers in small: token ids → Embedding → SimpleRNN over the whole sequence → LSTM →
+    softmax. The formulas backpropagate through time: each step's state gets its output's gradient plus what the
+    next step sends back, and the shared kernels sum their gradients over the steps."""
+    return keras.Sequential([
+        keras.Input(shape=(9,), dtype="int32"),
+        layers.Embedding(30, 6, name="embedding"),
+        layers.SimpleRNN(5, return_sequences=True, name="rnn"),
+        layers.LSTM(4, name="lstm"),
+        layers.Dense(3, activation="softmax", name="head"),
+    ], name="recurrent_text_classifier")
+
+
 def gated_mlp() -> keras.Model:
     """The activations and merges of current MLP blocks: swish, a gated linear unit (sigmoid gate ⊙ value), ELU and
     SELU branches averaged, a difference, a leaky ReLU and ReLU6 compared by Maximum and Minimum, softplus. Slopes
@@ -292,6 +305,7 @@ ZOO = {
     "partly_frozen_cnn": ZooEntry(partly_frozen_cnn, training=True),
     "regularized_mlp": ZooEntry(regularized_mlp),
     "text_cnn": ZooEntry(text_cnn, training=True),
+    "recurrent_text_classifier": ZooEntry(recurrent_text_classifier),
     "gated_mlp": ZooEntry(gated_mlp),
     "conv_autoencoder": ZooEntry(conv_autoencoder, loss="mean_squared_error"),
 }

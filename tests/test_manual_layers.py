@@ -79,6 +79,14 @@ LAYERS = {
     "global_avg_pool_1d": (lambda: L.GlobalAveragePooling1D(), (2, 5, 3), False),
     "global_max_pool_1d_keepdims": (lambda: L.GlobalMaxPooling1D(keepdims=True), (2, 5, 3), False),
     "upsampling": (lambda: L.UpSampling2D((2, 3)), (2, 3, 2, 2), False),
+    "simple_rnn_last_state": (lambda: L.SimpleRNN(4), (3, 5, 2), False),
+    "simple_rnn_sequences_backwards_relu": (lambda: L.SimpleRNN(3, activation="relu", return_sequences=True,
+                                                                go_backwards=True), (2, 4, 3), False),
+    "simple_rnn_no_bias": (lambda: L.SimpleRNN(3, use_bias=False), (2, 3, 2), False),
+    "lstm_last_state": (lambda: L.LSTM(3), (3, 5, 2), False),
+    "lstm_sequences_backwards": (lambda: L.LSTM(2, return_sequences=True, go_backwards=True), (2, 4, 3), False),
+    "lstm_other_activations": (lambda: L.LSTM(3, activation="elu", recurrent_activation="tanh", use_bias=False),
+                               (2, 3, 2), False),
     "cropping": (lambda: L.Cropping2D(((1, 2), (0, 1))), (2, 6, 5, 2), False),
 }
 

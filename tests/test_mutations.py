@@ -9,7 +9,7 @@ from keras import ops
 from backprop_suite import autodiff
 from backprop_suite.check import random_batch
 from backprop_suite.gradcheck import three_way_check
-from backprop_suite.manual import conv, layers, losses, normalization, regularizers, table, twin
+from backprop_suite.manual import conv, layers, losses, normalization, recurrent, regularizers, table, twin
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
@@ -231,6 +231,19 @@ MUTATIONS = {
             self.grads.__setitem__("alpha", ops.sum(dout * ops.maximum(self.x, 0), axis=(0, 1, 2), keepdims=True)[0]),
             dx)[1])),
         {"prelu/alpha"}),
+    "simple_rnn_backpropagates_one_step_only": (  # truncated BPTT: dh_{t−1} = dz·Uᵀ dropped
+        "recurrent_text_classifier", None, (recurrent.SimpleRNN, "_to_the_previous_state", lambda self, dz: ops.zeros(
+            (dz.shape[0], self.U.shape[0]), dz.dtype)),
+        {"rnn/kernel", "rnn/recurrent_kernel", "rnn/bias", "embedding/embeddings"}),  # the LSTM above it is right
+    "lstm_backpropagates_one_step_only": (
+        "recurrent_text_classifier", None, (recurrent.LSTM, "_to_the_previous_state", lambda self, dz: ops.zeros(
+            (dz.shape[0], self.U.shape[0]), dz.dtype)),
+        {"lstm/kernel", "lstm/recurrent_kernel", "lstm/bias", "rnn/kernel", "rnn/recurrent_kernel", "rnn/bias",
+         "embedding/embeddings"}),
+    "lstm_cell_gradient_passes_the_forget_gate_unscaled": (  # dc_{t−1} = dc·f written dc
+        "recurrent_text_classifier", None, (recurrent.LSTM, "_to_the_previous_cell", staticmethod(lambda dc, cell: dc)),
+        {"lstm/kernel", "lstm/recurrent_kernel", "lstm/bias", "rnn/kernel", "rnn/recurrent_kernel", "rnn/bias",
+         "embedding/embeddings"}),
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),

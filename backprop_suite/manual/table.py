@@ -9,7 +9,7 @@ mutation test (tests/test_manual_layers.py).
 import keras
 import numpy as np
 
-from backprop_suite.manual import conv, layers, normalization
+from backprop_suite.manual import conv, layers, normalization, recurrent
 
 
 class Unsupported(Exception):
@@ -27,6 +27,26 @@ def _activation(function) -> list:
     name = getattr(function, "__name__", repr(function))
     _require(name in layers.ACTIVATIONS and keras.activations.get(name) is function, f"activation {name!r}")
     return [] if name == "linear" else [layers.ACTIVATIONS[name]()]
+
+
+def _activation_class(function):
+    """The manual class of a Keras activation function, for a layer that applies it many times (a recurrent cell)."""
+    steps = _activation(function)
+    return type(steps[0]) if steps else layers.Identity
+
+
+def _recurrent(layer, training):
+    cell = layer.cell
+    _require(not layer.stateful, "stateful=True")
+    _require(not (training and (cell.dropout or cell.recurrent_dropout)),
+             "dropout or recurrent_dropout in training (Keras draws its own masks)")
+    _require(all(len(node.input_tensors) == 1 for node in layer._inbound_nodes),
+             "an initial_state (the formulas start from zeros)")
+    options = {"return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards}
+    if isinstance(layer, keras.layers.LSTM):
+        return [recurrent.LSTM(_activation_class(cell.activation), _activation_class(cell.recurrent_activation),
+                               **options)]
+    return [recurrent.SimpleRNN(_activation_class(cell.activation), **options)]
 
 
 def _channels_last(layer):
@@ -174,6 +194,8 @@ MANUAL_LAYERS = {
     keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool2D, on_a_row=True),
     keras.layers.GlobalMaxPooling1D: _global_pooling(conv.GlobalMaxPool2D, on_a_row=True),
     keras.layers.UpSampling2D: _upsampling,
+    keras.layers.SimpleRNN: _recurrent,
+    keras.layers.LSTM: _recurrent,
     keras.layers.Cropping2D: lambda layer, training: (_channels_last(layer), [layers.Cropping2D(layer.cropping)])[1],
 }
 

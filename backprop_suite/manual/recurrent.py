@@ -1,0 +1,139 @@
+"""Manual recurrent layers: backpropagation through time (BPTT), each `forward` next to its `backward`.
+
+The forward unrolls the cell over the T steps of a sequence (N, T, D), from a zero state, keeping each step's
+inputs and activations; the backward walks the steps in reverse, and the gradient reaching a step's state is the
+sum of what its output receives (with return_sequences) and what the next step sends back through the recurrent
+kernel: the chain rule's sum over paths, over time. A weight's gradient is the sum of its gradients at every step
+(the weights are shared across time, as a layer called twice shares them). Protocol in manual/layers.py.
+Keras's conventions: kernel (D, k·u) and recurrent_kernel (u, k·u) hold the k gates side by side (LSTM: i, f, c, o);
+go_backwards processes the steps last to first and returns the outputs in that order.
+"""
+from keras import ops
+
+
+class _Recurrent:
+    weights = ("kernel", "recurrent_kernel", "bias")
+
+    def __init__(self, return_sequences: bool, go_backwards: bool):
+        self.return_sequences, self.go_backwards = return_sequences, go_backwards
+
+    def _steps(self, x):
+        """The sequence's steps (N, D) in processing order."""
+        steps = [x[:, t, :] for t in range(x.shape[1])]
+        return steps[::-1] if self.go_backwards else steps
+
+    def _output(self, hs):
+        return ops.stack(hs, axis=1) if self.return_sequences else hs[-1]
+
+    def _arriving(self, dout, count):
+        """The gradient each step's output receives from the layer's output (None: nothing but the recurrence)."""
+        if self.return_sequences:
+            return [dout[:, t, :] for t in range(count)]
+        return [None] * (count - 1) + [dout]
+
+    def _input_gradient(self, dxs):
+        return ops.stack(dxs[::-1] if self.go_backwards else dxs, axis=1)
+
+    def _to_the_previous_state(self, dz):
+        """dL/dh_{t−1} from step t: back through the recurrent kernel, z_t = ... + h_{t−1}·U."""
+        return ops.matmul(dz, ops.transpose(self.U))
+
+    def _weight_gradients(self, xs, h_prevs, dzs, has_bias):
+        """Σ_t x_tᵀ·dz_t, Σ_t h_{t−1}ᵀ·dz_t and Σ_t Σ_n dz_t: each weight's gradient summed over the steps."""
+        grads = {"kernel": sum(ops.matmul(ops.transpose(x), dz) for x, dz in zip(xs, dzs, strict=True)),
+                 "recurrent_kernel": sum(ops.matmul(ops.transpose(h), dz) for h, dz in zip(h_prevs, dzs, strict=True))}
+        if has_bias:
+            grads["bias"] = sum(ops.sum(dz, axis=0) for dz in dzs)
+        return grads
+
+
+class SimpleRNN(_Recurrent):
+    """h_t = f(x_t·W + b + h_{t−1}·U), h_0 = 0. BPTT: dz_t = f′ ⊙ (dout_t + dz_{t+1}·Uᵀ); dL/dW = Σ_t x_tᵀ dz_t,
+    dL/dU = Σ_t h_{t−1}ᵀ dz_t, dL/db = Σ_t Σ_n dz_t, dL/dx_t = dz_t·Wᵀ."""
+
+    def __init__(self, activation, return_sequences=False, go_backwards=False):
+        super().__init__(return_sequences, go_backwards)
+        self.activation = activation  # a manual activation class: one instance per step keeps that step's values
+
+    def forward(self, x, kernel, recurrent_kernel, bias=None):
+        self.W, self.U, self.has_bias = kernel, recurrent_kernel, bias is not None
+        self.xs, self.h_prevs, self.activations = self._steps(x), [], []
+        h = ops.zeros((x.shape[0], recurrent_kernel.shape[0]), x.dtype)
+        hs = []
+        for x_t in self.xs:
+            self.h_prevs.append(h)
+            z = ops.matmul(x_t, kernel) + (0 if bias is None else bias) + ops.matmul(h, recurrent_kernel)
+            self.activations.append(self.activation())
+            h = self.activations[-1].forward(z)
+            hs.append(h)
+        return self._output(hs)
+
+    def backward(self, dout):
+        dzs, dxs, dh_next, arriving = [], [], None, self._arriving(dout, len(self.xs))
+        for t in reversed(range(len(self.xs))):
+            dh = _sum(arriving[t], dh_next)
+            dz = self.activations[t].backward(dh)
+            dzs.append(dz)
+            dxs.append(ops.matmul(dz, ops.transpose(self.W)))
+            dh_next = self._to_the_previous_state(dz)
+        dzs, dxs = dzs[::-1], dxs[::-1]
+        self.grads = self._weight_gradients(self.xs, self.h_prevs, dzs, self.has_bias)
+        return self._input_gradient(dxs)
+
+
+class LSTM(_Recurrent):
+    """z = x_t·W + h_{t−1}·U + b split into four gates; i = g(z_i), f = g(z_f), o = g(z_o) (g the recurrent
+    activation, σ by default), c̃ = a(z_c) (a tanh by default); c_t = f·c_{t−1} + i·c̃, h_t = o·a(c_t); h_0 = c_0 = 0.
+    BPTT, per step from the last: dc = dc_{t+1}·f_{t+1} + dh·o·a′(c_t); then dz_i = dc·c̃·g′, dz_f = dc·c_{t−1}·g′,
+    dz_c = dc·i·a′, dz_o = dh·a(c_t)·g′; dh_{t−1} = dz·Uᵀ, dx_t = dz·Wᵀ, and the weights as SimpleRNN's."""
+
+    def __init__(self, activation, recurrent_activation, return_sequences=False, go_backwards=False):
+        super().__init__(return_sequences, go_backwards)
+        self.activation, self.recurrent_activation = activation, recurrent_activation
+
+    def forward(self, x, kernel, recurrent_kernel, bias=None):
+        self.W, self.U, self.has_bias = kernel, recurrent_kernel, bias is not None
+        units = recurrent_kernel.shape[0]
+        self.xs, self.h_prevs, self.cells = self._steps(x), [], []
+        h = c = ops.zeros((x.shape[0], units), x.dtype)
+        hs = []
+        for x_t in self.xs:
+            self.h_prevs.append(h)
+            z = ops.matmul(x_t, kernel) + ops.matmul(h, recurrent_kernel) + (0 if bias is None else bias)
+            z_i, z_f, z_c, z_o = ops.split(z, 4, axis=1)
+            gates = {name: self.recurrent_activation() for name in "ifo"}
+            cell = {"gates": gates, "candidate": self.activation(), "output": self.activation(), "c_prev": c}
+            i, f, o = gates["i"].forward(z_i), gates["f"].forward(z_f), gates["o"].forward(z_o)
+            candidate = cell["candidate"].forward(z_c)
+            c = f * c + i * candidate
+            cell.update(i=i, f=f, o=o, candidate_value=candidate, squashed=cell["output"].forward(c))
+            h = o * cell["squashed"]
+            self.cells.append(cell)
+            hs.append(h)
+        return self._output(hs)
+
+    def backward(self, dout):
+        dzs, dxs, dh_next, dc_next, arriving = [], [], None, None, self._arriving(dout, len(self.xs))
+        for t in reversed(range(len(self.xs))):
+            cell, dh = self.cells[t], _sum(arriving[t], dh_next)
+            dc = _sum(cell["output"].backward(dh * cell["o"]), dc_next)  # through h = o·a(c), and from c_{t+1}
+            gates = cell["gates"]
+            dz = ops.concatenate([gates["i"].backward(dc * cell["candidate_value"]),
+                                  gates["f"].backward(dc * cell["c_prev"]),
+                                  cell["candidate"].backward(dc * cell["i"]),
+                                  gates["o"].backward(dh * cell["squashed"])], axis=1)
+            dzs.append(dz)
+            dxs.append(ops.matmul(dz, ops.transpose(self.W)))
+            dh_next, dc_next = self._to_the_previous_state(dz), self._to_the_previous_cell(dc, cell)
+        dzs, dxs = dzs[::-1], dxs[::-1]
+        self.grads = self._weight_gradients(self.xs, self.h_prevs, dzs, self.has_bias)
+        return self._input_gradient(dxs)
+
+    @staticmethod
+    def _to_the_previous_cell(dc, cell):
+        return dc * cell["f"]  # c_t = f·c_{t−1} + i·c̃: the forget gate scales what reaches c_{t−1}
+
+
+def _sum(a, b):
+    """a + b, where None is a gradient that does not arrive (the last step has no successor)."""
+    return b if a is None else a if b is None else a + b
