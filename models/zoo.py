@@ -230,13 +230,14 @@ def text_cnn() -> keras.Sequential:
 
 
 def recurrent_text_classifier() -> keras.Sequential:
-    """keras-io's LSTM text classifiers in small: token ids → Embedding → SimpleRNN over the whole sequence → LSTM →
-    softmax. The formulas backpropagate through time: each step's state gets its output's gradient plus what the
-    next step sends back, and the shared kernels sum their gradients over the steps."""
+    """keras-io's recurrent text classifiers in small: token ids → Embedding → SimpleRNN and a backwards GRU over the
+    whole sequence → LSTM → softmax. The formulas backpropagate through time: each step's state gets its output's
+    gradient plus what the next step sends back, and the shared kernels sum their gradients over the steps."""
     return keras.Sequential([
         keras.Input(shape=(9,), dtype="int32"),
         layers.Embedding(30, 6, name="embedding"),
         layers.SimpleRNN(5, return_sequences=True, name="rnn"),
+        layers.GRU(4, return_sequences=True, go_backwards=True, name="gru"),
         layers.LSTM(4, name="lstm"),
         layers.Dense(3, activation="softmax", name="head"),
     ], name="recurrent_text_classifier")

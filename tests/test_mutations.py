@@ -97,6 +97,9 @@ def weights_of(*names) -> set[str]:
 # gated_mlp: swish → (gate ⊙ value = glu) → elu; swish → selu; mean = avg(elu, selu): a slip reaching `mean` reaches
 # all five
 UPSTREAM_OF_THE_MEAN = weights_of("swish", "gate", "value", "elu", "selu")
+# recurrent_text_classifier: embedding → rnn → gru → lstm → head
+BELOW_THE_LSTM = {"embedding/embeddings"} | {f"{layer}/{weight}" for layer in ("rnn", "gru")
+                                            for weight in ("kernel", "recurrent_kernel", "bias")}
 
 MUTATIONS = {
     # name: (zoo model, loss (None: the zoo's), (class or module, attribute, replacement), tensors that must fail)
@@ -234,16 +237,18 @@ MUTATIONS = {
     "simple_rnn_backpropagates_one_step_only": (  # truncated BPTT: dh_{t−1} = dz·Uᵀ dropped
         "recurrent_text_classifier", None, (recurrent.SimpleRNN, "_to_the_previous_state", lambda self, dz: ops.zeros(
             (dz.shape[0], self.U.shape[0]), dz.dtype)),
-        {"rnn/kernel", "rnn/recurrent_kernel", "rnn/bias", "embedding/embeddings"}),  # the LSTM above it is right
+        {"rnn/kernel", "rnn/recurrent_kernel", "rnn/bias", "embedding/embeddings"}),  # the GRU, LSTM above are right
     "lstm_backpropagates_one_step_only": (
         "recurrent_text_classifier", None, (recurrent.LSTM, "_to_the_previous_state", lambda self, dz: ops.zeros(
             (dz.shape[0], self.U.shape[0]), dz.dtype)),
-        {"lstm/kernel", "lstm/recurrent_kernel", "lstm/bias", "rnn/kernel", "rnn/recurrent_kernel", "rnn/bias",
-         "embedding/embeddings"}),
+        BELOW_THE_LSTM | {"lstm/kernel", "lstm/recurrent_kernel", "lstm/bias"}),
     "lstm_cell_gradient_passes_the_forget_gate_unscaled": (  # dc_{t−1} = dc·f written dc
         "recurrent_text_classifier", None, (recurrent.LSTM, "_to_the_previous_cell", staticmethod(lambda dc, cell: dc)),
-        {"lstm/kernel", "lstm/recurrent_kernel", "lstm/bias", "rnn/kernel", "rnn/recurrent_kernel", "rnn/bias",
-         "embedding/embeddings"}),
+        BELOW_THE_LSTM | {"lstm/kernel", "lstm/recurrent_kernel", "lstm/bias"}),
+    "gru_drops_the_update_gates_direct_path": (  # dh_{t−1} = dh·z + dz·Uᵀ written without dh·z
+        "recurrent_text_classifier", None, (recurrent.GRU, "_direct_to_the_previous_state", staticmethod(
+            lambda dh, cell: ops.zeros_like(dh))),
+        BELOW_THE_LSTM),
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),

@@ -11,6 +11,11 @@ go_backwards processes the steps last to first and returns the outputs in that o
 from keras import ops
 
 
+def _sum(a, b):
+    """a + b, where None is a gradient that does not arrive (the last step has no successor)."""
+    return b if a is None else a if b is None else a + b
+
+
 class _Recurrent:
     weights = ("kernel", "recurrent_kernel", "bias")
 
@@ -38,11 +43,15 @@ class _Recurrent:
         """dL/dh_{t−1} from step t: back through the recurrent kernel, z_t = ... + h_{t−1}·U."""
         return ops.matmul(dz, ops.transpose(self.U))
 
-    def _weight_gradients(self, xs, h_prevs, dzs, has_bias):
-        """Σ_t x_tᵀ·dz_t, Σ_t h_{t−1}ᵀ·dz_t and Σ_t Σ_n dz_t: each weight's gradient summed over the steps."""
-        grads = {"kernel": sum(ops.matmul(ops.transpose(x), dz) for x, dz in zip(xs, dzs, strict=True)),
-                 "recurrent_kernel": sum(ops.matmul(ops.transpose(h), dz) for h, dz in zip(h_prevs, dzs, strict=True))}
-        if has_bias:
+    def _weight_gradients(self, dzs, recurrent_dzs=None):
+        """Σ_t x_tᵀ·dz_t and Σ_t h_{t−1}ᵀ·dz_t (each weight's gradient summed over the steps), and the bias's
+        Σ_t Σ_n dz_t. recurrent_dzs: the gradient at h_{t−1}·U where it differs from that at x_t·W (a GRU's reset
+        gate)."""
+        recurrent_dzs = recurrent_dzs or dzs
+        grads = {"kernel": sum(ops.matmul(ops.transpose(x), dz) for x, dz in zip(self.xs, dzs, strict=True)),
+                 "recurrent_kernel": sum(ops.matmul(ops.transpose(h), dz)
+                                         for h, dz in zip(self.h_prevs, recurrent_dzs, strict=True))}
+        if self.has_bias:
             grads["bias"] = sum(ops.sum(dz, axis=0) for dz in dzs)
         return grads
 
@@ -77,7 +86,7 @@ class SimpleRNN(_Recurrent):
             dxs.append(ops.matmul(dz, ops.transpose(self.W)))
             dh_next = self._to_the_previous_state(dz)
         dzs, dxs = dzs[::-1], dxs[::-1]
-        self.grads = self._weight_gradients(self.xs, self.h_prevs, dzs, self.has_bias)
+        self.grads = self._weight_gradients(dzs)
         return self._input_gradient(dxs)
 
 
@@ -126,7 +135,7 @@ class LSTM(_Recurrent):
             dxs.append(ops.matmul(dz, ops.transpose(self.W)))
             dh_next, dc_next = self._to_the_previous_state(dz), self._to_the_previous_cell(dc, cell)
         dzs, dxs = dzs[::-1], dxs[::-1]
-        self.grads = self._weight_gradients(self.xs, self.h_prevs, dzs, self.has_bias)
+        self.grads = self._weight_gradients(dzs)
         return self._input_gradient(dxs)
 
     @staticmethod
@@ -134,6 +143,55 @@ class LSTM(_Recurrent):
         return dc * cell["f"]  # c_t = f·c_{t−1} + i·c̃: the forget gate scales what reaches c_{t−1}
 
 
-def _sum(a, b):
-    """a + b, where None is a gradient that does not arrive (the last step has no successor)."""
-    return b if a is None else a if b is None else a + b
+class GRU(_Recurrent):
+    """Keras's GRU (reset_after=True, its default): x_t·W + b_x and h_{t−1}·U + b_h split into update, reset and
+    candidate parts; z = g(x_z + u_z), r = g(x_r + u_r), h̃ = a(x_h + r·u_h); h_t = z·h_{t−1} + (1 − z)·h̃ (g σ, a tanh
+    by default). BPTT, per step: dz = g′·dh·(h_{t−1} − h̃), da = a′·dh·(1 − z), dr = g′·da·u_h; the input side gets
+    (dz, dr, da), the recurrent side (dz, dr, da·r); dh_{t−1} = dh·z + (dz, dr, da·r)·Uᵀ. The bias is (2, 3u):
+    its rows are b_x and b_h."""
+
+    def __init__(self, activation, recurrent_activation, return_sequences=False, go_backwards=False):
+        super().__init__(return_sequences, go_backwards)
+        self.activation, self.recurrent_activation = activation, recurrent_activation
+
+    def forward(self, x, kernel, recurrent_kernel, bias=None):
+        self.W, self.U, self.has_bias = kernel, recurrent_kernel, bias is not None
+        self.xs, self.h_prevs, self.cells = self._steps(x), [], []
+        h = ops.zeros((x.shape[0], recurrent_kernel.shape[0]), x.dtype)
+        hs = []
+        for x_t in self.xs:
+            self.h_prevs.append(h)
+            x_z, x_r, x_h = ops.split(ops.matmul(x_t, kernel) + (0 if bias is None else bias[0]), 3, axis=1)
+            u_z, u_r, u_h = ops.split(ops.matmul(h, recurrent_kernel) + (0 if bias is None else bias[1]), 3, axis=1)
+            cell = {"update": self.recurrent_activation(), "reset": self.recurrent_activation(),
+                    "candidate": self.activation(), "h_prev": h, "u_h": u_h}
+            z, r = cell["update"].forward(x_z + u_z), cell["reset"].forward(x_r + u_r)
+            candidate = cell["candidate"].forward(x_h + r * u_h)
+            cell.update(z=z, r=r, candidate_value=candidate)
+            h = z * h + (1 - z) * candidate
+            self.cells.append(cell)
+            hs.append(h)
+        return self._output(hs)
+
+    def backward(self, dout):
+        input_dzs, recurrent_dzs, dxs, dh_next, arriving = [], [], [], None, self._arriving(dout, len(self.xs))
+        for t in reversed(range(len(self.xs))):
+            cell, dh = self.cells[t], _sum(arriving[t], dh_next)
+            dz = cell["update"].backward(dh * (cell["h_prev"] - cell["candidate_value"]))
+            da = cell["candidate"].backward(dh * (1 - cell["z"]))
+            dr = cell["reset"].backward(da * cell["u_h"])
+            input_dz, recurrent_dz = ops.concatenate([dz, dr, da], axis=1), ops.concatenate([dz, dr, da * cell["r"]],
+                                                                                            axis=1)
+            input_dzs.append(input_dz)
+            recurrent_dzs.append(recurrent_dz)
+            dxs.append(ops.matmul(input_dz, ops.transpose(self.W)))
+            dh_next = self._direct_to_the_previous_state(dh, cell) + self._to_the_previous_state(recurrent_dz)
+        input_dzs, recurrent_dzs, dxs = input_dzs[::-1], recurrent_dzs[::-1], dxs[::-1]
+        self.grads = self._weight_gradients(input_dzs, recurrent_dzs)
+        if self.has_bias:  # (2, 3u): the input side's row, then the recurrent side's
+            self.grads["bias"] = ops.stack([self.grads["bias"], sum(ops.sum(dz, axis=0) for dz in recurrent_dzs)])
+        return self._input_gradient(dxs)
+
+    @staticmethod
+    def _direct_to_the_previous_state(dh, cell):
+        return dh * cell["z"]  # h_t = z·h_{t−1} + ...: the update gate passes h_{t−1} straight through

@@ -43,9 +43,11 @@ def _recurrent(layer, training):
     _require(all(len(node.input_tensors) == 1 for node in layer._inbound_nodes),
              "an initial_state (the formulas start from zeros)")
     options = {"return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards}
-    if isinstance(layer, keras.layers.LSTM):
-        return [recurrent.LSTM(_activation_class(cell.activation), _activation_class(cell.recurrent_activation),
-                               **options)]
+    if isinstance(layer, keras.layers.GRU):
+        _require(cell.reset_after, "reset_after=False")
+    if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
+        gated = recurrent.LSTM if isinstance(layer, keras.layers.LSTM) else recurrent.GRU
+        return [gated(_activation_class(cell.activation), _activation_class(cell.recurrent_activation), **options)]
     return [recurrent.SimpleRNN(_activation_class(cell.activation), **options)]
 
 
@@ -196,6 +198,7 @@ MANUAL_LAYERS = {
     keras.layers.UpSampling2D: _upsampling,
     keras.layers.SimpleRNN: _recurrent,
     keras.layers.LSTM: _recurrent,
+    keras.layers.GRU: _recurrent,
     keras.layers.Cropping2D: lambda layer, training: (_channels_last(layer), [layers.Cropping2D(layer.cropping)])[1],
 }
 
