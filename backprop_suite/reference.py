@@ -94,6 +94,9 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
                          f"{len(model.variables)}; {BUILD_IT_YOURSELF.format(dtype=dtype)}")
     for source, target in zip(model.variables, copy.variables, strict=True):
         target.assign(ops.cast(source.value, target.dtype))
+    for layer in copy._flatten_layers(include_self=False):
+        if hasattr(layer, "finalize_state"):  # as Keras does after loading weights: an adapted Normalization computes
+            layer.finalize_state()  # its mean and variance from its variables here, else keeps its build's 0 and 1
     copy._names_of_the_copied_parameters = tuple(parameters(model))  # a tuple: Keras tracks no attribute of it
     return copy
 

@@ -376,6 +376,25 @@ def test_every_activation_with_a_formula_agrees_with_each_backends_autodiff():
     assert report.data["three_way"]["manual"]["available"], str(report)
 
 
+@pytest.mark.any_backend
+def test_an_adapted_normalization_is_copied_with_its_statistics_and_its_formula_agrees():
+    """keras-io's regression tutorials start with a Normalization adapted to the data: its mean and variance are
+    computed from its variables when Keras loads them, so the float64 copy kept its build's 0 and 1 (on TensorFlow
+    and JAX), and the check differentiated another function than the model's (loss 1.01 against evaluate's 0.98)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    normalize = keras.layers.Normalization(name="normalize")
+    normalize.adapt(rng.normal(3.0, 2.0, (50, 4)))
+    model = keras.Sequential([keras.Input((4,)), normalize, keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)], name="regression")
+    model.compile(loss="mean_squared_error")
+    x, y = random_batch(model, 6)
+    report = check_gradients(model, x, y, fd_entries=8, directions=2)
+    assert report.passed, str(report)
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
+    assert report.data["three_way"]["manual"]["available"], str(report)
+
+
 def data_loss(model, x, y) -> float:
     """The categorical cross-entropy of the model's predictions alone, by Keras's loss: no penalties."""
     per_sample = keras.losses.categorical_crossentropy(y, model.predict(x, verbose=0))

@@ -4,6 +4,7 @@ Both standardise x over some axes, x̂ = (x − μ)/√(σ² + ε) with the bias
 then scale and shift: y = γ·x̂ + β. BatchNormalization standardises each channel over the batch (and
 the spatial axes); LayerNormalization each sample over its feature axes.
 """
+import keras
 from keras import ops
 
 
@@ -87,3 +88,19 @@ class LayerNorm(_Normalization):
         for axis in self.axes:
             m *= dout.shape[axis]
         return standardize_backward(dxhat, self.xhat, self.inv_std, self.axes, m)
+
+
+class FeatureStandardization:
+    """Keras's Normalization (a preprocessing layer adapted to the data): y = (x − mean)/s with s = max(√variance, ε),
+    fixed statistics, no trainable weights; so dL/dx = dout/s. With invert=True, y = mean + x·s and dL/dx = dout·s."""
+
+    def __init__(self, mean, variance, invert: bool):
+        self.mean, self.variance, self.invert = mean, variance, invert
+
+    def forward(self, x):
+        self.s = ops.maximum(ops.sqrt(ops.cast(self.variance, x.dtype)), keras.backend.epsilon())
+        mean = ops.cast(self.mean, x.dtype)
+        return mean + x * self.s if self.invert else (x - mean) / self.s
+
+    def backward(self, dout):
+        return dout * self.s if self.invert else dout / self.s

@@ -138,6 +138,12 @@ def _layer_norm(layer, training):
     return [normalization.LayerNorm(axes, layer.epsilon)]
 
 
+def _feature_standardization(layer, training):
+    # Its statistics are tensors the layer computes from its variables (finalize_state), not weights of its own: read
+    # here, when the twin is made for this copy of the model.
+    return [normalization.FeatureStandardization(layer.mean, layer.variance, layer.invert)]
+
+
 def _relu_layer(layer, training):
     # Keras computes ReLU(max_value=6) by relu6 and ReLU(negative_slope=s) by leaky_relu; other combinations by a
     # composite whose kinks sit elsewhere (at the threshold its gradient is 0 on either side's slope).
@@ -171,6 +177,7 @@ MANUAL_LAYERS = {
     keras.layers.GlobalMaxPooling2D: _global_pooling(conv.GlobalMaxPool2D),
     keras.layers.BatchNormalization: _batch_norm,
     keras.layers.LayerNormalization: _layer_norm,
+    keras.layers.Normalization: _feature_standardization,
     keras.layers.Activation: lambda layer, training: _activation(layer.activation),
     keras.layers.ReLU: _relu_layer,
     keras.layers.Softmax: lambda layer, training: [layers.Softmax(layer.axis)],
