@@ -266,8 +266,9 @@ def gated_mlp() -> keras.Model:
 
 
 def conv_autoencoder() -> keras.Sequential:
-    """A convolutional autoencoder's shape path: conv with a learned leaky slope per channel (PReLU) → pool down,
-    nearest upsampling back, a crop to the decoder's size, conv back to three sigmoid channels, mean squared error
+    """A convolutional autoencoder's shape path: conv with a learned leaky slope per channel (PReLU) → pool down, a
+    transposed convolution up, pool down again, nearest upsampling back, a crop to the decoder's size, conv back to
+    three sigmoid channels, mean squared error
     against the image. (Three, not one: PyTorch cannot differentiate a one-filter convolution in float64 under
     Keras; tests/test_check_any_model.py.)"""
     return keras.Sequential([
@@ -275,6 +276,8 @@ def conv_autoencoder() -> keras.Sequential:
         layers.Conv2D(4, 3, padding="same", name="encode"),
         layers.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.Constant(0.25), name="prelu"),
         layers.MaxPooling2D(2, name="down"),  # (5, 5, 4)
+        layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="deconv"),  # (10, 10, 4)
+        layers.MaxPooling2D(2, name="down_again"),  # (5, 5, 4)
         layers.UpSampling2D((2, 2), name="up"),  # (10, 10, 4)
         layers.Cropping2D(((1, 1), (2, 0)), name="crop"),  # (8, 8, 4)
         layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="decode"),

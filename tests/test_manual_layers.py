@@ -31,6 +31,12 @@ LAYERS = {
     "conv_valid_stride_3": (lambda: L.Conv2D(2, 2, strides=3), (1, 8, 7, 2), False),
     "conv_dilated_same": (lambda: L.Conv2D(2, 3, dilation_rate=2, padding="same"), (1, 9, 8, 2), False),
     "conv_no_bias": (lambda: L.Conv2D(2, 3, use_bias=False), (2, 5, 5, 2), False),
+    "conv_transpose_valid_stride_2": (lambda: L.Conv2DTranspose(3, 3, strides=2), (2, 4, 3, 2), False),
+    "conv_transpose_same_stride_2_relu": (lambda: L.Conv2DTranspose(2, 3, strides=2, padding="same",
+                                                                    activation="relu"), (2, 3, 4, 3), False),
+    "conv_transpose_kernel_smaller_than_stride": (lambda: L.Conv2DTranspose(2, 2, strides=3), (1, 3, 3, 2), False),
+    "conv_transpose_same_stride_1_no_bias": (lambda: L.Conv2DTranspose(2, (3, 2), padding="same", use_bias=False),
+                                             (2, 4, 4, 1), False),
     "max_pool_2": (lambda: L.MaxPooling2D(2), (2, 6, 6, 3), False),
     "max_pool_odd_sizes": (lambda: L.MaxPooling2D(2), (1, 5, 7, 2), False),  # a row and a column dropped
     "max_pool_3_tiled": (lambda: L.MaxPooling2D((3, 2)), (2, 7, 5, 2), False),  # 3×2 windows, a row and column dropped

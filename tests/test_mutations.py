@@ -224,10 +224,14 @@ MUTATIONS = {
     "upsampling_gradient_takes_one_entry_per_block": (  # the block's sum written its first entry
         "conv_autoencoder", None, (layers.UpSampling2D, "backward", lambda self, dout: dout[:, ::self.size[0],
                                                                                               ::self.size[1], :]),
-        weights_of("encode") | {"prelu/alpha"}),
+        weights_of("encode", "deconv") | {"prelu/alpha"}),
     "cropping_pads_back_on_the_wrong_sides": (
         "conv_autoencoder", None, (layers.Cropping2D, "backward", lambda self, dout: ops.pad(dout, [
             [0, 0], self.cropping[0][::-1], self.cropping[1][::-1], [0, 0]])),
+        weights_of("encode", "deconv") | {"prelu/alpha"}),
+    "conv_transpose_backward_rotates_the_kernel": (  # its dL/dx is C(dout) with K as it is, not a rotated K
+        "conv_autoencoder", None, (conv.Conv2DTranspose, "backward", wrap_backward(
+            conv.Conv2DTranspose, lambda self, dout, dx: self.adjoint.forward(dout, ops.flip(self.K, axis=(0, 1))))),
         weights_of("encode") | {"prelu/alpha"}),
     "prelu_slope_gradient_from_the_positive_side": (  # Σ dout·min(x, 0) written Σ dout·max(x, 0)
         "conv_autoencoder", None, (layers.PReLU, "backward", wrap_backward(layers.PReLU, lambda self, dout, dx: (

@@ -176,6 +176,31 @@ class Conv2D:
         return seconds
 
 
+class Conv2DTranspose:
+    """y = Cᵀ(x) + b: the transpose (adjoint) of the convolution C(u) = conv(u, K) with the layer's stride and padding,
+    mapping the larger output back to x's size (Keras's kernel (kh, kw, c_out, c_in) is C's kernel as it is). Since
+    ⟨dout, Cᵀ_K(x)⟩ = ⟨C_K(dout), x⟩, the backward is the convolution's own formulas: dL/dx = C(dout), C's forward,
+    and dL/dK is C's kernel gradient at input dout with output gradient x."""
+    weights = ("kernel", "bias")
+
+    def __init__(self, strides=(1, 1), padding="valid"):
+        self.strides, self.padding = tuple(strides), padding
+        self.adjoint = Conv2D(strides, padding)
+
+    def forward(self, x, kernel, bias=None):
+        self.x, self.K, self.has_bias = x, kernel, bias is not None
+        y = ops.conv_transpose(x, kernel, strides=self.strides, padding=self.padding)
+        return y if bias is None else y + ops.reshape(bias, (1, 1, 1, -1))
+
+    def backward(self, dout):
+        dx = self.adjoint.forward(dout, self.K)
+        self.adjoint.backward(self.x)  # its kernel gradient; its input gradient (w.r.t. dout) is not needed
+        self.grads = {"kernel": self.adjoint.grads["kernel"]}
+        if self.has_bias:
+            self.grads["bias"] = ops.sum(dout, axis=(0, 1, 2))
+        return dx
+
+
 class _Pooling:
     """A pool window slid over the padded input: its entries forward, each output's gradient routed back."""
 

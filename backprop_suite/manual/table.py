@@ -65,6 +65,13 @@ def _conv2d(layer, training):
     return [conv.Conv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation)
 
 
+def _conv2d_transpose(layer, training):
+    _channels_last(layer)
+    _require(layer.output_padding is None, f"output_padding={layer.output_padding}")
+    _require(tuple(layer.dilation_rate) == (1, 1), f"dilation_rate={layer.dilation_rate}")
+    return [conv.Conv2DTranspose(layer.strides, layer.padding)] + _activation(layer.activation)
+
+
 def _conv1d(layer, training):
     _channels_last(layer)
     _require(layer.groups == 1, f"groups={layer.groups}")
@@ -198,6 +205,7 @@ MANUAL_LAYERS = {
     keras.layers.PReLU: lambda layer, training: [layers.PReLU()],
     keras.layers.Embedding: _embedding,
     keras.layers.Conv1D: _conv1d,
+    keras.layers.Conv2DTranspose: _conv2d_transpose,
     keras.layers.MaxPooling1D: _pooling(conv.MaxPool2D),
     keras.layers.AveragePooling1D: _average_pooling,
     keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool2D, on_a_row=True),

@@ -42,7 +42,8 @@ def cross_backend_agreement(models: tuple = ("net_222", "two_layer_net", "mnist_
         model, loss = build_named(name)
         if name in ZOO:
             x, t = random_batch(model, batch_size, loss, seed=seed)
-            masks, descriptions[name] = None, "standard normal inputs"
+            integer = any(np.issubdtype(np.asarray(v).dtype, np.integer) for v in (x if isinstance(x, list) else [x]))
+            masks, descriptions[name] = None, "random token ids" if integer else "standard normal inputs"
         else:
             x, t, masks, data = gradient_batch(model, batch_size, rng)
             descriptions[name] = data["description"]
