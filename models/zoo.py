@@ -229,6 +229,24 @@ def text_cnn() -> keras.Sequential:
     ], name="text_cnn")
 
 
+def mobilenet_block() -> keras.Sequential:
+    """MobileNet's building blocks in small: a strided stem, a depthwise 3×3 convolution (two kernels per channel) with
+    batch normalisation and ReLU6, a 1×1 projection, a separable convolution, global average pooling, softmax."""
+    return keras.Sequential([
+        keras.Input(shape=(12, 12, 3)),
+        layers.Conv2D(6, 3, strides=2, padding="same", use_bias=False, name="stem"),  # (6, 6, 6)
+        layers.BatchNormalization(name="stem_bn"),
+        layers.ReLU(6.0, name="stem_relu6"),
+        layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False, name="depthwise"),  # 12 ch.
+        layers.BatchNormalization(name="depthwise_bn"),
+        layers.ReLU(6.0, name="depthwise_relu6"),
+        layers.Conv2D(8, 1, name="project"),
+        layers.SeparableConv2D(8, 3, strides=2, padding="same", activation="relu", name="separable"),  # (3, 3, 8)
+        layers.GlobalAveragePooling2D(name="gap"),
+        layers.Dense(4, activation="softmax", name="head"),
+    ], name="mobilenet_block")
+
+
 def recurrent_text_classifier() -> keras.Sequential:
     """keras-io's recurrent text classifiers in small: token ids → Embedding → SimpleRNN and a backwards GRU over the
     whole sequence → LSTM → softmax. The formulas backpropagate through time: each step's state gets its output's
@@ -309,6 +327,7 @@ ZOO = {
     "partly_frozen_cnn": ZooEntry(partly_frozen_cnn, training=True),
     "regularized_mlp": ZooEntry(regularized_mlp),
     "text_cnn": ZooEntry(text_cnn, training=True),
+    "mobilenet_block": ZooEntry(mobilenet_block, training=True),
     "recurrent_text_classifier": ZooEntry(recurrent_text_classifier),
     "gated_mlp": ZooEntry(gated_mlp),
     "conv_autoencoder": ZooEntry(conv_autoencoder, loss="mean_squared_error"),

@@ -37,6 +37,15 @@ LAYERS = {
     "conv_transpose_kernel_smaller_than_stride": (lambda: L.Conv2DTranspose(2, 2, strides=3), (1, 3, 3, 2), False),
     "conv_transpose_same_stride_1_no_bias": (lambda: L.Conv2DTranspose(2, (3, 2), padding="same", use_bias=False),
                                              (2, 4, 4, 1), False),
+    "depthwise_valid": (lambda: L.DepthwiseConv2D(3), (2, 5, 6, 3), False),
+    "depthwise_same_stride_2_multiplier_2": (lambda: L.DepthwiseConv2D(3, strides=2, padding="same",
+                                                                       depth_multiplier=2, activation="relu"),
+                                             (2, 7, 6, 2), False),
+    "depthwise_dilated_no_bias": (lambda: L.DepthwiseConv2D((3, 2), dilation_rate=2, use_bias=False), (1, 8, 7, 2),
+                                  False),
+    "separable_same_stride_2": (lambda: L.SeparableConv2D(4, 3, strides=2, padding="same"), (2, 7, 6, 3), False),
+    "separable_multiplier_2_relu6": (lambda: L.SeparableConv2D(3, 3, depth_multiplier=2, activation="relu6"),
+                                     (2, 5, 5, 2), False),
     "max_pool_2": (lambda: L.MaxPooling2D(2), (2, 6, 6, 3), False),
     "max_pool_odd_sizes": (lambda: L.MaxPooling2D(2), (1, 5, 7, 2), False),  # a row and a column dropped
     "max_pool_3_tiled": (lambda: L.MaxPooling2D((3, 2)), (2, 7, 5, 2), False),  # 3×2 windows, a row and column dropped

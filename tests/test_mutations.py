@@ -90,6 +90,13 @@ def embedding_gradient_averaged_over_a_tokens_occurrences(self, dout):
     return ops.zeros(ops.shape(self.ids), dout.dtype)
 
 
+def depthwise_input_gradient_without_the_kernel(self, dout):
+    (kh, kw, channels, multiplier), (dh, dw), (_, h, w, _) = self.K.shape, self.dilation, dout.shape
+    per_kernel = ops.reshape(dout, (-1, h, w, channels, multiplier))
+    routed = [((a * dh, b * dw), ops.sum(per_kernel, axis=-1)) for a in range(kh) for b in range(kw)]  # ·K[a,b] lost
+    return conv._crop(conv._route_back(routed, self.strides, self.xp.shape), self.pads, self.h, self.w)
+
+
 def weights_of(*names) -> set[str]:
     return {f"{name}/{weight}" for name in names for weight in ("kernel", "bias")}
 
@@ -229,6 +236,11 @@ MUTATIONS = {
         "conv_autoencoder", None, (layers.Cropping2D, "backward", lambda self, dout: ops.pad(dout, [
             [0, 0], self.cropping[0][::-1], self.cropping[1][::-1], [0, 0]])),
         weights_of("encode", "deconv") | {"prelu/alpha"}),
+    "depthwise_input_gradient_without_the_kernel": (  # the separable conv's depthwise step too: all below it fail
+        "mobilenet_block", None, (conv.DepthwiseConv2D, "backward", wrap_backward(
+            conv.DepthwiseConv2D, lambda self, dout, dx: depthwise_input_gradient_without_the_kernel(self, dout))),
+        weights_of("project") | {"stem/kernel", "stem_bn/gamma", "stem_bn/beta", "depthwise/kernel",
+                                 "depthwise_bn/gamma", "depthwise_bn/beta"}),
     "conv_transpose_backward_rotates_the_kernel": (  # its dL/dx is C(dout) with K as it is, not a rotated K
         "conv_autoencoder", None, (conv.Conv2DTranspose, "backward", wrap_backward(
             conv.Conv2DTranspose, lambda self, dout, dx: self.adjoint.forward(dout, ops.flip(self.K, axis=(0, 1))))),

@@ -176,6 +176,54 @@ class Conv2D:
         return seconds
 
 
+class DepthwiseConv2D:
+    """Each input channel c convolved with its own m kernels: y[n,i,j,c·m + k] = Σ_{a,b} xp[n, i·s + a·d, j·s + b·d, c]
+    ·K[a,b,c,k] + b[c·m + k]. For each kernel entry (a, b), W_ab = the input entries it met (N, h, w, C), as a pool
+    window's entries: dL/dK[a,b,c,k] = Σ_{n,i,j} W_ab[..., c]·dout[..., c, k] (no sum over channels, unlike Conv2D's
+    xᵀ·dout), and W_ab's entries get Σ_k dout[..., c, k]·K[a,b,c,k], routed back as a pool's gradient is."""
+    weights = ("kernel", "bias")
+
+    def __init__(self, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        self.strides, self.padding, self.dilation = tuple(strides), padding, tuple(dilation)
+
+    def forward(self, x, kernel, bias=None):
+        self.pads = _paddings(self.padding, x.shape, kernel.shape[:2], self.strides, self.dilation)
+        self.h, self.w, self.K, self.has_bias = x.shape[1], x.shape[2], kernel, bias is not None
+        self.xp = _pad(x, self.pads)
+        y = ops.depthwise_conv(self.xp, kernel, strides=self.strides, padding="valid", dilation_rate=self.dilation)
+        return y if bias is None else y + ops.reshape(bias, (1, 1, 1, -1))
+
+    def backward(self, dout):
+        (kh, kw, channels, multiplier), (sh, sw), (dh, dw) = self.K.shape, self.strides, self.dilation
+        _, h, w, _ = dout.shape
+        per_kernel = ops.reshape(dout, (-1, h, w, channels, multiplier))  # output channel c·m + k → (c, k)
+        entries = {(a, b): self.xp[:, a * dh:a * dh + (h - 1) * sh + 1:sh, b * dw:b * dw + (w - 1) * sw + 1:sw, :]
+                   for a in range(kh) for b in range(kw)}
+        self.grads = {"kernel": ops.stack([ops.stack([
+            ops.sum(entries[a, b][..., None] * per_kernel, axis=(0, 1, 2)) for b in range(kw)]) for a in range(kh)])}
+        if self.has_bias:
+            self.grads["bias"] = ops.sum(dout, axis=(0, 1, 2))
+        routed = [((a * dh, b * dw), ops.sum(per_kernel * self.K[a, b], axis=-1)) for a, b in entries]
+        return _crop(_route_back(routed, self.strides, self.xp.shape), self.pads, self.h, self.w)
+
+
+class Renamed:
+    """A step reading the layer's weights under other names (SeparableConv2D's depthwise_kernel is a DepthwiseConv2D's
+    kernel, its pointwise_kernel and bias a 1×1 Conv2D's): `names` {Keras name: the step's name} lists all it reads."""
+
+    def __init__(self, step, names: dict):
+        self.step, self.names, self.weights = step, names, tuple(names)
+
+    def forward(self, x, **weights):
+        return self.step.forward(x, **{self.names[name]: value for name, value in weights.items()})
+
+    def backward(self, dout):
+        dx = self.step.backward(dout)
+        keras_name = {step_name: name for name, step_name in self.names.items()}
+        self.grads = {keras_name[name]: grad for name, grad in self.step.grads.items()}
+        return dx
+
+
 class Conv2DTranspose:
     """y = Cᵀ(x) + b: the transpose (adjoint) of the convolution C(u) = conv(u, K) with the layer's stride and padding,
     mapping the larger output back to x's size (Keras's kernel (kh, kw, c_out, c_in) is C's kernel as it is). Since

@@ -65,6 +65,20 @@ def _conv2d(layer, training):
     return [conv.Conv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation)
 
 
+def _depthwise_conv2d(layer, training):
+    _channels_last(layer)
+    return [conv.DepthwiseConv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation)
+
+
+def _separable_conv2d(layer, training):
+    # Keras computes it as a depthwise convolution (no bias) then a 1×1 convolution with the bias
+    _channels_last(layer)
+    _require(layer.depth_multiplier >= 1, f"depth_multiplier={layer.depth_multiplier}")
+    return [conv.Renamed(conv.DepthwiseConv2D(layer.strides, layer.padding, layer.dilation_rate),
+                         {"depthwise_kernel": "kernel"}),
+            conv.Renamed(conv.Conv2D(), {"pointwise_kernel": "kernel", "bias": "bias"})] + _activation(layer.activation)
+
+
 def _conv2d_transpose(layer, training):
     _channels_last(layer)
     _require(layer.output_padding is None, f"output_padding={layer.output_padding}")
@@ -206,6 +220,8 @@ MANUAL_LAYERS = {
     keras.layers.Embedding: _embedding,
     keras.layers.Conv1D: _conv1d,
     keras.layers.Conv2DTranspose: _conv2d_transpose,
+    keras.layers.DepthwiseConv2D: _depthwise_conv2d,
+    keras.layers.SeparableConv2D: _separable_conv2d,
     keras.layers.MaxPooling1D: _pooling(conv.MaxPool2D),
     keras.layers.AveragePooling1D: _average_pooling,
     keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool2D, on_a_row=True),
