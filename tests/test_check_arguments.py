@@ -78,12 +78,23 @@ def test_check_gradients_refuses_masks_for_a_subclassed_model():
         check_gradients(model, np.zeros((2, 8)), np.eye(4)[:2], dropout_masks={"dense1": np.ones((2, 16))})
 
 
+class ApplyFunction(keras.layers.Layer):
+    """A user's layer taking a Python function: Keras cannot serialise its config, so it cannot rebuild it."""
+
+    def __init__(self, function, **kwargs):
+        super().__init__(**kwargs)
+        self.function = function
+
+    def call(self, x):
+        return self.function(x)
+
+
 def test_a_model_that_cannot_be_rebuilt_is_refused_with_a_remedy_that_works():
-    """A Lambda of a Python lambda cannot be deserialised, so the check cannot make its float64 copy; the
+    """A layer whose config cannot be serialised cannot be rebuilt, so the check cannot make its float64 copy; the
     error's remedy, building the model in float64, gets it checked as it is."""
     def build():
         return keras.Sequential([keras.Input((4,), dtype=keras.config.dtype_policy().compute_dtype),
-                                 keras.layers.Lambda(lambda t: 2.0 * t), keras.layers.Dense(3, activation="softmax")])
+                                 ApplyFunction(lambda t: 2.0 * t), keras.layers.Dense(3, activation="softmax")])
     x, y = np.random.default_rng(0).standard_normal((5, 4)), np.eye(3)[[0, 1, 2, 0, 1]]
     with pytest.raises(SuiteError, match=r"keras.config.set_dtype_policy\('float64'\) before building"):
         check_gradients(build(), x, y)
