@@ -14,7 +14,8 @@ Tolerances, and why:
 Kinks, found without looking inside the model: an entry whose gradient disagrees with the central
 difference at h is measured again at h/10 and h/100. If it agrees there, the ±h interval straddled a
 point where the loss is not differentiable (a ReLU at 0, a max-pool's tie). If not, the point lies on such
-a kink when, at steps h/10 and h/100 (or h/100 and h/1000, in case another kink lies between), each side's
+a kink when, at steps h and h/10 (or h/10 and h/100, or h/100 and h/1000, in case another kink lies
+between), each side's
 one-sided slope holds steady (rtol 1e-3, atol 1e-5) and the jump between the sides does not shrink (a
 smooth function's, h·L'', shrinks tenfold) and stands out of both each side's own change (10×) and float64
 rounding (ROUNDING_MARGIN). There the loss has no derivative to check: the one-sided slopes bound its
@@ -119,8 +120,10 @@ class FiniteDifferences:
         small, smaller = self.step / 10, self.step / 100
         if any(agree(gradient, self.central(index, h), rtol, atol) for h in (small, smaller)):
             return True  # the ±h interval straddled the kink; a narrower one does not
-        # Tried at two pairs of steps, so that another kink between h/100 and h/10 of the point does not hide this one.
-        return any(self._jumps_steadily(index, h) for h in (small, smaller))
+        # Tried at three pairs of steps: from h, where a small jump stands out of the loss's rounding best (at h/100
+        # the rounding of a large model's loss, ~10 eps·|L|/h, can swamp a jump of 1e-7), and nearer, so that another
+        # kink between h/100 and h of the point does not hide this one.
+        return any(self._jumps_steadily(index, h) for h in (self.step, small, smaller))
 
     def _jumps_steadily(self, index, h: float) -> bool:
         """One-sided slopes at h and at h/10, each side's slope steady (a kink's sides are smooth, while rounding

@@ -4,6 +4,7 @@ A checker that passes a broken formula is the worst defect this suite can have, 
 below must make it fail, at the tensors the mutation actually corrupts and nowhere else.
 """
 import json
+import zlib
 
 import keras
 import matplotlib.image
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from backprop_suite.compare_gradients import compare_gradients
-from backprop_suite.gradcheck import compare, directional_check, three_way_check
+from backprop_suite.gradcheck import TOLERANCES, FiniteDifferences, compare, directional_check, three_way_check
 from backprop_suite.manual import conv, losses
 from backprop_suite.manual import layers as manual
 from backprop_suite.models import build_model
@@ -167,3 +168,28 @@ def test_kinked_entries_are_excluded_from_the_verdict_but_counted():
     assert not compare("t", "m", manual, reference, 1e-5, 1e-7).passed
     kinked = compare("t", "m", manual, reference, 1e-5, 1e-7, kinks=np.array([False, True]))
     assert kinked.passed and kinked.kinks == 1
+
+
+def loss_with_a_small_kink_and_rounding(jump: float, noise_in_eps: float):
+    """L(w) = 1.5 + 0.0028·w + jump·max(w, 0) near w = 0, plus a fixed pseudo-random rounding error per w of up to
+    noise_in_eps·eps·|L|: a large model's float64 loss rounds like that (~10 eps seen in the zoo's CIFAR convnet)."""
+    eps = np.finfo(np.float64).eps
+
+    def loss_of(w):
+        w = float(np.asarray(w).ravel()[0])
+        rounding = noise_in_eps * eps * 1.5 * (zlib.crc32(np.float64(w).tobytes()) / 2**32 - 0.5)
+        return 1.5 + 0.0028 * w + jump * max(w, 0.0) + rounding
+    return loss_of
+
+
+def test_a_small_kink_under_rounding_is_found_from_the_full_step():
+    """Seen in the zoo's CIFAR convnet (weights of seed 350): one-sided slopes 6e-7 apart at a ReLU or max-pool kink,
+    the tape on the right one. At steps h/10 and h/100 the loss's rounding moves the slopes by ~1e-7, so the jump was
+    taken for noise and the check FAILED a right gradient; at h and h/10 it stands 20× out of the rounding."""
+    rtol, atol = TOLERANCES["vs_finite_differences"]
+    kinked = FiniteDifferences(loss_with_a_small_kink_and_rounding(6e-7, 20), np.zeros(1))
+    right_slope = 0.0028 + 6e-7
+    assert abs(kinked.central((0,)) - right_slope) > atol + rtol * right_slope  # central differences disagree
+    assert kinked.at_kink((0,), right_slope, rtol, atol)
+    smooth = FiniteDifferences(loss_with_a_small_kink_and_rounding(0.0, 20), np.zeros(1))  # no kink, same rounding
+    assert not smooth.at_kink((0,), right_slope, rtol, atol)  # a wrong gradient stays wrong

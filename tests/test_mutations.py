@@ -281,6 +281,7 @@ def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, mon
                     f"{KNOWN_DIFFERENCES[model_name, autodiff.BACKEND]}")
     entry = ZOO[model_name]
     loss = loss or entry.loss
+    keras.utils.set_random_seed(0)  # the same weights whatever ran before: the unbroken check is one known case
     model = entry.build()
     x, y = random_batch(model, 6, loss, seed=3)
     assert three_way_check(model, x, y, loss=loss, training=entry.training, fd_entries=6)["passed"]  # unbroken
