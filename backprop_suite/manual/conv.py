@@ -116,20 +116,29 @@ def kernel_gradients_for(strides) -> list[str]:
     return [name for name in KERNEL_GRADIENTS if tuple(strides) == (1, 1) or name not in UNIT_STRIDE_ONLY]
 
 
-class Conv2D:
-    """Cross-correlation y[n,i,j,o] = Σ_{a,b,c} xp[n, i·s + a·d, j·s + b·d, c]·K[a,b,c,o] + b[o],
-    xp the padded input; any stride s or dilation d (Keras allows one of them > 1), valid or same."""
+class _Convolution:
+    """A kernel slid over the explicitly padded input xp with stride s and dilation d (Keras allows one of them > 1)."""
     weights = ("kernel", "bias")
-    kernel_gradient = "window_products"  # a key of KERNEL_GRADIENTS; choose_fastest sets it per layer
 
     def __init__(self, strides=(1, 1), padding="valid", dilation=(1, 1)):
         self.strides, self.padding, self.dilation = tuple(strides), padding, tuple(dilation)
 
-    def forward(self, x, kernel, bias=None):
+    def _pad_for(self, x, kernel, bias):
+        """xp, kept with what the backward needs: the padding, the input's size, the kernel, whether there is a bias."""
         self.pads = _paddings(self.padding, x.shape, kernel.shape[:2], self.strides, self.dilation)
         self.h, self.w, self.K, self.has_bias = x.shape[1], x.shape[2], kernel, bias is not None
         self.xp = _pad(x, self.pads)
-        y = ops.conv(self.xp, kernel, strides=self.strides, padding="valid", dilation_rate=self.dilation)
+        return self.xp
+
+
+class Conv2D(_Convolution):
+    """Cross-correlation y[n,i,j,o] = Σ_{a,b,c} xp[n, i·s + a·d, j·s + b·d, c]·K[a,b,c,o] + b[o],
+    xp the padded input; any stride s or dilation d (Keras allows one of them > 1), valid or same."""
+    kernel_gradient = "window_products"  # a key of KERNEL_GRADIENTS; choose_fastest sets it per layer
+
+    def forward(self, x, kernel, bias=None):
+        y = ops.conv(self._pad_for(x, kernel, bias), kernel, strides=self.strides, padding="valid",
+                     dilation_rate=self.dilation)
         self.y_shape = y.shape
         # The bias as (1, 1, 1, O), as Keras adds it: TensorFlow's graph optimizer then fuses the add (and a ReLU
         # after it) into the convolution; added as (O,) it stays a separate broadcast add.
@@ -176,21 +185,15 @@ class Conv2D:
         return seconds
 
 
-class DepthwiseConv2D:
+class DepthwiseConv2D(_Convolution):
     """Each input channel c convolved with its own m kernels: y[n,i,j,c·m + k] = Σ_{a,b} xp[n, i·s + a·d, j·s + b·d, c]
     ·K[a,b,c,k] + b[c·m + k]. For each kernel entry (a, b), W_ab = the input entries it met (N, h, w, C), as a pool
     window's entries: dL/dK[a,b,c,k] = Σ_{n,i,j} W_ab[..., c]·dout[..., c, k] (no sum over channels, unlike Conv2D's
     xᵀ·dout), and W_ab's entries get Σ_k dout[..., c, k]·K[a,b,c,k], routed back as a pool's gradient is."""
-    weights = ("kernel", "bias")
-
-    def __init__(self, strides=(1, 1), padding="valid", dilation=(1, 1)):
-        self.strides, self.padding, self.dilation = tuple(strides), padding, tuple(dilation)
 
     def forward(self, x, kernel, bias=None):
-        self.pads = _paddings(self.padding, x.shape, kernel.shape[:2], self.strides, self.dilation)
-        self.h, self.w, self.K, self.has_bias = x.shape[1], x.shape[2], kernel, bias is not None
-        self.xp = _pad(x, self.pads)
-        y = ops.depthwise_conv(self.xp, kernel, strides=self.strides, padding="valid", dilation_rate=self.dilation)
+        y = ops.depthwise_conv(self._pad_for(x, kernel, bias), kernel, strides=self.strides, padding="valid",
+                               dilation_rate=self.dilation)
         return y if bias is None else y + ops.reshape(bias, (1, 1, 1, -1))
 
     def backward(self, dout):
