@@ -97,6 +97,18 @@ def depthwise_input_gradient_without_the_kernel(self, dout):
     return conv._crop(conv._route_back(routed, self.strides, self.xp.shape), self.pads, self.h, self.w)
 
 
+DEPTHWISE_BACKWARD = conv.DepthwiseConv2D.backward  # the right one, kept before any test replaces it
+
+
+def depthwise_reads_output_channels_multiplier_major(self, dout):
+    """Keras lays out a depthwise output channel as c·m + k (the input channel's m kernels side by side); read as
+    k·C + c, each kernel's gradient meets another channel's dout (equal when m = 1)."""
+    (_, _, channels, multiplier), (_, h, w, _) = self.K.shape, dout.shape
+    swapped = ops.reshape(ops.transpose(ops.reshape(dout, (-1, h, w, multiplier, channels)), (0, 1, 2, 4, 3)),
+                          dout.shape)
+    return DEPTHWISE_BACKWARD(self, swapped)
+
+
 def weights_of(*names) -> set[str]:
     return {f"{name}/{weight}" for name in names for weight in ("kernel", "bias")}
 
@@ -241,6 +253,9 @@ MUTATIONS = {
             conv.DepthwiseConv2D, lambda self, dout, dx: depthwise_input_gradient_without_the_kernel(self, dout))),
         weights_of("project") | {"stem/kernel", "stem_bn/gamma", "stem_bn/beta", "depthwise/kernel",
                                  "depthwise_bn/gamma", "depthwise_bn/beta"}),
+    "depthwise_reads_output_channels_multiplier_major": (  # the depthwise layer has m = 2; the separable's m = 1
+        "mobilenet_block", None, (conv.DepthwiseConv2D, "backward", depthwise_reads_output_channels_multiplier_major),
+        {"depthwise/kernel", "stem/kernel", "stem_bn/gamma", "stem_bn/beta"}),
     "conv_transpose_backward_rotates_the_kernel": (  # its dL/dx is C(dout) with K as it is, not a rotated K
         "conv_autoencoder", None, (conv.Conv2DTranspose, "backward", wrap_backward(
             conv.Conv2DTranspose, lambda self, dout, dx: self.adjoint.forward(dout, ops.flip(self.K, axis=(0, 1))))),
