@@ -261,6 +261,21 @@ def recurrent_text_classifier() -> keras.Sequential:
     ], name="recurrent_text_classifier")
 
 
+def bidirectional_text_classifier() -> keras.Sequential:
+    """keras-io's bidirectional LSTM classifier in small, with a layer applied to each step between: token ids →
+    Embedding → a Bidirectional GRU's sequences (its two directions summed) → a TimeDistributed Dense → a
+    Bidirectional LSTM's last states (concatenated) → softmax. The backward direction's outputs come out last step
+    first and are flipped back into time order; each direction's kernels get their own gradients."""
+    return keras.Sequential([
+        keras.Input(shape=(6,), dtype="int32"),
+        layers.Embedding(20, 4, name="embedding"),
+        layers.Bidirectional(layers.GRU(3, return_sequences=True, name="gru"), merge_mode="sum", name="bi_gru"),
+        layers.TimeDistributed(layers.Dense(4, activation="tanh", name="dense"), name="per_step"),
+        layers.Bidirectional(layers.LSTM(3, name="lstm"), name="bi_lstm"),  # named: the weights' paths say them
+        layers.Dense(3, activation="softmax", name="head"),
+    ], name="bidirectional_text_classifier")
+
+
 def gated_mlp() -> keras.Model:
     """The activations and merges of current MLP blocks: swish, a gated linear unit (sigmoid gate ⊙ value), ELU and
     SELU branches averaged, a difference, a leaky ReLU and ReLU6 compared by Maximum and Minimum, softplus. Slopes
@@ -329,6 +344,7 @@ ZOO = {
     "text_cnn": ZooEntry(text_cnn, training=True),
     "mobilenet_block": ZooEntry(mobilenet_block, training=True),
     "recurrent_text_classifier": ZooEntry(recurrent_text_classifier),
+    "bidirectional_text_classifier": ZooEntry(bidirectional_text_classifier),
     "gated_mlp": ZooEntry(gated_mlp),
     "conv_autoencoder": ZooEntry(conv_autoencoder, loss="mean_squared_error"),
 }

@@ -14,6 +14,12 @@ import numpy as np
 from keras import ops
 
 
+def accumulate(sums: dict, key, value) -> None:
+    """sums[key] += value, the first value stored as it is: the multivariable chain rule's sum over paths (a fork, a
+    shared layer, a weight shared across time steps)."""
+    sums[key] = value if key not in sums else sums[key] + value
+
+
 class Affine:
     """y = x·W + b (Keras Dense without its activation; b absent when use_bias=False)."""
     weights = ("kernel", "bias")

@@ -9,7 +9,7 @@ mutation test (tests/test_manual_layers.py).
 import keras
 import numpy as np
 
-from backprop_suite.manual import conv, layers, normalization, recurrent
+from backprop_suite.manual import conv, layers, normalization, recurrent, wrappers
 
 
 class Unsupported(Exception):
@@ -35,20 +35,53 @@ def _activation_class(function):
     return type(steps[0]) if steps else layers.Identity
 
 
+def _without_initial_state(layer):
+    _require(all(len(node.input_tensors) == 1 for node in layer._inbound_nodes),
+             "an initial_state (the formulas start from zeros)")
+
+
 def _recurrent(layer, training):
+    _without_initial_state(layer)
+    return [_recurrent_step(layer, training)]
+
+
+def _recurrent_step(layer, training):
+    _require(type(layer) in (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU),
+             f"the wrapped {type(layer).__name__}: no manual formula for this layer class")
     cell = layer.cell
     _require(not layer.stateful, "stateful=True")
     _require(not (training and (cell.dropout or cell.recurrent_dropout)),
              "dropout or recurrent_dropout in training (Keras draws its own masks)")
-    _require(all(len(node.input_tensors) == 1 for node in layer._inbound_nodes),
-             "an initial_state (the formulas start from zeros)")
     options = {"return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards}
     if isinstance(layer, keras.layers.GRU):
         _require(cell.reset_after, "reset_after=False")
     if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
         gated = recurrent.LSTM if isinstance(layer, keras.layers.LSTM) else recurrent.GRU
-        return [gated(_activation_class(cell.activation), _activation_class(cell.recurrent_activation), **options)]
-    return [recurrent.SimpleRNN(_activation_class(cell.activation), **options)]
+        return gated(_activation_class(cell.activation), _activation_class(cell.recurrent_activation), **options)
+    return recurrent.SimpleRNN(_activation_class(cell.activation), **options)
+
+
+BIDIRECTIONAL_MERGES = {"concat": lambda: layers.Concatenate(-1), "sum": layers.Add, "ave": layers.Average,
+                        "mul": layers.Multiply}  # Keras's merge_mode: the merge layers' own formulas
+
+
+def _bidirectional(layer, training):
+    _without_initial_state(layer)
+    _require(not layer.return_state, "return_state=True")
+    _require(layer.merge_mode in BIDIRECTIONAL_MERGES, f"merge_mode={layer.merge_mode!r} (two outputs)")
+    return [wrappers.Bidirectional(_recurrent_step(layer.forward_layer, training),
+                                   _recurrent_step(layer.backward_layer, training),
+                                   BIDIRECTIONAL_MERGES[layer.merge_mode](), layer.return_sequences)]
+
+
+def _time_distributed(layer, training):
+    try:
+        steps = manual_steps(layer.layer, training)
+    except Unsupported as reason:
+        raise Unsupported(f"the wrapped {type(layer.layer).__name__}: {reason}") from None
+    _require(not (training and any(isinstance(step, layers.Dropout) for step in steps)),
+             "a Dropout inside in training (Keras draws a mask per time step)")
+    return [wrappers.TimeDistributed(lambda: manual_steps(layer.layer, training))]
 
 
 def _channels_last(layer):
@@ -73,7 +106,6 @@ def _depthwise_conv2d(layer, training):
 def _separable_conv2d(layer, training):
     # Keras computes it as a depthwise convolution (no bias) then a 1×1 convolution with the bias
     _channels_last(layer)
-    _require(layer.depth_multiplier >= 1, f"depth_multiplier={layer.depth_multiplier}")
     return [conv.Renamed(conv.DepthwiseConv2D(layer.strides, layer.padding, layer.dilation_rate),
                          {"depthwise_kernel": "kernel"}),
             conv.Renamed(conv.Conv2D(), {"pointwise_kernel": "kernel", "bias": "bias"})] + _activation(layer.activation)
@@ -231,6 +263,8 @@ MANUAL_LAYERS = {
     keras.layers.LSTM: _recurrent,
     keras.layers.GRU: _recurrent,
     keras.layers.Cropping2D: lambda layer, training: (_channels_last(layer), [layers.Cropping2D(layer.cropping)])[1],
+    keras.layers.Bidirectional: _bidirectional,
+    keras.layers.TimeDistributed: _time_distributed,
 }
 
 
@@ -240,3 +274,12 @@ def manual_steps(layer, training: bool) -> list:
     if factory is None:
         raise Unsupported("no manual formula for this layer class")
     return factory(layer, training)
+
+
+def weights_by_name(layer) -> dict:
+    """The layer's variables by the names its steps read them by: their own names, but a Bidirectional's two
+    directions name theirs alike, so there they are "forward/kernel", "backward/kernel", ..."""
+    if type(layer) is keras.layers.Bidirectional:
+        return {f"{direction}/{v.name}": v for direction, sublayer in zip(
+            wrappers.DIRECTIONS, (layer.forward_layer, layer.backward_layer), strict=True) for v in sublayer.weights}
+    return {v.name: v for v in layer.weights}

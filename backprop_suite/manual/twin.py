@@ -18,7 +18,7 @@ from backprop_suite.keras_graph import inline_nested_models, layer_graph
 from backprop_suite.manual import layers as manual
 from backprop_suite.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
 from backprop_suite.manual.regularizers import ActivityPenalty, manual_penalty
-from backprop_suite.manual.table import Unsupported, manual_steps
+from backprop_suite.manual.table import Unsupported, manual_steps, weights_by_name
 from backprop_suite.reference import as_list, parameters, resolve_losses, takes_dropout_mask
 
 
@@ -106,7 +106,7 @@ class ManualTwin:
         return manual_loss
 
     def _weights(self, layer, step, values: dict) -> dict:
-        own = {v.name: v for v in layer.weights}
+        own = weights_by_name(layer)
         return {name: self._value(own[name], values) for name in step.weights if name in own}
 
     def _value(self, variable, values: dict | None):
@@ -150,24 +150,24 @@ class ManualTwin:
         arriving = {}  # tensor -> dL/d(tensor), summed over every path that reaches it
         grads = {}  # parameter name -> dL/d(weight), summed over every node that calls its layer (a shared layer)
         for output, loss_step, weight in self.loss_steps:
-            _accumulate(arriving, output, weight * loss_step.backward())
+            manual.accumulate(arriving, output, weight * loss_step.backward())
         for tensor, penalty in self.activity_penalties.items():
-            _accumulate(arriving, tensor, penalty.backward())
+            manual.accumulate(arriving, tensor, penalty.backward())
         for name, penalty in self.weight_penalties.items():
-            _accumulate(grads, name, penalty.backward())
+            manual.accumulate(grads, name, penalty.backward())
         for node, steps in reversed(self.nodes):  # reverse topological order
             dout = arriving.pop(node.outputs[0], None)
             if dout is None:
                 continue  # nothing downstream reaches the loss
-            variables = {v.name: v for v in node.layer.weights}
+            variables = weights_by_name(node.layer)
             for step in reversed(steps):
                 dout = step.backward(dout)
                 for weight, grad in getattr(step, "grads", {}).items():
                     name = self.param_name.get(id(variables[weight]))
                     if name is not None:  # None: a frozen weight (trainable=False), not a parameter
-                        _accumulate(grads, name, grad)
+                        manual.accumulate(grads, name, grad)
             for tensor, grad in zip(node.inputs, dout if len(node.inputs) > 1 else [dout], strict=True):
-                _accumulate(arriving, tensor, grad)
+                manual.accumulate(arriving, tensor, grad)
         return [grads[name] if name in grads else ops.zeros(v.shape, self.dtype) for name, v in self.params.items()]
 
     def choose_fastest_formulations(self, x, t, compile=None) -> dict[str, dict[str, float]]:
@@ -196,8 +196,3 @@ class ManualTwin:
 
 def _has_dropout(model) -> bool:
     return any(takes_dropout_mask(layer) for layer in model._flatten_layers(include_self=False))
-
-
-def _accumulate(sums: dict, key, value) -> None:
-    """sums[key] += value, the first value stored as it is: the multivariable chain rule's sum over paths."""
-    sums[key] = value if key not in sums else sums[key] + value
