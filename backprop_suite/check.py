@@ -25,6 +25,7 @@ from backprop_suite.reference import (
     checked_in,
     in_model_order,
     masks_need_a_graph,
+    parts_below_float64,
     reference_outputs,
     resolve_losses,
     takes_dropout_mask,
@@ -66,6 +67,7 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         "batch": {"size": len(as_list(x)[0])}, "dtype": dtype, "training": training,
         "dropout_masks": three_way["dropout_masks"], "tolerances": TOLERANCES, "seed": seed,
         "three_way": three_way, "directional": directional, "environment": environment(),
+        "below_float64": parts_below_float64(model) if dtype == "float64" else [],
         "passed": three_way["passed"] and directional["passed"]})
 
 

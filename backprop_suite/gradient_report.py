@@ -116,10 +116,14 @@ def format_table(report: dict) -> str:
     if d.get("below_float64"):
         lines.append(f"precision: forward and reverse mode, two exact derivatives of one function, differ by "
                      f"{d['checks']['jvp_vs_tape']['max_rel_error']:.1e} relative, above float64 rounding (~1e-15) "
-                     "and within float32's: part of the model most likely computes below float64 (on JAX, Keras "
-                     "computes attention's softmax in float32), and finite differences then meet its rounding as "
-                     "noise; else a custom gradient is slightly wrong. Such a model cannot be checked to float64 "
-                     "tolerances.")
+                     "and within float32's: part of the model most likely computes below float64, and finite "
+                     "differences then meet its rounding as noise; else a custom gradient is slightly wrong. Such a "
+                     "model cannot be checked to float64 tolerances.")
+    if report.get("below_float64"):
+        lines.append(f"float32 inside: on {report['backend']} these parts compute in float32 even in a float64 model: "
+                     f"{'; '.join(report['below_float64'])}. Their rounding (~1e-7) can fail float64 tolerances by "
+                     "itself: check the model on TensorFlow or PyTorch (same weights and formulas), or with the "
+                     "attention's dropout above 0 (Keras then computes the softmax itself).")
     lines.append(f"verdict: {'PASS' if report['passed'] else 'FAIL'}")
     return "\n".join(lines)
 

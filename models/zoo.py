@@ -276,6 +276,24 @@ def bidirectional_text_classifier() -> keras.Sequential:
     ], name="bidirectional_text_classifier")
 
 
+def transformer_classifier() -> keras.Model:
+    """keras-io's "Text classification with Transformer" in small: token ids → Embedding → one Transformer block
+    (multi-head self-attention, residual Add, LayerNormalization, a feed-forward Dense pair, Add, LayerNormalization)
+    → global average pooling → softmax. The attention has dropout, as keras-io's blocks do, and is checked in
+    inference mode; its dropout also makes Keras compute the softmax itself, in float64, where JAX's fused
+    dot_product_attention computes it in float32 whatever the model's dtype."""
+    tokens = keras.Input(shape=(6,), dtype="int32")
+    x = layers.Embedding(20, 8, name="token_embedding")(tokens)
+    attended = layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.1, name="attention")(x, x)
+    x = layers.LayerNormalization(name="attention_norm")(layers.Add(name="attention_skip")([x, attended]))
+    hidden = layers.Dense(16, activation="relu", name="feed_forward_1")(x)
+    x = layers.LayerNormalization(name="feed_forward_norm")(
+        layers.Add(name="feed_forward_skip")([x, layers.Dense(8, name="feed_forward_2")(hidden)]))
+    pooled = layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = layers.Dense(3, activation="softmax", name="head")(pooled)
+    return keras.Model(tokens, outputs, name="transformer_classifier")
+
+
 def gated_mlp() -> keras.Model:
     """The activations and merges of current MLP blocks: swish, a gated linear unit (sigmoid gate ⊙ value), ELU and
     SELU branches averaged, a difference, a leaky ReLU and ReLU6 compared by Maximum and Minimum, softplus. Slopes
@@ -345,6 +363,7 @@ ZOO = {
     "mobilenet_block": ZooEntry(mobilenet_block, training=True),
     "recurrent_text_classifier": ZooEntry(recurrent_text_classifier),
     "bidirectional_text_classifier": ZooEntry(bidirectional_text_classifier),
+    "transformer_classifier": ZooEntry(transformer_classifier),
     "gated_mlp": ZooEntry(gated_mlp),
     "conv_autoencoder": ZooEntry(conv_autoencoder, loss="mean_squared_error"),
 }

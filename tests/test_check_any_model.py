@@ -331,6 +331,25 @@ def test_layers_wrapping_another_are_copied_to_float64_with_it():
 
 
 @pytest.mark.any_backend
+def test_attention_whose_softmax_jax_computes_in_float32_is_named_in_the_report():
+    """On JAX, MultiHeadAttention without dropout calls jax.nn.dot_product_attention, whose softmax runs in float32
+    even in a float64 model, and the float64 check fails by that rounding alone (measured): the report names the
+    layer and what to do. TensorFlow and PyTorch compute it in float64, and the same model passes there."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(tokens)
+    x = keras.layers.MultiHeadAttention(2, 4, name="attention")(x, x)
+    model = keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x)))
+    report = check_gradients(model, *random_batch(model, 8))
+    if autodiff.BACKEND == "jax":
+        assert not report.passed and report.data["below_float64"] == [
+            "attention (MultiHeadAttention without dropout: jax.nn.dot_product_attention's float32 softmax)"]
+        assert "float32 inside: on jax" in str(report) and "dropout above 0" in str(report)
+    else:
+        assert report.passed and report.data["below_float64"] == [] and "float32 inside" not in str(report)
+
+
+@pytest.mark.any_backend
 def test_a_lambda_layer_is_copied_to_float64_with_its_own_function():
     """Keras refuses to rebuild a Lambda from its config (serialised code is unsafe to load), so the float64 copy
     failed for any model with one; the copy now takes the live function, and the check's loss is Keras's."""

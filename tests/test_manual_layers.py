@@ -125,19 +125,27 @@ LAYERS = {
 }
 
 
-def built(make, shape, rng):
-    """The Keras layer in float64, built for `shape`, with random weights (moving variances positive)."""
+def in_float64(make):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")  # a wrapper's inner layers too
     try:
-        layer = make()
+        return make()
     finally:
         keras.config.set_dtype_policy(previous)
-    layer(keras.Input(batch_shape=shape, dtype="float64"))
-    for variable in layer.weights:
+
+
+def with_random_weights(layer, rng):
+    for variable in layer.weights:  # moving variances positive
         values = rng.standard_normal(variable.shape)
         variable.assign(np.abs(values) + 0.5 if "variance" in variable.name else values)
     return layer
+
+
+def built(make, shape, rng):
+    """The Keras layer in float64, built for `shape`, with random weights."""
+    layer = in_float64(make)
+    layer(keras.Input(batch_shape=shape, dtype="float64"))
+    return with_random_weights(layer, rng)
 
 
 def manual_forward(layer, steps, x):
@@ -308,8 +316,75 @@ def test_at_a_kink_the_formula_takes_the_side_the_backends_autodiff_takes(case):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(dx), keras.ops.convert_to_numpy(tape[str(k)]), **EXACT)
 
 
+# (MultiHeadAttention, how it is called): self-attention reads one tensor twice; shapes (B, T, d) per input
+ATTENTION = {
+    "self_attention": (lambda: L.MultiHeadAttention(2, 3), "self", {}),
+    "cross_attention_with_a_key": (lambda: L.MultiHeadAttention(2, 3, value_dim=4, output_shape=5), "query_value_key",
+                                   {}),
+    "causal_self_attention_without_bias": (lambda: L.MultiHeadAttention(3, 2, use_bias=False), "self",
+                                           {"use_causal_mask": True}),
+    "cross_attention_dropout_in_inference": (lambda: L.MultiHeadAttention(1, 4, dropout=0.5), "query_value", {}),
+}
+ATTENTION_SHAPES = [(2, 4, 5), (2, 3, 6), (2, 3, 7)]  # query (T = 4), value and key (S = 3)
+
+
+@pytest.mark.parametrize("case", ATTENTION)
+def test_attention_forward_matches_keras_and_backward_matches_tape_and_finite_differences(case):
+    make, call, options = ATTENTION[case]
+    rng = np.random.default_rng(0)
+    layer = in_float64(make)
+    count = {"self": 1, "query_value": 2, "query_value_key": 3}[call]
+
+    def keras_call(*xs):
+        return layer(xs[0], xs[0], **options) if call == "self" else layer(*xs, **options)
+
+    keras_call(*(keras.Input(batch_shape=shape, dtype="float64") for shape in ATTENTION_SHAPES[:count]))
+    with_random_weights(layer, rng)
+    xs = [rng.standard_normal(shape) for shape in ATTENTION_SHAPES[:count]]
+    [step] = manual_steps(layer, training=False)
+    weights = {name: v.value for name, v in weights_by_name(layer).items()}
+    y = step.forward([tf.constant(xs[0])] * 2 if call == "self" else [tf.constant(x) for x in xs], **weights)
+    np.testing.assert_allclose(y, keras_call(*xs), **EXACT)
+    dout = rng.standard_normal(tuple(y.shape))
+    dxs = step.backward(tf.constant(dout))
+    dxs = [dxs[0] + dxs[1]] if call == "self" else dxs  # one tensor read twice: the two gradients summed
+
+    x_vars = [tf.Variable(x) for x in xs]
+    with tf.GradientTape(persistent=True) as tape:
+        value = tf.reduce_sum(dout * keras_call(*x_vars))
+    for i, (x, dx) in enumerate(zip(xs, dxs, strict=True)):
+        np.testing.assert_allclose(dx, tape.gradient(value, x_vars[i]), **EXACT)
+        fd_check(lambda v, i=i: float(tf.reduce_sum(dout * keras_call(*xs[:i], v, *xs[i + 1:]))), x, dx, rng)
+    assert set(step.grads) == set(weights_by_name(layer)) and len(step.grads) == len(layer.trainable_weights)
+    for name, variable in weights_by_name(layer).items():
+        np.testing.assert_allclose(step.grads[name], tape.gradient(value, variable), **EXACT)
+
+        def loss_at(w, v=variable):
+            with keras.StatelessScope(state_mapping=[(v, w)]):
+                return float(tf.reduce_sum(dout * keras_call(*xs)))
+        fd_check(loss_at, variable.numpy(), step.grads[name], rng)
+
+
+def test_attention_with_a_mask_on_images_returning_scores_or_with_dropout_in_training_gets_no_formula():
+    sequence, images = keras.Input((4, 5)), keras.Input((3, 3, 5))
+    calls = {"attention_mask": lambda mha: mha(sequence, sequence, attention_mask=keras.Input((4, 4), dtype="bool")),
+             "attention_axes": lambda mha: mha(images, images),
+             "return_attention_scores": lambda mha: mha(sequence, sequence, return_attention_scores=True)}
+    for option, call in calls.items():
+        mha = L.MultiHeadAttention(2, 3, attention_axes=(1, 2) if option == "attention_axes" else None)
+        call(mha)
+        with pytest.raises(Unsupported, match=option):
+            manual_steps(mha, training=False)
+    with_dropout = L.MultiHeadAttention(2, 3, dropout=0.1)
+    with_dropout(sequence, sequence)
+    assert manual_steps(with_dropout, training=False)  # inference: the dropout is the identity
+    with pytest.raises(Unsupported, match="dropout in training"):
+        manual_steps(with_dropout, training=True)
+
+
 def test_every_table_entry_is_tested_above():
-    tested = {type(make()) for make, _, _ in LAYERS.values()} | {*MERGES, L.InputLayer, L.Dropout, L.Embedding}
+    tested = {type(make()) for make, _, _ in LAYERS.values()} | {*MERGES, L.InputLayer, L.Dropout, L.Embedding,
+                                                                 L.MultiHeadAttention}
     assert set(MANUAL_LAYERS) == tested
 
 

@@ -11,7 +11,17 @@ from keras import ops
 from backprop_suite import autodiff
 from backprop_suite.check import random_batch
 from backprop_suite.gradcheck import three_way_check
-from backprop_suite.manual import conv, layers, losses, normalization, recurrent, regularizers, table, wrappers
+from backprop_suite.manual import (
+    attention,
+    conv,
+    layers,
+    losses,
+    normalization,
+    recurrent,
+    regularizers,
+    table,
+    wrappers,
+)
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
@@ -293,6 +303,14 @@ MUTATIONS = {
         "bidirectional_text_classifier", None, (wrappers, "accumulate", lambda sums, key, value: sums.__setitem__(
             key, value)),
         {f"{BIDIRECTIONAL}per_step/dense/kernel", f"{BIDIRECTIONAL}per_step/dense/bias"}),
+    "attention_query_gradient_without_one_over_sqrt_h": (  # S = (Q/√H)·Kᵀ: dQ = dS·K/√H written dS·K
+        "transformer_classifier", None, (attention.MultiHeadAttention, "_scores_backward", lambda self, d_scores: (
+            ops.einsum("bnts,bsnh->btnh", d_scores, self.K), ops.einsum("bnts,btnh->bsnh", d_scores, self.Q))),
+        {"attention/query/kernel", "attention/query/bias", "token_embedding/embeddings"}),
+    "self_attention_input_without_the_keys_gradient": (  # x is query, key and value: it gets all three gradients
+        "transformer_classifier", None, (attention.MultiHeadAttention, "_input_gradients", lambda self, dx: [
+            dx["query"], dx["value"]]),
+        {"token_embedding/embeddings"}),  # every weight's gradient is right; only the path to x misses a term
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",
                                          lambda self: (self.y - self.t) / self.count),

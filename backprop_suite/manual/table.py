@@ -9,7 +9,7 @@ mutation test (tests/test_manual_layers.py).
 import keras
 import numpy as np
 
-from backprop_suite.manual import conv, layers, normalization, recurrent, wrappers
+from backprop_suite.manual import attention, conv, layers, normalization, recurrent, wrappers
 
 
 class Unsupported(Exception):
@@ -72,6 +72,27 @@ def _bidirectional(layer, training):
     return [wrappers.Bidirectional(_recurrent_step(layer.forward_layer, training),
                                    _recurrent_step(layer.backward_layer, training),
                                    BIDIRECTIONAL_MERGES[layer.merge_mode](), layer.return_sequences)]
+
+
+def _multi_head_attention(layer, training):
+    _require(not (training and layer.dropout), "dropout in training (Keras draws its own masks)")
+    _require(not layer._use_gate and layer._sliding_window is None, "use_gate or sliding_window")
+    _require(tuple(layer.attention_axes) == (1,), f"attention_axes={layer.attention_axes} (sequences (B, T, d) only)")
+    _require(not any(getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
+                     for sub in _sublayers(layer).values()), "LoRA or quantization")
+    causal = set()
+    for node in layer._inbound_nodes:
+        arguments = node.arguments
+        options = sorted(name for name, value in arguments.kwargs.items()
+                         if name not in ("use_causal_mask", "training") and value is not None and value is not False)
+        _require(not options, f"called with {', '.join(options)} (the formula attends without masks and returns "
+                              f"the output only)")
+        _require(len(arguments.args) in (2, 3) and len(node.input_tensors) == len(arguments.args)
+                 and all(len(t.shape) == 3 for t in node.input_tensors),
+                 "a call other than layer(query, value[, key]) on (batch, steps, features) tensors")
+        causal.add(bool(arguments.kwargs.get("use_causal_mask", False)))
+    _require(len(causal) <= 1, "calls with and without use_causal_mask")
+    return [attention.MultiHeadAttention(layer.key_dim, causal=causal == {True})]
 
 
 def _time_distributed(layer, training):
@@ -265,6 +286,7 @@ MANUAL_LAYERS = {
     keras.layers.Cropping2D: lambda layer, training: (_channels_last(layer), [layers.Cropping2D(layer.cropping)])[1],
     keras.layers.Bidirectional: _bidirectional,
     keras.layers.TimeDistributed: _time_distributed,
+    keras.layers.MultiHeadAttention: _multi_head_attention,
 }
 
 
@@ -276,10 +298,21 @@ def manual_steps(layer, training: bool) -> list:
     return factory(layer, training)
 
 
-def weights_by_name(layer) -> dict:
-    """The layer's variables by the names its steps read them by: their own names, but a Bidirectional's two
-    directions name theirs alike, so there they are "forward/kernel", "backward/kernel", ..."""
+def _sublayers(layer) -> dict:
+    """{role: sublayer} of a layer made of layers that name their weights alike."""
     if type(layer) is keras.layers.Bidirectional:
-        return {f"{direction}/{v.name}": v for direction, sublayer in zip(
-            wrappers.DIRECTIONS, (layer.forward_layer, layer.backward_layer), strict=True) for v in sublayer.weights}
+        return dict(zip(wrappers.DIRECTIONS, (layer.forward_layer, layer.backward_layer), strict=True))
+    if type(layer) is keras.layers.MultiHeadAttention:
+        return dict(zip(attention.PROJECTIONS, (layer.query_dense, layer.key_dense, layer.value_dense,
+                                                layer.output_dense), strict=True))
+    return {}
+
+
+def weights_by_name(layer) -> dict:
+    """The layer's variables by the names its steps read them by: their own names, but where sublayers name theirs
+    alike (a Bidirectional's two directions, attention's four projections), "<role>/<name>": "forward/kernel",
+    "query/bias", ..."""
+    sublayers = _sublayers(layer)
+    if sublayers:
+        return {f"{role}/{v.name}": v for role, sublayer in sublayers.items() for v in sublayer.weights}
     return {v.name: v for v in layer.weights}
