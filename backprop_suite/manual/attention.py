@@ -16,33 +16,24 @@ LARGE_NEGATIVE = -1e9  # Keras's masked softmax adds (1 − mask)·(−1e9): exp
 
 
 class _Projection:
-    """z = x·W + b per head, W (d, N, H): dW = Σ_{b,t} x ⊗ dz, db = Σ_{b,t} dz, dx = Σ_{n,h} dz·W."""
+    """Keras's EinsumDense as the attention uses it, z = einsum(x, W) + b, W contracted with x's feature axes and b
+    broadcast over the batch and steps (b, t): dW = einsum(x, dz) summed over (b, t), db = Σ_{b,t} dz, and
+    dx = einsum(dz, W) summed over W's other axes. Subscripts: the query, key and value map "btd" by "dnh" to
+    "btnh"; the output maps "btnh" by "nhe" to "bte"."""
+
+    def __init__(self, x: str, kernel: str, z: str):
+        self.x_axes, self.kernel_axes, self.z_axes = x, kernel, z
 
     def forward(self, x, kernel, bias=None):
         self.x, self.W, self.has_bias = x, kernel, bias is not None
-        z = ops.einsum("btd,dnh->btnh", x, kernel)
+        z = ops.einsum(f"{self.x_axes},{self.kernel_axes}->{self.z_axes}", x, kernel)
         return z if bias is None else z + bias
 
     def backward(self, dz):
-        self.grads = {"kernel": ops.einsum("btd,btnh->dnh", self.x, dz)}
+        self.grads = {"kernel": ops.einsum(f"{self.x_axes},{self.z_axes}->{self.kernel_axes}", self.x, dz)}
         if self.has_bias:
             self.grads["bias"] = ops.sum(dz, axis=(0, 1))
-        return ops.einsum("btnh,dnh->btd", dz, self.W)
-
-
-class _OutputProjection:
-    """y = Σ_{n,h} A·W_o + b_o, W_o (N, H_v, d_out): dW_o = Σ_{b,t} A ⊗ dy, db_o = Σ_{b,t} dy, dA = dy·W_oᵀ."""
-
-    def forward(self, attended, kernel, bias=None):
-        self.attended, self.W, self.has_bias = attended, kernel, bias is not None
-        y = ops.einsum("btnh,nhe->bte", attended, kernel)
-        return y if bias is None else y + bias
-
-    def backward(self, dy):
-        self.grads = {"kernel": ops.einsum("btnh,bte->nhe", self.attended, dy)}
-        if self.has_bias:
-            self.grads["bias"] = ops.sum(dy, axis=(0, 1))
-        return ops.einsum("bte,nhe->btnh", dy, self.W)
+        return ops.einsum(f"{self.z_axes},{self.kernel_axes}->{self.x_axes}", dz, self.W)
 
 
 class MultiHeadAttention:
@@ -57,7 +48,8 @@ class MultiHeadAttention:
 
     def __init__(self, key_dim: int, causal: bool = False):
         self.scale, self.causal = 1.0 / key_dim ** 0.5, causal
-        self.projections = {name: _Projection() for name in PROJECTIONS[:3]} | {PROJECTIONS[3]: _OutputProjection()}
+        self.projections = {name: _Projection("btd", "dnh", "btnh") for name in PROJECTIONS[:3]} | {
+            PROJECTIONS[3]: _Projection("btnh", "nhe", "bte")}
         self.softmax = Softmax(axis=-1)
 
     def _project(self, name, x, weights):
