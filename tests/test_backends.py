@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT, tiny_spec
 
 from backprop_suite import autodiff
-from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES, cross_backend_agreement
+from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES, compare_backends, cross_backend_agreement
 
 SCRIPTS = REPO_ROOT / "scripts"
 OTHER_BACKENDS = [b for b in autodiff.BACKENDS if b != autodiff.BACKEND]
@@ -63,6 +63,21 @@ def test_every_backend_gives_tensorflows_gradients_but_where_keras_computes_anot
     assert report.metrics["pooling_and_reshaping_on_torch_loss_difference"] == torch_pooling["loss"]
     assert report.metrics["worst_autodiff_difference"] <= 1e-12
     assert "keras-team/keras#18452" in report.text
+
+
+def test_a_gradient_zero_by_symmetry_is_rounding_noise_not_a_difference_but_a_small_tensors_error_still_is():
+    """Differences are relative to the model's largest gradient. An attention's key bias has a gradient of exactly 0
+    (the softmax ignores a shift shared by a row of scores): two correct backends leave noise of ±1e-17 there, which
+    relative to itself differs by 2, and the Transformer's check read 0.6 to 1.9. A small tensor that is wrong by
+    half its size still shows: 1e-3 off in a model whose largest gradient is 1."""
+    def result(key_bias, small):
+        return {"model": {"loss": 1.0, "tape": {"kernel": np.array([1.0, -0.5]), "key_bias": np.array([key_bias]),
+                                                "small": np.array([small])}, "manual_missing": []}}
+    tensorflow, noise_the_other_way = result(1e-17, 2e-3), result(-1e-17, 2e-3)
+    [_, row] = compare_backends({"tensorflow": tensorflow, "jax": noise_the_other_way}, ["model"])
+    assert row["autodiff"] == pytest.approx(2e-17)
+    [_, row] = compare_backends({"tensorflow": tensorflow, "jax": result(1e-17, 1e-3)}, ["model"])
+    assert row["autodiff"] == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
