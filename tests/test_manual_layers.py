@@ -365,13 +365,15 @@ def test_attention_forward_matches_keras_and_backward_matches_tape_and_finite_di
         fd_check(loss_at, variable.numpy(), step.grads[name], rng)
 
 
-def test_attention_with_a_mask_on_images_returning_scores_or_with_dropout_in_training_gets_no_formula():
+def test_attention_with_a_mask_on_images_returning_scores_two_output_axes_or_training_dropout_gets_no_formula():
     sequence, images = keras.Input((4, 5)), keras.Input((3, 3, 5))
     calls = {"attention_mask": lambda mha: mha(sequence, sequence, attention_mask=keras.Input((4, 4), dtype="bool")),
              "attention_axes": lambda mha: mha(images, images),
-             "return_attention_scores": lambda mha: mha(sequence, sequence, return_attention_scores=True)}
+             "return_attention_scores": lambda mha: mha(sequence, sequence, return_attention_scores=True),
+             "output_shape": lambda mha: mha(sequence, sequence)}
     for option, call in calls.items():
-        mha = L.MultiHeadAttention(2, 3, attention_axes=(1, 2) if option == "attention_axes" else None)
+        mha = L.MultiHeadAttention(2, 3, attention_axes=(1, 2) if option == "attention_axes" else None,
+                                   output_shape=(2, 3) if option == "output_shape" else None)
         call(mha)
         with pytest.raises(Unsupported, match=option):
             manual_steps(mha, training=False)

@@ -78,6 +78,8 @@ def _multi_head_attention(layer, training):
     _require(not (training and layer.dropout), "dropout in training (Keras draws its own masks)")
     _require(not layer._use_gate and layer._sliding_window is None, "use_gate or sliding_window")
     _require(tuple(layer.attention_axes) == (1,), f"attention_axes={layer.attention_axes} (sequences (B, T, d) only)")
+    _require(np.ndim(layer._output_shape) == 0 or len(layer._output_shape) == 1,
+             f"output_shape={layer._output_shape} (one output axis only)")
     _require(not any(getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
                      for sub in _sublayers(layer).values()), "LoRA or quantization")
     causal = set()
