@@ -330,6 +330,26 @@ def test_layers_wrapping_another_are_copied_to_float64_with_it():
     assert report.passed, str(report)
 
 
+@pytest.mark.parametrize("call", ["positional", "keywords"])
+def test_attention_gets_its_formula_however_query_value_and_key_are_passed(call):
+    """Keras flattens a call's tensors positional first, then keywords in sorted order (key, query, value), and the
+    twin passes them in that order: the formula must take each as its role. Three inputs make every role a tensor
+    of its own; a self-attention reads one tensor in two roles."""
+    keras.utils.set_random_seed(0)
+    query, value, key = keras.Input((4, 5)), keras.Input((3, 6)), keras.Input((3, 7))
+    cross, self_attention = keras.layers.MultiHeadAttention(2, 3), keras.layers.MultiHeadAttention(2, 3)
+    if call == "positional":
+        attended = self_attention(cross(query, value, key), cross(query, value, key))
+    else:
+        attended = self_attention(query=cross(key=key, query=query, value=value),
+                                  value=cross(value=value, key=key, query=query))
+    pooled = keras.layers.GlobalAveragePooling1D()(attended)
+    model = keras.Model([query, value, key], keras.layers.Dense(3, activation="softmax")(pooled))
+    report = check_gradients(model, *random_batch(model, 4), fd_entries=8, directions=2)
+    assert report.data["three_way"]["manual"]["available"], report.data["three_way"]["manual"]
+    assert report.passed, str(report)
+
+
 @pytest.mark.any_backend
 def test_attention_whose_softmax_jax_computes_in_float32_is_named_in_the_report():
     """On JAX, MultiHeadAttention without dropout calls jax.nn.dot_product_attention, whose softmax runs in float32

@@ -309,7 +309,7 @@ MUTATIONS = {
         {"attention/query/kernel", "attention/query/bias", "token_embedding/embeddings"}),
     "self_attention_input_without_the_keys_gradient": (  # x is query, key and value: it gets all three gradients
         "transformer_classifier", None, (attention.MultiHeadAttention, "_input_gradients", lambda self, dx: [
-            dx["query"], dx["value"]]),
+            dx[role] for role in self.roles]),
         {"token_embedding/embeddings"}),  # every weight's gradient is right; only the path to x misses a term
     "mean_squared_error_without_the_factor_2": (
         "two_inputs_two_outputs", None, (losses.MeanSquaredError, "backward",

@@ -12,6 +12,7 @@ from keras import ops
 from backprop_suite.manual.layers import Softmax
 
 PROJECTIONS = ("query", "key", "value", "attention_output")  # the sublayers' names, as Keras names them
+ROLES = ("query", "value", "key")  # the call's arguments, in Keras's order: layer(query, value, key=None)
 LARGE_NEGATIVE = -1e9  # Keras's masked softmax adds (1 − mask)·(−1e9): exp underflows to exactly 0
 
 
@@ -46,8 +47,9 @@ class MultiHeadAttention:
 
     weights = tuple(f"{projection}/{name}" for projection in PROJECTIONS for name in ("kernel", "bias"))
 
-    def __init__(self, key_dim: int, causal: bool = False):
+    def __init__(self, key_dim: int, causal: bool = False, roles: tuple = ("query", "value")):
         self.scale, self.causal = 1.0 / key_dim ** 0.5, causal
+        self.roles = roles  # of the inputs, in the order they come (query and value by keyword come sorted)
         self.projections = {name: _Projection("btd", "dnh", "btnh") for name in PROJECTIONS[:3]} | {
             PROJECTIONS[3]: _Projection("btnh", "nhe", "bte")}
         self.softmax = Softmax(axis=-1)
@@ -57,10 +59,10 @@ class MultiHeadAttention:
                                                      if f"{name}/{w}" in weights})
 
     def forward(self, xs, **weights):
-        query, value, *key = xs
-        self.has_key = bool(key)
+        given = dict(zip(self.roles, xs, strict=True))
+        query, value = given["query"], given["value"]
         self.Q = self._project("query", query, weights) * ops.cast(self.scale, query.dtype)  # as Keras scales it
-        self.K = self._project("key", key[0] if key else value, weights)
+        self.K = self._project("key", given.get("key", value), weights)
         self.V = self._project("value", value, weights)
         scores = ops.einsum("bsnh,btnh->bnts", self.K, self.Q)
         if self.causal:  # position t attends to s <= t only
@@ -85,7 +87,8 @@ class MultiHeadAttention:
         return dQ, ops.einsum("bnts,btnh->bsnh", d_scores, self.Q)
 
     def _input_gradients(self, dx):
-        """[query, value(, key)]; without a key the key was the value, so the value's input gets both gradients."""
-        if self.has_key:
-            return [dx["query"], dx["value"], dx["key"]]
-        return [dx["query"], dx["value"] + dx["key"]]
+        """One per input, in the order they came; without a key the key was the value, so the value's input gets
+        both gradients."""
+        if "key" not in self.roles:
+            dx = {**dx, "value": dx["value"] + dx["key"]}
+        return [dx[role] for role in self.roles]

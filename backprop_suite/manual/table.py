@@ -82,19 +82,33 @@ def _multi_head_attention(layer, training):
              f"output_shape={layer._output_shape} (one output axis only)")
     _require(not any(getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
                      for sub in _sublayers(layer).values()), "LoRA or quantization")
-    causal = set()
-    for node in layer._inbound_nodes:
-        arguments = node.arguments
-        options = sorted(name for name, value in arguments.kwargs.items()
-                         if name not in ("use_causal_mask", "training") and value is not None and value is not False)
-        _require(not options, f"called with {', '.join(options)} (the formula attends without masks and returns "
-                              f"the output only)")
-        _require(len(arguments.args) in (2, 3) and len(node.input_tensors) == len(arguments.args)
-                 and all(len(t.shape) == 3 for t in node.input_tensors),
-                 "a call other than layer(query, value[, key]) on (batch, steps, features) tensors")
-        causal.add(bool(arguments.kwargs.get("use_causal_mask", False)))
-    _require(len(causal) <= 1, "calls with and without use_causal_mask")
-    return [attention.MultiHeadAttention(layer.key_dim, causal=causal == {True})]
+    calls = {(_attention_roles(node), bool(node.arguments.kwargs.get("use_causal_mask"))) for node in
+             layer._inbound_nodes}
+    _require(len(calls) <= 1, "calls that differ in how they pass query, value and key, or in use_causal_mask")
+    roles, causal = next(iter(calls), (("query", "value"), False))
+    return [attention.MultiHeadAttention(layer.key_dim, causal, roles)]
+
+
+def _attention_roles(node) -> tuple:
+    """The role (query, value or key) of each tensor the call read, in the order the twin passes them (Keras's
+    flattened arguments); one tensor in two roles (self-attention) takes them in turn, and the twin sums its
+    gradients either way."""
+    arguments = node.arguments
+    options = sorted(name for name, value in arguments.kwargs.items() if name not in (
+        *attention.ROLES, "use_causal_mask", "training") and value is not None and value is not False)
+    _require(not options, f"called with {', '.join(options)} (the formula attends without masks and returns the "
+                          f"output only)")
+    given = dict(zip(attention.ROLES, arguments.args, strict=False)) | {  # args: query, value and perhaps key
+        role: tensor for role, tensor in arguments.kwargs.items() if role in attention.ROLES and tensor is not None}
+    _require(len(arguments.args) <= 3 and len(given) == len(node.input_tensors) and {"query", "value"} <= set(given)
+             and all(len(t.shape) == 3 for t in node.input_tensors),
+             "a call other than layer(query, value[, key]) on (batch, steps, features) tensors")
+    roles = []
+    for tensor in node.input_tensors:
+        role = next(role for role, given_tensor in given.items() if given_tensor is tensor)
+        del given[role]
+        roles.append(role)
+    return tuple(roles)
 
 
 def _time_distributed(layer, training):
