@@ -335,9 +335,17 @@ def unbroken_check_passes(model_name: str, loss=None) -> bool:
     return check_of_the_zoo_model(model_name, loss)["passed"]
 
 
+# On JAX each check of a recurrent model compiles its unrolled loops (about 6 s a mutation): to keep CI under 20 minutes
+# their slips are caught on TensorFlow and PyTorch, by the same comparison; JAX's own gradients of these models are
+# checked, unbroken, by the zoo test (tests/test_check_any_model.py).
+UNROLLED_ON_JAX = {"recurrent_text_classifier", "bidirectional_text_classifier"}
+
+
 @pytest.mark.parametrize("mutation", MUTATIONS)
 def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, monkeypatch):
     model_name, loss, (owner, attribute, replacement), expected = MUTATIONS[mutation]
+    if autodiff.BACKEND == "jax" and model_name in UNROLLED_ON_JAX:
+        pytest.skip(f"{model_name}'s slips are caught on TensorFlow and PyTorch (CI time: JAX compiles its loops)")
     if (model_name, autodiff.BACKEND) in KNOWN_DIFFERENCES:
         pytest.skip(f"{model_name} has no manual formula on {autodiff.BACKEND}: "
                     f"{KNOWN_DIFFERENCES[model_name, autodiff.BACKEND]}")
