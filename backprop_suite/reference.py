@@ -133,13 +133,21 @@ def _layer_in_dtype(layer, dtype):
 
 def _config_in_dtype(config, dtype):
     """A layer's config with every float dtype in it set to `dtype`: its own, and those of the layers it wraps
-    (Bidirectional, TimeDistributed), which would otherwise keep computing in float32 inside a float64 copy."""
+    (Bidirectional, TimeDistributed), which would otherwise keep computing in float32 inside a float64 copy. Its
+    weights' initializers are zeros: the copy's variables all take the model's values next, and a random initializer
+    would only cost time (on JAX, a compiled random program per weight shape: most of a small model's check)."""
     if isinstance(config, list):
         return [_config_in_dtype(item, dtype) for item in config]
     if not isinstance(config, dict):
         return config
-    return {key: dtype if key == "dtype" and _is_float_policy(value) else _config_in_dtype(value, dtype)
-            for key, value in config.items()}
+    return {key: dtype if key == "dtype" and _is_float_policy(value) else
+            "zeros" if key.endswith("_initializer") and _is_keras_initializer(value) else
+            _config_in_dtype(value, dtype) for key, value in config.items()}
+
+
+def _is_keras_initializer(value) -> bool:
+    """A serialised initializer of Keras's own (a user's may do more than fill a weight once)."""
+    return isinstance(value, str) or isinstance(value, dict) and value.get("module") == "keras.initializers"
 
 
 def _is_float_policy(value) -> bool:
