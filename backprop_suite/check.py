@@ -16,7 +16,7 @@ from keras import ops
 
 from backprop_suite import autodiff
 from backprop_suite.errors import SuiteError
-from backprop_suite.gradcheck import TOLERANCES, directional_check, three_way_check
+from backprop_suite.gradcheck import TOLERANCES, directional_check, float64_gradients, three_way_check
 from backprop_suite.gradient_report import GradientReport
 from backprop_suite.keras_graph import io_names, layer_graph
 from backprop_suite.provenance import environment
@@ -53,14 +53,15 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     # One copy for both checks (each would make its own), and the model's own loss: Keras re-makes a copy's
     # compiled loss from its config, which loses options (Huber(delta=0.5) comes back with delta=1).
     loss, model64 = resolve_losses(model, loss), checked_in(model, "float64")
+    computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for both checks
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
-                                fd_entries=fd_entries, seed=seed, loss=loss, training=training)
+                                fd_entries=fd_entries, seed=seed, loss=loss, training=training, computed=computed)
     if not np.isfinite(three_way["tape_loss"]):
         raise SuiteError(f"{model.name}: the loss at these weights and this batch is {three_way['tape_loss']}, so no "
                          "gradient there can be checked; check the targets suit the loss (e.g. 0/1 for a "
                          "cross-entropy) and the weights are finite")
     directional = directional_check(model64, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
-                                    training=training)
+                                    training=training, computed=computed)
     return GradientReport({
         "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),

@@ -222,23 +222,53 @@ def tape_gradients(model, x, t, dropout_masks=None, loss=None, training=False) -
     return GradientProblem(model, x, t, loss, training, dropout_masks).tape()
 
 
-def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None,
-                    training=False) -> dict:
-    """Manual vs tape (in `dtype`) and both vs float64 central differences, per weight tensor. Without a
-    manual formula for every layer, tape vs central differences alone, and `manual` says what is missing."""
-    rng = np.random.default_rng(seed)
+@dataclass
+class Float64Gradients:
+    """A float64 check's problem L(w) and its tape and manual gradients: what the three-way and the directional check
+    both compute, computed once when check_gradients runs both (on JAX each is a compile)."""
+    problem: GradientProblem
+    dropout_masks: dict | None
+    tape_loss: float
+    tape: dict
+    twin: ManualTwin | None
+    missing: list
+    manual_loss: float | None
+    manual: dict | None
+
+
+def float64_gradients(model, x, t, dropout_masks=None, seed=0, loss=None, training=False) -> Float64Gradients:
     dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
     loss = resolve_losses(model, loss)  # the model's own: a copy's compiled loss is re-made from its config
     model64 = checked_in(model, "float64")
-    model_in_dtype = model64 if dtype == "float64" else checked_in(model, dtype)
-    x_in, t_in = cast_batch(x, t, dtype)
-    x64, t64 = cast_batch(x, t, "float64")
-    tape_loss, tape = GradientProblem(model_in_dtype, x_in, t_in, loss, training, dropout_masks).tape()
-    twin, missing = manual_or_reason(model_in_dtype, loss, training)
+    problem = GradientProblem(model64, *cast_batch(x, t, "float64"), loss, training, dropout_masks)
+    tape_loss, tape = problem.tape()
+    twin, missing = manual_or_reason(model64, loss, training)
     with autodiff.not_recorded():
-        manual_loss, manual = twin.loss_and_gradients(x_in, t_in, dropout_masks, compile=autodiff.once) if twin \
-            else (None, None)
-    problem64 = GradientProblem(model64, x64, t64, loss, training, dropout_masks)
+        manual_loss, manual = twin.loss_and_gradients(problem.x, problem.t, dropout_masks, compile=autodiff.once) \
+            if twin else (None, None)
+    return Float64Gradients(problem, dropout_masks, tape_loss, tape, twin, missing, manual_loss, manual)
+
+
+def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None,
+                    training=False, computed: Float64Gradients | None = None) -> dict:
+    """Manual vs tape (in `dtype`) and both vs float64 central differences, per weight tensor. Without a
+    manual formula for every layer, tape vs central differences alone, and `manual` says what is missing.
+    computed: the float64 gradients of this model and batch, where the caller has them."""
+    rng = np.random.default_rng(seed)
+    computed = computed or float64_gradients(model, x, t, dropout_masks, seed, loss, training)
+    problem64, dropout_masks = computed.problem, computed.dropout_masks
+    if dtype == "float64":
+        tape_loss, tape, twin, missing = computed.tape_loss, computed.tape, computed.twin, computed.missing
+        manual_loss, manual = computed.manual_loss, computed.manual
+    else:
+        model_in_dtype = checked_in(model, dtype)
+        x_in, t_in = cast_batch(x, t, dtype)
+        tape_loss, tape = GradientProblem(model_in_dtype, x_in, t_in, problem64.losses, training,
+                                          dropout_masks).tape()
+        twin, missing = manual_or_reason(model_in_dtype, problem64.losses, training)
+        with autodiff.not_recorded():
+            manual_loss, manual = twin.loss_and_gradients(x_in, t_in, dropout_masks, compile=autodiff.once) if twin \
+                else (None, None)
     comparisons = []
     for name in problem64.params:
         rtol, atol = TOLERANCES[f"manual_vs_tape/{dtype}"]
@@ -264,21 +294,15 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
 
 
 def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, seed=0, loss=None,
-                      training=False) -> dict:
+                      training=False, computed: Float64Gradients | None = None) -> dict:
     """Full coverage at the cost of a few forwards: for random unit directions v over all parameters,
     vᵀ∇L from the tape and the manual twin against (L(w + hv) − L(w − hv)) / 2h and against the
-    forward-mode JVP. float64."""
+    forward-mode JVP. float64. computed: the float64 gradients of this model and batch, where the caller has them."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    dropout_masks = dropout_masks_for(model, x, training, dropout_masks, seed)
-    loss = resolve_losses(model, loss)  # as in three_way_check
-    model64 = checked_in(model, "float64")
-    x64, t64 = cast_batch(x, t, "float64")
-    problem = GradientProblem(model64, x64, t64, loss, training, dropout_masks)
-    _, tape = problem.tape()
-    twin, missing = manual_or_reason(model64, loss, training)
-    with autodiff.not_recorded():
-        manual = twin.loss_and_gradients(x64, t64, dropout_masks, compile=autodiff.once)[1] if twin else None
+    computed = computed or float64_gradients(model, x, t, dropout_masks, seed, loss, training)
+    problem, tape, twin, missing, manual = (computed.problem, computed.tape, computed.twin, computed.missing,
+                                            computed.manual)
     rows, kinks = [], []
     forward_mode = {"available": True, "method": autodiff.FORWARD_MODE.get(autodiff.BACKEND)}
     rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
