@@ -335,21 +335,25 @@ def unbroken_check_passes(model_name: str, loss=None) -> bool:
     return check_of_the_zoo_model(model_name, loss)["passed"]
 
 
-# On JAX each check of a recurrent model compiles its unrolled loops (about 6 s a mutation): to keep CI under 20 minutes
-# their slips are caught on TensorFlow and PyTorch, by the same comparison; JAX's own gradients of these models are
-# checked, unbroken, by the zoo test (tests/test_check_any_model.py).
-UNROLLED_ON_JAX = {"recurrent_text_classifier", "bidirectional_text_classifier"}
+# Every slip runs on TensorFlow. On JAX and PyTorch, each zoo model's first slip: the check of every model can fail
+# there too. The formulas are the same keras.ops code on every backend; what differs by backend, its ops under the
+# formulas and its autodiff, is checked unbroken by the zoo test (tests/test_check_any_model.py) and at the kinks,
+# where the backends take different sides, by tests/test_manual_layers.py. (CI time: on JAX each check compiles.)
+def first_slip_of_each_model() -> list[str]:
+    firsts = {}
+    for mutation, (model_name, *_) in MUTATIONS.items():
+        firsts.setdefault(model_name, mutation)
+    return list(firsts.values())
 
 
-@pytest.mark.parametrize("mutation", MUTATIONS)
+@pytest.mark.parametrize("mutation", MUTATIONS if autodiff.BACKEND == "tensorflow" else first_slip_of_each_model())
 def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, monkeypatch):
     model_name, loss, (owner, attribute, replacement), expected = MUTATIONS[mutation]
-    if autodiff.BACKEND == "jax" and model_name in UNROLLED_ON_JAX:
-        pytest.skip(f"{model_name}'s slips are caught on TensorFlow and PyTorch (CI time: JAX compiles its loops)")
     if (model_name, autodiff.BACKEND) in KNOWN_DIFFERENCES:
         pytest.skip(f"{model_name} has no manual formula on {autodiff.BACKEND}: "
                     f"{KNOWN_DIFFERENCES[model_name, autodiff.BACKEND]}")
-    assert unbroken_check_passes(model_name, loss)
+    if autodiff.BACKEND == "tensorflow":  # elsewhere the zoo test passes the model unbroken on this backend
+        assert unbroken_check_passes(model_name, loss)
     monkeypatch.setattr(owner, attribute, replacement)
     report = check_of_the_zoo_model(model_name, loss)
     failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
