@@ -76,10 +76,12 @@ def _bidirectional(layer, training):
 
 def _multi_head_attention(layer, training):
     _require(not (training and layer.dropout), "dropout in training (Keras draws its own masks)")
-    _require(not layer._use_gate and layer._sliding_window is None, "use_gate or sliding_window")
+    config = layer.get_config()  # public names of its options; a Keras 3 without use_gate has neither option
+    _require(not config.get("use_gate") and config.get("sliding_window") is None, "use_gate or sliding_window")
     _require(tuple(layer.attention_axes) == (1,), f"attention_axes={layer.attention_axes} (sequences (B, T, d) only)")
-    _require(np.ndim(layer._output_shape) == 0 or len(layer._output_shape) == 1,
-             f"output_shape={layer._output_shape} (one output axis only)")
+    output_shape = config.get("output_shape")
+    _require(np.ndim(output_shape) == 0 or len(output_shape) == 1,
+             f"output_shape={output_shape} (one output axis only)")
     _require(not any(getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
                      for sub in _sublayers(layer).values()), "LoRA or quantization")
     calls = {(_attention_roles(node), bool(node.arguments.kwargs.get("use_causal_mask"))) for node in
