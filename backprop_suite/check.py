@@ -83,14 +83,26 @@ def assert_gradients(model, x, y, **options) -> GradientReport:
 def random_batch(model, batch_size: int = 8, loss=None, seed: int = 0):
     """Inputs drawn to the model's input shapes (standard normal) and targets suited to each output's loss:
     one-hot classes for a categorical cross-entropy, integer labels for a sparse one, 0/1 for a binary one,
-    standard normal otherwise."""
+    standard normal otherwise. Sequences that a Keras mask is made from (read by an Embedding(mask_zero=True) or a
+    Masking layer) are padded as users' batches are: each has a random length of at least one step, its tokens nonzero
+    (0 is padding), and the rest is padding (token 0, or the mask_value), after the sequence in even rows and before it
+    in odd ones (keras.utils.pad_sequences's padding="post" and its default, "pre")."""
     rng = np.random.default_rng(seed)
     shapes = [tuple(t.shape[1:]) for t in model.inputs] if _has_inputs(model) else None
     if shapes is None or any(None in s for s in shapes):
         raise SuiteError(f"{model.name}: its input shape is not fully known; give the inputs and targets "
                          "(--data PATH.npz with arrays x and y)")
-    xs = [rng.integers(0, _token_count(model, k), (batch_size, *shape)) if _is_integer(model.inputs[k]) else
-          rng.standard_normal((batch_size, *shape)) for k, shape in enumerate(shapes)]
+    xs = []
+    for k, shape in enumerate(shapes):
+        padding = _padding_value(model, k)
+        if _is_integer(model.inputs[k]):
+            xs.append(rng.integers(0 if padding is None else 1, _token_count(model, k), (batch_size, *shape)))
+        else:
+            xs.append(rng.standard_normal((batch_size, *shape)))
+        if padding is not None and len(shape) >= 1:
+            for row, length in enumerate(rng.integers(1, shape[0] + 1, batch_size)):
+                xs[-1][row, length:] = padding
+                xs[-1][row] = np.roll(xs[-1][row], (shape[0] - length) * (row % 2), axis=0)  # odd rows: pre-padded
     x = xs if len(xs) > 1 else xs[0]
     targets = []
     for fn, output in zip(resolve_losses(model, loss), reference_outputs(model, x), strict=True):
@@ -108,6 +120,18 @@ def random_batch(model, batch_size: int = 8, loss=None, seed: int = 0):
 
 def _is_integer(tensor) -> bool:
     return "int" in keras.backend.standardize_dtype(tensor.dtype)
+
+
+def _padding_value(model, k: int):
+    """What pads the sequences of the model's input k: 0 where an Embedding(mask_zero=True) reads it, the mask_value
+    where a Masking layer does; None where no Keras mask is made from it."""
+    graph = layer_graph(model)
+    for node in [] if graph is None else graph.consumers(graph.inputs[k]):
+        if isinstance(node.layer, keras.layers.Embedding) and node.layer.mask_zero:
+            return 0
+        if isinstance(node.layer, keras.layers.Masking):
+            return node.layer.mask_value
+    return None
 
 
 def _token_count(model, k: int) -> int:

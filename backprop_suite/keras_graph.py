@@ -5,8 +5,11 @@ and outputs) are read from Keras's own nodes. A subclassed model has no graph (i
 so `layer_graph` returns None for it and only the methods that need no formulas can check it.
 Tensors are named by the `id` of their symbolic KerasTensor (Keras's own convention in
 `Function._run_through_graph`); a Sequential chain uses the layer positions instead.
+A Functional graph also holds Keras's mask plumbing: the ops that compute a mask (`not_equal` for an
+Embedding(mask_zero=True), `not_equal` and `any` for a Masking) and the masks passed to the layers that read them
+(`mask=`); `data_flow` gives the graph without it.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 
@@ -17,6 +20,7 @@ class Node:
     inputs: tuple[int, ...]  # the tensors it reads, flattened in call order
     outputs: tuple[int, ...]
     arguments: object = None  # Keras's SymbolicArguments (how the layer was called); None: layer(*inputs)
+    masks: tuple[int, ...] = ()  # those of `inputs` that Keras passed as mask arguments (mask=, query_mask=, ...)
 
     def call_arguments(self, values: dict) -> tuple[tuple, dict]:
         if self.arguments is None:
@@ -47,8 +51,40 @@ def layer_graph(model: keras.Model) -> LayerGraph | None:
             if node.operation is None or node.is_input:
                 continue
             nodes.append(Node(node.operation, tuple(id(t) for t in node.input_tensors),
-                              tuple(id(t) for t in node.outputs), node.arguments))
+                              tuple(id(t) for t in node.outputs), node.arguments,
+                              tuple(id(t) for t in mask_arguments(node.arguments).values())))
     return LayerGraph(tuple(id(t) for t in model.inputs), tuple(id(t) for t in model.outputs), tuple(nodes))
+
+
+def mask_arguments(arguments) -> dict:
+    """{argument name: KerasTensor} of the masks among a call's arguments (mask=, query_mask=, ...)."""
+    kwargs = getattr(arguments, "kwargs", None) or {}
+    return {name: value for name, value in kwargs.items()
+            if name.endswith("mask") and isinstance(value, keras.KerasTensor)}
+
+
+def masks_made_by_keras(arguments) -> bool:
+    """Whether each mask among a call's arguments was computed by Keras's mask ops (`not_equal`, `any`: what
+    Embedding(mask_zero=True) and Masking compute), not given by the caller as an input or a layer's output. (Once a
+    model is copied, Keras's own masks are explicit arguments like a caller's: only how they were made tells them
+    apart.)"""
+    def made_by_ops(mask):
+        history = getattr(mask, "_keras_history", None)
+        return history is not None and not isinstance(history.operation, (keras.Layer, type(None)))
+    return all(made_by_ops(mask) for mask in mask_arguments(arguments).values())
+
+
+def data_flow(graph: LayerGraph) -> LayerGraph:
+    """The graph without Keras's mask plumbing: each node's inputs without the masks passed to it, and without the
+    nodes that only compute masks (nothing but a mask argument needs their outputs)."""
+    needed, nodes = set(graph.outputs), []
+    for node in reversed(graph.nodes):
+        if needed.isdisjoint(node.outputs):
+            continue
+        data = tuple(tensor for tensor in node.inputs if tensor not in node.masks)
+        needed.update(data)
+        nodes.append(replace(node, inputs=data))
+    return LayerGraph(graph.inputs, graph.outputs, tuple(reversed(nodes)))
 
 
 def inline_nested_models(graph: LayerGraph, keep=lambda model: False) -> LayerGraph:
@@ -68,8 +104,8 @@ def inline_nested_models(graph: LayerGraph, keep=lambda model: False) -> LayerGr
         def key(tensor, node=node, outer=outer):
             return outer.get(tensor, (id(node), tensor))
 
-        nodes += [Node(n.layer, tuple(map(key, n.inputs)), tuple(map(key, n.outputs)), n.arguments)
-                  for n in inner.nodes]
+        nodes += [Node(n.layer, tuple(map(key, n.inputs)), tuple(map(key, n.outputs)), n.arguments,
+                       tuple(map(key, n.masks))) for n in inner.nodes]
     return LayerGraph(graph.inputs, graph.outputs, tuple(nodes))
 
 

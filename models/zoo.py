@@ -247,18 +247,21 @@ def mobilenet_block() -> keras.Sequential:
     ], name="mobilenet_block")
 
 
-def recurrent_text_classifier() -> keras.Sequential:
-    """keras-io's recurrent text classifiers in small: token ids → Embedding → SimpleRNN and a backwards GRU over the
-    whole sequence → LSTM → softmax. The formulas backpropagate through time: each step's state gets its output's
-    gradient plus what the next step sends back, and the shared kernels sum their gradients over the steps."""
-    return keras.Sequential([
-        keras.Input(shape=(9,), dtype="int32"),
-        layers.Embedding(30, 6, name="embedding"),
-        layers.SimpleRNN(5, return_sequences=True, name="rnn"),
-        layers.GRU(4, return_sequences=True, go_backwards=True, name="gru"),
-        layers.LSTM(4, name="lstm"),
-        layers.Dense(3, activation="softmax", name="head"),
-    ], name="recurrent_text_classifier")
+def recurrent_text_classifier() -> keras.Model:
+    """keras-io's recurrent text classifiers in small, on padded sequences: token ids (0 is padding) → Embedding with
+    mask_zero=True → SimpleRNN and a backwards GRU over the whole sequence → an LSTM's last state and the average over
+    the steps side by side → softmax. The formulas backpropagate through time: each step's state gets its output's
+    gradient plus what the next step sends back, and the shared kernels sum their gradients over the steps. Keras's
+    mask reaches every recurrent layer and the average: a padded step keeps the previous state and counts in no mean,
+    so it passes no gradient back."""
+    tokens = keras.Input(shape=(9,), dtype="int32")
+    x = layers.Embedding(30, 6, mask_zero=True, name="embedding")(tokens)
+    x = layers.SimpleRNN(5, return_sequences=True, name="rnn")(x)
+    x = layers.GRU(4, return_sequences=True, go_backwards=True, name="gru")(x)
+    summary = layers.Concatenate(name="summary")([layers.LSTM(4, name="lstm")(x),
+                                                  layers.GlobalAveragePooling1D(name="average")(x)])
+    outputs = layers.Dense(3, activation="softmax", name="head")(summary)
+    return keras.Model(tokens, outputs, name="recurrent_text_classifier")
 
 
 def bidirectional_text_classifier() -> keras.Sequential:

@@ -604,3 +604,55 @@ def test_a_base_model_with_its_own_dropout_is_not_followed_in_training_mode():
                              training=True)
     assert report.passed, str(report)
     assert "Sequential (base: no manual formula for this layer class)" in str(report)
+
+
+def test_a_masking_layers_mask_is_followed_through_a_sequential_model():
+    """Masking on padded series (steps of zeros, before or after each), then a backwards SimpleRNN that zeroes its
+    masked outputs and an LSTM that keeps its state through them: all three methods agree."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((6, 3)), keras.layers.Masking(0.0, name="masking"),
+        keras.layers.SimpleRNN(4, go_backwards=True, return_sequences=True, zero_output_for_mask=True, name="rnn"),
+        keras.layers.LSTM(3, name="lstm"), keras.layers.Dense(2, activation="softmax", name="head")], name="series")
+    x, y = random_batch(model, 6, seed=3)
+    assert (x == 0).all(axis=-1).any()  # padded steps
+    report = check_gradients(model, x, y, fd_entries=6)
+    assert report.passed and {"manual_vs_tape", "manual_vs_finite_differences"} <= {
+        c["methods"] for c in report.data["three_way"]["comparisons"]}
+
+
+def masked_tokens_into(*make_layers):
+    tokens = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(9, 4, mask_zero=True, name="embedding")(tokens)
+    for make in make_layers:
+        x = make(x)
+    return keras.Model(tokens, keras.layers.Dense(3, activation="softmax", name="head")(x), name="masked")
+
+
+@pytest.mark.parametrize("model, named", [
+    (lambda: masked_tokens_into(keras.layers.BatchNormalization(name="norm"), keras.layers.LSTM(3)),
+     "BatchNormalization (norm: a Keras mask (from Embedding(mask_zero=True) or Masking) reaches it, and Keras "
+     "computes this layer with the mask"),
+    (lambda: masked_tokens_into(keras.layers.LSTM(3, return_sequences=True)),
+     "loss categorical_crossentropy (the output carries a Keras mask, by which Keras weights the loss"),
+    (lambda: masked_tokens_into(lambda x: keras.layers.MultiHeadAttention(2, 2, name="attention")(x, x),
+                                keras.layers.GlobalAveragePooling1D()), "MultiHeadAttention (attention: a Keras mask"),
+], ids=["batch_norm_statistics", "masked_loss", "attention"])
+def test_a_mask_reaching_a_layer_or_loss_without_a_formula_for_it_is_named_and_the_model_still_checked(model, named):
+    model = model()
+    report = check_gradients(model, *random_batch(model, 4), fd_entries=6)
+    assert report.passed
+    [unavailable] = [line for line in str(report).splitlines() if line.startswith("manual: not available — ")]
+    assert named in unavailable and ";" not in unavailable  # the one layer (or loss), no other blamed after it
+
+
+def test_a_mask_the_caller_passes_is_named_not_taken_for_the_one_keras_makes():
+    tokens, keep = keras.Input((5,), dtype="int32"), keras.Input((5,), dtype="bool")
+    x = keras.layers.Embedding(9, 4, name="embedding")(tokens)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.GRU(3, name="gru")(x, mask=keep))
+    model = keras.Model([tokens, keep], outputs)
+    x, y = random_batch(model, 4)  # the boolean input is drawn as a float; made a mask here
+    x[1] = np.arange(20).reshape(4, 5) % 3 != 0
+    report = check_gradients(model, x, y, fd_entries=6)
+    assert report.passed
+    assert "GRU (gru: called with a mask of the caller's" in str(report)

@@ -148,11 +148,12 @@ def built(make, shape, rng):
     return with_random_weights(layer, rng)
 
 
-def manual_forward(layer, steps, x):
+def manual_forward(layer, steps, x, mask=None):
     y = tf.constant(x)
     for step in steps:
         weights = {name: v.value for name, v in weights_by_name(layer).items() if name in getattr(step, "weights", ())}
-        y = step.forward(y, **weights)
+        follows = {"mask": mask} if getattr(step, "follows_masks", False) else {}
+        y = step.forward(y, **follows, **weights)
     return y
 
 
@@ -177,13 +178,18 @@ def test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite
     layer = built(make, shape, rng)
     x = rng.standard_normal(shape)
     x[np.abs(x) < 1e-3] = 0.5  # keep central differences (step 1e-6) away from the ReLU kink
+    check_against_keras_tape_and_finite_differences(layer, x, rng, training)
 
+
+def check_against_keras_tape_and_finite_differences(layer, x, rng, training=False, mask=None):
+    """The layer's formulas on x (and a Keras mask): forward against the Keras layer, dL/dx and every weight's gradient
+    against the tape and central differences."""
     def keras_forward(x_value, replaced=()):
         with keras.StatelessScope(state_mapping=list(replaced)):  # BatchNorm's moving statistics stay put
-            return layer(x_value, training=training)
+            return layer(x_value, training=training, **({} if mask is None else {"mask": mask}))
 
     steps = manual_steps(layer, training)
-    np.testing.assert_allclose(manual_forward(layer, steps, x), keras_forward(x), **EXACT)
+    np.testing.assert_allclose(manual_forward(layer, steps, x, mask), keras_forward(x), **EXACT)
     dout = rng.standard_normal(tuple(keras_forward(x).shape))
     dx, grads = manual_backward(steps, tf.constant(dout))
 
@@ -198,6 +204,56 @@ def test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite
         np.testing.assert_allclose(grads[name], tape.gradient(value, variable), **EXACT)
         fd_check(lambda w, v=variable: float(tf.reduce_sum(dout * keras_forward(x, [(v, w)]))), variable.numpy(),
                  grads[name], rng)
+    return steps
+
+
+# (Keras layer, input shape): the layers whose formula follows a Keras mask (Embedding(mask_zero=True) or Masking
+# upstream), given the mask MASKED_STEPS: a whole sequence, a padded one, and one with a hole, which Keras skips too.
+MASKED = {
+    "simple_rnn_last_state": (lambda: L.SimpleRNN(3), (3, 5, 2)),
+    "lstm_sequences_backwards": (lambda: L.LSTM(2, return_sequences=True, go_backwards=True), (3, 5, 3)),
+    "lstm_last_state_zero_output": (lambda: L.LSTM(3, zero_output_for_mask=True), (3, 5, 2)),
+    "gru_sequences_zero_output": (lambda: L.GRU(2, return_sequences=True, zero_output_for_mask=True), (3, 5, 2)),
+    "bidirectional_lstm_sequences_concat": (lambda: L.Bidirectional(L.LSTM(2, return_sequences=True)), (3, 5, 2)),
+    "bidirectional_gru_last_state_sum": (lambda: L.Bidirectional(L.GRU(2), merge_mode="sum"), (3, 5, 2)),
+    "global_avg_pool_1d": (lambda: L.GlobalAveragePooling1D(), (3, 5, 4)),
+    "global_avg_pool_1d_keepdims": (lambda: L.GlobalAveragePooling1D(keepdims=True), (3, 5, 4)),
+}
+MASKED_STEPS = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 1, 0]], bool)
+
+
+@pytest.mark.parametrize("case", MASKED)
+def test_a_masked_layer_skips_the_masked_steps_as_keras_does(case):
+    make, shape = MASKED[case]
+    rng = np.random.default_rng(4)
+    layer = built(make, shape, rng)
+    steps = check_against_keras_tape_and_finite_differences(layer, rng.standard_normal(shape), rng, mask=MASKED_STEPS)
+    keras_mask = layer.compute_mask(tf.zeros(shape), tf.constant(MASKED_STEPS))
+    keras_mask = keras_mask[0] if isinstance(keras_mask, (list, tuple)) else keras_mask  # a Bidirectional's
+    assert (steps[0].output_mask is None) == (keras_mask is None)
+    if keras_mask is not None:
+        np.testing.assert_array_equal(steps[0].output_mask, keras_mask)
+
+
+def test_masking_zeroes_the_padded_steps_and_makes_the_mask_keras_makes():
+    """Only a step whose every feature equals mask_value is padding: it is zeroed and passes no gradient back (central
+    differences do not apply: a nudge to a padded entry makes the step unpadded, a jump)."""
+    rng = np.random.default_rng(5)
+    layer = built(lambda: L.Masking(mask_value=-1.0), (3, 5, 2), rng)
+    x = rng.standard_normal((3, 5, 2))
+    x[1, 2:] = x[2, 1] = -1.0  # a padded tail, a hole; a step with one feature at -1 is not padding
+    x[0, 3, 0] = -1.0
+    padded = np.array([[0, 0, 0, 0, 0], [0, 0, 1, 1, 1], [0, 1, 0, 0, 0]], bool)
+    [step] = manual_steps(layer, training=False)
+    np.testing.assert_array_equal(step.forward(tf.constant(x)), np.where(padded[..., None], 0.0, x))
+    np.testing.assert_array_equal(step.output_mask, ~padded)
+    np.testing.assert_array_equal(step.output_mask, layer(x)._keras_mask)
+    dout = rng.standard_normal(x.shape)
+    x_var = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(dout * layer(x_var))
+    np.testing.assert_array_equal(step.backward(tf.constant(dout)), np.where(padded[..., None], 0.0, dout))
+    np.testing.assert_allclose(step.backward(tf.constant(dout)), tape.gradient(value, x_var), **EXACT)
 
 
 @pytest.mark.parametrize("formulation", conv.KERNEL_GRADIENTS)
@@ -386,7 +442,7 @@ def test_attention_with_a_mask_on_images_returning_scores_two_output_axes_or_tra
 
 def test_every_table_entry_is_tested_above():
     tested = {type(make()) for make, _, _ in LAYERS.values()} | {*MERGES, L.InputLayer, L.Dropout, L.Embedding,
-                                                                 L.MultiHeadAttention}
+                                                                 L.MultiHeadAttention, L.Masking}
     assert set(MANUAL_LAYERS) == tested
 
 
@@ -395,12 +451,12 @@ def test_every_table_entry_is_tested_above():
                                   lambda: L.BatchNormalization(axis=1), lambda: L.LayerNormalization(rms_scaling=True),
                                   lambda: L.ReLU(threshold=0.5), lambda: L.ReLU(max_value=4.0),
                                   lambda: L.Activation("mish"), lambda: L.Dense(3, activation=keras.ops.gelu),
-                                  lambda: L.Conv1D(2, 3, padding="causal"), lambda: L.Embedding(5, 2, mask_zero=True),
+                                  lambda: L.Conv1D(2, 3, padding="causal"),
                                   lambda: L.UpSampling2D(interpolation="bilinear"),
                                   lambda: L.Bidirectional(L.LSTM(2), merge_mode=None),
                                   lambda: L.TimeDistributed(L.Activation("mish"))],
                          ids=["channels_first", "batch_norm_axis_1", "rms_scaling", "relu_threshold", "relu_max_4",
-                              "mish", "ops_gelu_the_tanh_approximation", "causal_conv1d", "masking_embedding",
+                              "mish", "ops_gelu_the_tanh_approximation", "causal_conv1d",
                               "bilinear_upsampling", "bidirectional_with_two_outputs", "time_distributed_mish"])
 def test_an_option_without_a_formula_is_named_not_computed_wrongly(make):
     layer = make()  # built here, not at collection: the deprecated option's warning stays inside this test

@@ -128,7 +128,7 @@ def weights_of(*names) -> set[str]:
 # gated_mlp: swish → (gate ⊙ value = glu) → elu; swish → selu; mean = avg(elu, selu): a slip reaching `mean` reaches
 # all five
 UPSTREAM_OF_THE_MEAN = weights_of("swish", "gate", "value", "elu", "selu")
-# recurrent_text_classifier: embedding → rnn → gru → lstm → head
+# recurrent_text_classifier: embedding (mask_zero) → rnn → gru → (lstm, average) → summary → head
 BELOW_THE_LSTM = {"embedding/embeddings"} | {f"{layer}/{weight}" for layer in ("rnn", "gru")
                                             for weight in ("kernel", "recurrent_kernel", "bias")}
 # bidirectional_text_classifier: embedding → bi_gru (sequences, summed) → per_step (TimeDistributed Dense) → bi_lstm
@@ -293,6 +293,13 @@ MUTATIONS = {
     "gru_drops_the_update_gates_direct_path": (  # dh_{t−1} = dh·z + dz·Uᵀ written without dh·z
         "recurrent_text_classifier", None, (recurrent.GRU, "_direct_to_the_previous_state", staticmethod(
             lambda dh, cell: ops.zeros_like(dh))),
+        BELOW_THE_LSTM),
+    "a_masked_step_passes_its_gradient_into_the_cell": (  # dL/dh_t splits: m·dh into the cell, (1 − m)·dh to h_{t−1}
+        "recurrent_text_classifier", None, (recurrent.SimpleRNN, "_split", lambda self, t, dh: (dh, None)),
+        {"rnn/kernel", "rnn/bias", "embedding/embeddings"}),  # the padding's h_{t−1} is 0: dU = Σ h_{t−1}ᵀ·dz stays
+    "masked_average_shares_the_gradient_among_all_steps": (  # dL/dx_t = m_t·dout / Σ m, written dout / T
+        "recurrent_text_classifier", None, (conv.GlobalAvgPool1D, "backward", lambda self, dout: ops.broadcast_to(
+            ops.expand_dims(dout, 1) / self.shape[1], self.shape)),
         BELOW_THE_LSTM),
     "bidirectional_backward_share_left_in_time_order": (  # the backward direction's dout must be flipped back
         "bidirectional_text_classifier", None, (wrappers.Bidirectional, "_in_processing_order",

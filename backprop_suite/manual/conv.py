@@ -362,6 +362,31 @@ class GlobalAvgPool2D:
         return ops.broadcast_to(dout / (h * w), (ops.shape(dout)[0], h, w, c))  # every entry gets 1/(H·W)
 
 
+class GlobalAvgPool1D:
+    """y[n, c] = Σ_t m[n, t]·x[n, t, c] / Σ_t m[n, t], the mean over the steps the Keras mask keeps (all of them
+    without a mask; keepdims: shape (N, 1, C)). dL/dx[n, t, c] = m[n, t]·dout[n, c] / Σ_t m[n, t]: each kept step's
+    share. The output has no mask (the steps are gone)."""
+    follows_masks = True
+
+    def __init__(self, keepdims=False):
+        self.keepdims = keepdims
+
+    def forward(self, x, mask=None):
+        self.shape, self.output_mask = x.shape, None
+        if mask is None:
+            self.share = 1 / x.shape[1]
+            return ops.mean(x, axis=1, keepdims=self.keepdims)
+        keep = ops.expand_dims(ops.cast(mask, "bool"), -1)  # (N, T, 1)
+        count = ops.sum(ops.cast(keep, x.dtype), axis=1, keepdims=True)  # kept steps per sequence (N, 1, 1)
+        self.share = ops.where(keep, 1 / count, ops.zeros_like(count))
+        y = ops.sum(ops.where(keep, x, ops.zeros_like(x)), axis=1, keepdims=True) / count
+        return y if self.keepdims else ops.squeeze(y, axis=1)
+
+    def backward(self, dout):
+        n, t, c = ops.shape(dout)[0], self.shape[1], self.shape[2]
+        return ops.broadcast_to(ops.reshape(dout, (-1, 1, c)) * self.share, (n, t, c))
+
+
 class GlobalMaxPool2D:
     """y[n, c] = max over (i, j) of x[n, i, j, c] (keepdims: shape (N, 1, 1, C))."""
 
@@ -380,7 +405,7 @@ class GlobalMaxPool2D:
 
 
 class OnARow:
-    """A 1-D layer (Conv1D, MaxPooling1D, GlobalAveragePooling1D, ...) as its 2-D formula on images one row high:
+    """A 1-D layer (Conv1D, MaxPooling1D, GlobalMaxPooling1D, ...) as its 2-D formula on images one row high:
     a sequence (N, L, C) is the image (N, 1, L, C) and a kernel (k, c_in, c_out) the kernel (1, k, c_in, c_out), which
     is how TensorFlow itself computes a 1-D convolution; the backward drops the row again."""
 

@@ -5,9 +5,12 @@ dL/dx (a list for a layer with several inputs) and sets `self.grads` {weight nam
 `weights` names the Keras weights a layer reads ("kernel", "bias", ...), passed by that name.
 Conventions (Keras's, so that weights copy straight from the Keras layer): NHWC tensors, conv
 kernels (kh, kw, c_in, c_out), Dense W as (in, out), inverted dropout (kept units scaled by
-1/(1 − rate)), losses averaged over the batch. Written in keras.ops with forward ops only (matmul,
-conv, where, pad, ...): never an autodiff call or a gradient kernel, which would check the framework
-against itself (tests/test_manual_layers.py enforces this). `dout` is never modified in place.
+1/(1 − rate)), losses averaged over the batch. Keras masks (a 0/1 mask over a sequence's steps, (N, T),
+made by Embedding(mask_zero=True) or Masking): a layer whose formula follows them says `follows_masks = True`;
+its `forward` also takes `mask=` (its input's mask, or None) and sets `self.output_mask` (its output's).
+Written in keras.ops with forward ops only (matmul, conv, where, pad, ...): never an autodiff call or a
+gradient kernel, which would check the framework against itself (tests/test_manual_layers.py enforces this).
+`dout` is never modified in place.
 """
 import keras
 import numpy as np
@@ -363,17 +366,40 @@ class Minimum(Maximum):
 class Embedding:
     """y = E[ids], the rows of the table E (input_dim × output_dim) that the token ids pick. dL/dE = onehot(ids)ᵀ·dout:
     row i sums dout over every place where token i occurs (a matrix product, as Affine's xᵀ·dout, with the one-hot
-    rows as x). The ids get no gradient (zeros stand for it: nothing upstream of them has weights)."""
+    rows as x). The ids get no gradient (zeros stand for it: nothing upstream of them has weights). With mask_zero,
+    its output's Keras mask is ids ≠ 0 (token 0 is padding)."""
     weights = ("embeddings",)
+    follows_masks = True
 
-    def forward(self, ids, embeddings):
+    def __init__(self, mask_zero: bool = False):
+        self.mask_zero = mask_zero
+
+    def forward(self, ids, embeddings, mask=None):
         self.ids, self.rows = ops.cast(ids, "int32"), embeddings.shape[0]
+        self.output_mask = ops.not_equal(self.ids, 0) if self.mask_zero else None
         return ops.take(embeddings, self.ids, axis=0)
 
     def backward(self, dout):
         one_hot = ops.one_hot(ops.reshape(self.ids, (-1,)), self.rows, dtype=dout.dtype)
         self.grads = {"embeddings": ops.matmul(ops.transpose(one_hot), ops.reshape(dout, (-1, dout.shape[-1])))}
         return ops.zeros(ops.shape(self.ids), dout.dtype)
+
+
+class Masking:
+    """y = x at the steps where some feature differs from mask_value, 0 at the others (a padded step), and that test is
+    the output's Keras mask m (N, T). dL/dx = m·dout: a padded step passes nothing back."""
+    follows_masks = True
+
+    def __init__(self, mask_value):
+        self.mask_value = mask_value
+
+    def forward(self, x, mask=None):  # a mask arriving is replaced, as Keras's Masking does
+        keep = ops.any(ops.not_equal(x, self.mask_value), axis=-1, keepdims=True)
+        self.keep, self.output_mask = keep, ops.squeeze(keep, axis=-1)
+        return ops.where(keep, x, ops.zeros_like(x))
+
+    def backward(self, dout):
+        return ops.where(self.keep, dout, ops.zeros_like(dout))
 
 
 class UpSampling2D:

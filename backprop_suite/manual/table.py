@@ -6,9 +6,12 @@ The class must match exactly: a user's subclass of Dense may compute something e
 formula rather than a wrong one. Adding a layer is one class in manual/ and one entry here, plus its
 mutation test (tests/test_manual_layers.py).
 """
+import inspect
+
 import keras
 import numpy as np
 
+from backprop_suite.keras_graph import mask_arguments
 from backprop_suite.manual import attention, conv, layers, normalization, recurrent, wrappers
 
 
@@ -36,7 +39,7 @@ def _activation_class(function):
 
 
 def _without_initial_state(layer):
-    _require(all(len(node.input_tensors) == 1 for node in layer._inbound_nodes),
+    _require(all(len(node.input_tensors) - len(mask_arguments(node.arguments)) == 1 for node in layer._inbound_nodes),
              "an initial_state (the formulas start from zeros)")
 
 
@@ -52,7 +55,8 @@ def _recurrent_step(layer, training):
     _require(not layer.stateful, "stateful=True")
     _require(not (training and (cell.dropout or cell.recurrent_dropout)),
              "dropout or recurrent_dropout in training (Keras draws its own masks)")
-    options = {"return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards}
+    options = {"return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards,
+               "zero_output_for_mask": layer.zero_output_for_mask}  # a Bidirectional sets it with return_sequences
     if isinstance(layer, keras.layers.GRU):
         _require(cell.reset_after, "reset_after=False")
     if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
@@ -195,10 +199,8 @@ def _global_pooling(manual_class, on_a_row=False):
 
 
 def _embedding(layer, training):
-    _require(not layer.mask_zero, "mask_zero=True (the layers after it compute with the mask, which no formula here "
-                                  "follows)")
     _require(not layer.lora_enabled and getattr(layer, "quantization_mode", None) is None, "LoRA or quantization")
-    return [layers.Embedding()]
+    return [layers.Embedding(layer.mask_zero)]
 
 
 def _upsampling(layer, training):
@@ -295,7 +297,7 @@ MANUAL_LAYERS = {
     keras.layers.SeparableConv2D: _separable_conv2d,
     keras.layers.MaxPooling1D: _pooling(conv.MaxPool2D),
     keras.layers.AveragePooling1D: _average_pooling,
-    keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool2D, on_a_row=True),
+    keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool1D),
     keras.layers.GlobalMaxPooling1D: _global_pooling(conv.GlobalMaxPool2D, on_a_row=True),
     keras.layers.UpSampling2D: _upsampling,
     keras.layers.SimpleRNN: _recurrent,
@@ -305,6 +307,7 @@ MANUAL_LAYERS = {
     keras.layers.Bidirectional: _bidirectional,
     keras.layers.TimeDistributed: _time_distributed,
     keras.layers.MultiHeadAttention: _multi_head_attention,
+    keras.layers.Masking: lambda layer, training: [layers.Masking(layer.mask_value)],
 }
 
 
@@ -314,6 +317,26 @@ def manual_steps(layer, training: bool) -> list:
     if factory is None:
         raise Unsupported("no manual formula for this layer class")
     return factory(layer, training)
+
+
+def output_masked(layer, steps: list, inputs_masked: list[bool]) -> bool:
+    """Whether the layer's output carries a Keras mask (the 0/1 mask over a sequence's steps that
+    Embedding(mask_zero=True) and Masking make), given which of its inputs do: made, followed, passed on or dropped as
+    Keras does it. A layer whose formula follows masks says so (manual/layers.py); any other that a mask reaches must
+    be one whose call cannot read it (no mask argument) and whose mask Keras's default passes on (kept if it supports
+    masking, else dropped); Unsupported otherwise (a BatchNormalization's statistics, a Softmax, attention and merges
+    compute with masks)."""
+    if type(layer) is keras.layers.Masking or type(layer) is keras.layers.Embedding and layer.mask_zero:
+        return True
+    if not any(inputs_masked):
+        return False
+    if len(steps) == 1 and getattr(steps[0], "follows_masks", False):
+        return bool(getattr(layer, "return_sequences", False))  # a recurrent layer's sequence keeps it, a pooling not
+    reads_masks = any(name.endswith("mask") for name in inspect.signature(layer.call).parameters)
+    _require(len(inputs_masked) == 1 and not reads_masks and type(layer).compute_mask is keras.Layer.compute_mask,
+             "a Keras mask (from Embedding(mask_zero=True) or Masking) reaches it, and Keras computes this layer with "
+             "the mask, which no formula here follows")
+    return layer.supports_masking
 
 
 def _sublayers(layer) -> dict:

@@ -6,19 +6,21 @@ visits them in reverse and sums the gradients that meet at a fork (a tensor read
 Each output's loss comes from manual/losses.py; a cross-entropy on a softmax (or sigmoid) output is
 fused with it, so that δ = ∂E/∂u = y − t (C004-1..3). The model's regularizers (model.losses, which Keras's
 fit adds to the loss) come from manual/regularizers.py: a weight's penalty adds its gradient to the weight's,
-an activity penalty to the gradient arriving at its layer's output. Weights are read live from the Keras variables
-(an `assign` is seen), or from `values` {parameter name: tensor} when given. A model the twin cannot
-follow raises ManualUnavailable naming every layer that lacks a formula.
+an activity penalty to the gradient arriving at its layer's output. A Keras mask (Embedding(mask_zero=True),
+Masking) travels with the tensors it masks, as Keras passes it on, into the formulas that follow it
+(manual/table.py's `output_masked`); Keras's own mask ops in a Functional graph are left out. Weights are
+read live from the Keras variables (an `assign` is seen), or from `values` {parameter name: tensor} when
+given. A model the twin cannot follow raises ManualUnavailable naming every layer that lacks a formula.
 """
 import keras
 import numpy as np
 from keras import ops
 
-from backprop_suite.keras_graph import inline_nested_models, layer_graph
+from backprop_suite.keras_graph import data_flow, inline_nested_models, layer_graph, masks_made_by_keras
 from backprop_suite.manual import layers as manual
 from backprop_suite.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
 from backprop_suite.manual.regularizers import ActivityPenalty, manual_penalty
-from backprop_suite.manual.table import Unsupported, manual_steps, weights_by_name
+from backprop_suite.manual.table import Unsupported, manual_steps, output_masked, weights_by_name
 from backprop_suite.reference import as_list, parameters, resolve_losses, takes_dropout_mask
 
 
@@ -37,20 +39,31 @@ class ManualTwin:
             raise ManualUnavailable([f"{type(model).__name__} is a subclassed model (no layer graph to follow)"])
         # A base model inside the model is followed layer by layer, unless its Dropout would draw Keras's own masks
         # (a check's masks are applied to the outer model's Dropout layers only) or it regularizes its own output.
-        self.model, self.graph = model, inline_nested_models(graph, keep=lambda nested: nested.activity_regularizer
-                                                             is not None or training and _has_dropout(nested))
+        self.model, self.graph = model, data_flow(inline_nested_models(
+            graph, keep=lambda nested: nested.activity_regularizer is not None or training and _has_dropout(nested)))
         self.params = parameters(model)
         self.param_name = {id(v): name for name, v in self.params.items()}
         self.dtype = model.trainable_variables[0].dtype if model.trainable_variables else "float32"
         self.input_dtypes = [keras.backend.standardize_dtype(t.dtype) for t in model.inputs]  # an Embedding's: int
         missing, self.nodes = [], []
+        self.masked = set()  # the tensors that carry a Keras mask (Embedding(mask_zero=True), Masking)
+        unknown = set()  # the outputs of layers without a formula: whether they carry a mask is not followed
         for node in self.graph.nodes:
             try:
                 if len(node.outputs) != 1:
                     raise Unsupported(f"{len(node.outputs)} outputs")
-                self.nodes.append((node, manual_steps(node.layer, training)))
+                steps = manual_steps(node.layer, training)
+                inputs_masked = [tensor in self.masked for tensor in node.inputs]
+                if node.masks and not ((inputs_masked[0] or node.inputs[0] in unknown)
+                                       and masks_made_by_keras(node.arguments)):
+                    raise Unsupported("called with a mask of the caller's (the formulas follow the masks that "
+                                      "Embedding(mask_zero=True) and Masking make)")
+                if output_masked(node.layer, steps, inputs_masked):
+                    self.masked.add(node.outputs[0])
+                self.nodes.append((node, steps))
             except Unsupported as reason:
                 missing.append(f"{type(node.layer).__name__} ({node.layer.name}: {reason})")
+                unknown.update(node.outputs)
         self.weight_penalties = self._penalties(
             ((name, v.regularizer) for name, v in self.params.items()), "on", missing)
         self.activity_penalties = {tensor: ActivityPenalty(penalty) for tensor, penalty in self._penalties(
@@ -84,6 +97,10 @@ class ManualTwin:
     def _manual_loss(self, output: int, loss):
         if loss.name not in MANUAL_LOSSES:
             raise Unsupported("no manual formula for this loss")
+        if output in self.masked:
+            raise Unsupported("the output carries a Keras mask, by which Keras weights the loss, and no formula here "
+                              "does: end the model with a layer that drops the mask (a recurrent layer without "
+                              "return_sequences, a GlobalAveragePooling1D)")
         if loss.reduction != "mean":
             raise Unsupported(f"reduction={loss.reduction!r}: the formulas average over the batch")
         for option, value in loss.options.items():
@@ -122,19 +139,26 @@ class ManualTwin:
         """
         env = dict(zip(self.graph.inputs, (ops.cast(v, self.dtype if "float" in dtype else dtype) for v, dtype
                                            in zip(as_list(x), self.input_dtypes, strict=True)), strict=True))
+        keras_masks = {}  # tensor -> its Keras mask, for the tensors in self.masked
         for node, steps in self.nodes:
             inputs = [env[i] for i in node.inputs]
             y = inputs if len(inputs) > 1 else inputs[0]
+            keras_mask = keras_masks.get(node.inputs[0]) if len(inputs) == 1 else None  # passed on unless followed
             for step in steps:
+                follows = {"mask": keras_mask} if getattr(step, "follows_masks", False) else {}
                 if isinstance(step, manual.Dropout):
                     mask = dropout_masks(step, y) if callable(dropout_masks) else \
                         (dropout_masks or {}).get(node.layer.name)
                     y = step.forward(y, mask)
                 elif getattr(step, "weights", ()):
-                    y = step.forward(y, **self._weights(node.layer, step, values))
+                    y = step.forward(y, **follows, **self._weights(node.layer, step, values))
                 else:
-                    y = step.forward(y)
+                    y = step.forward(y, **follows)
+                if follows:
+                    keras_mask = step.output_mask
             env[node.outputs[0]] = y
+            if node.outputs[0] in self.masked:
+                keras_masks[node.outputs[0]] = keras_mask
         total = 0
         for (output, loss_step, weight), target in zip(self.loss_steps, as_list(t), strict=True):
             target = target if getattr(loss_step, "integer_targets", False) else ops.cast(target, self.dtype)

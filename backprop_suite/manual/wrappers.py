@@ -29,7 +29,9 @@ class Bidirectional:
     return_sequences; a last state is not flipped). Backward: the merge's own backward splits dout (concat: each
     direction its half; sum: both all of it; ave: half each; mul: dout times the other), B's share is flipped back
     into its processing order, each direction backpropagates through time, and dL/dx is the sum of the two
-    directions' dL/dx, the chain rule's sum over the two paths that read x."""
+    directions' dL/dx, the chain rule's sum over the two paths that read x. A Keras mask goes to both directions (the
+    backward one reads it last step first, as its inputs), and stays on the output with return_sequences."""
+    follows_masks = True
 
     def __init__(self, forward_step, backward_step, merge, return_sequences: bool):
         self.directions = dict(zip(DIRECTIONS, (forward_step, backward_step), strict=True))
@@ -43,9 +45,10 @@ class Bidirectional:
     def _in_processing_order(self, backward_dout):
         return ops.flip(backward_dout, axis=1) if self.flips else backward_dout  # the flip's adjoint is the flip
 
-    def forward(self, x, **weights):
-        forward_y, backward_y = (step.forward(x, **_their(step, _under(direction, weights)))
+    def forward(self, x, mask=None, **weights):
+        forward_y, backward_y = (step.forward(x, mask=mask, **_their(step, _under(direction, weights)))
                                  for direction, step in self.directions.items())
+        self.output_mask = mask if self.flips else None
         return self.merge.forward([forward_y, self._in_time_order(backward_y)])
 
     def backward(self, dout):
