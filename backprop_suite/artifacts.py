@@ -1,10 +1,13 @@
 """Result files, each written atomically: a reader sees the old file or the new one, never half."""
 import contextlib
 import csv
+import ctypes
+import errno
 import fcntl
 import io
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -23,23 +26,142 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+# What a write can meet that the user, not the suite, must fix: a full disk or quota, a read-only place.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class WriteError(SuiteError):
+    """A file could not be written: the disk is full, or the place is not writable."""
+
+
+def write_error(path: Path, error: OSError, remedy: str = "") -> WriteError | OSError:
+    """The one-line error for an OSError met while writing `path` (the error itself when it is not the user's
+    to fix): what happened, the space left where it is the disk, and the remedy."""
+    path = Path(path)
+    if error.errno in _FULL:
+        try:
+            free = shutil.disk_usage(_existing_ancestor(path)).free
+            left = f", {free / 2**20:.1f} MiB left there"
+        except OSError:
+            left = ""
+        return WriteError(f"{path}: cannot write it, the disk is full ({error.strerror}{left}); free some space "
+                          f"(df -h {_existing_ancestor(path)}) and run the same command again{remedy}")
+    if error.errno in _NOT_WRITABLE:
+        return WriteError(f"{path}: cannot write it ({error.strerror}); make {_existing_ancestor(path)} writable, "
+                          f"or write elsewhere{remedy}")
+    return error
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder
+    return Path("/")
+
+
+@contextlib.contextmanager
+def translated_write_errors(path: Path, remedy: str = ""):
+    """Within the block, a full disk or an unwritable place is a WriteError naming `path` (see write_error)."""
+    try:
+        yield
+    except OSError as error:
+        raise write_error(path, error, remedy) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path beside `path` (same suffix); move it into place if the block succeeds."""
+    """Yield a temporary path beside `path` (same suffix); move it into place if the block succeeds. A full
+    disk or an unwritable folder is a WriteError naming `path`; the old file is then untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Some writers require the suffix (Keras's `.weights.h5`, matplotlib's format from `.png`).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix="".join(path.suffixes))
-    os.close(fd)
+    with translated_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Some writers require the suffix (Keras's `.weights.h5`, matplotlib's format from `.png`).
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.",
+                                   suffix="".join(path.suffixes))
+        os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
+        with translated_write_errors(path):
+            yield Path(tmp)
+            with open(tmp, "rb+") as stream:
+                os.fsync(stream.fileno())
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# ---- a result folder, replaced whole ------------------------------------------------------------------------
+# A run writes its files into a staging folder beside the result folder, then the two are exchanged in one
+# step (renameat2's RENAME_EXCHANGE), so a reader, or a run killed at any moment, finds the old result or the
+# new one, never a mix. The writer's lock files (hard links, the same inodes) and state folders travel with it.
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def staging_folder(out_dir: Path) -> Path:
+    """Where the next result of `out_dir` is written before it is swapped in (one writer per folder: the lock)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.staging"
+
+
+def _retired_folder(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.retired"
+
+
+def begin_staging(out_dir: Path) -> Path:
+    """An empty staging folder for `out_dir`'s next result (a killed writer's leftover is removed)."""
+    staging = staging_folder(out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    with translated_write_errors(staging):
+        staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Swap the complete result in `staging` for the one in `out_dir`, at once; then remove the old one."""
+    staging, out_dir = Path(staging), Path(out_dir)
+    with translated_write_errors(out_dir):
+        for entry in out_dir.iterdir():  # the writers' locks and resume states are not the result: they stay
+            if entry.name.startswith(".") and not entry.name.startswith(TEMPORARY_PREFIX):
+                with contextlib.suppress(FileNotFoundError):  # another worker may just have removed its state
+                    if entry.is_file():
+                        os.link(entry, staging / entry.name)
+                    else:
+                        os.replace(entry, staging / entry.name)
+        if not _exchange(staging, out_dir):  # a file system without RENAME_EXCHANGE: two renames
+            retired = _retired_folder(out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(out_dir, retired)
+            os.replace(staging, out_dir)  # recover_publish() ends this, should a kill fall between the two
+            staging = retired
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_publish(out_dir: Path) -> None:
+    """Finish a swap that a kill interrupted between its two renames (only on file systems without an
+    exchange): the result folder is missing and its complete replacement waits in the staging folder."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists() and _retired_folder(out_dir).exists() and staging_folder(out_dir).exists():
+        os.replace(staging_folder(out_dir), out_dir)
+        shutil.rmtree(_retired_folder(out_dir), ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths (Linux renameat2); False where the system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 @contextlib.contextmanager
@@ -50,8 +172,10 @@ def sole_writer(folder: Path, lock_name: str = ".lock"):
     over. Holding it, the temporary files a killed writer left in the folder are removed.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / lock_name, os.O_RDWR | os.O_CREAT, 0o644)
+    recover_publish(folder)
+    with translated_write_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / lock_name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -70,16 +194,48 @@ def sole_writer(folder: Path, lock_name: str = ".lock"):
 
 
 def require_writable_folder(folder: Path, option: str) -> None:
-    """Create `folder` if needed and write a probe file in it: a SuiteError naming it (and `option`, the way
-    to choose another) now, before any work, instead of a traceback after an epoch of training."""
+    """Write a probe file in `folder` (making it and its missing parents for the probe, and removing what the
+    probe made): a SuiteError naming it (and `option`, the way to choose another) now, before any work,
+    instead of a traceback after an epoch of training."""
     folder = Path(folder)
+    made = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        for missing in reversed([f for f in (folder, *folder.parents) if not f.exists()]):
+            missing.mkdir()
+            made.append(missing)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
         raise SuiteError(f"{folder}: cannot write results there ({error.strerror or error}); "
                          f"choose a writable folder with {option}") from None
+    finally:
+        for created in reversed(made):
+            with contextlib.suppress(OSError):
+                created.rmdir()
+
+
+def require_writable_file(path: Path, option: str) -> None:
+    """`path` can be written as a file: not a folder, and its folder writable (require_writable_folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SuiteError(f"{option} {path}: it is a folder; give a file name")
+    require_writable_folder(path.parent, option)
+
+
+@contextlib.contextmanager
+def result_folder(folder: Path):
+    """The block writes into `folder`; if the block fails and leaves the folder holding only the writers' lock
+    files it made (a refused run), the folder goes too."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if not existed and folder.is_dir() and all(e.name.startswith(".lock") for e in folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def write_text(path: Path, text: str) -> None:

@@ -52,7 +52,9 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
     # One copy for both checks (each would make its own), and the model's own loss: Keras re-makes a copy's
     # compiled loss from its config, which loses options (Huber(delta=0.5) comes back with delta=1).
-    loss, model64 = resolve_losses(model, loss), checked_in(model, "float64")
+    loss = resolve_losses(model, loss)
+    _validate_fit(model, x, y, loss)
+    model64 = checked_in(model, "float64")
     computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for both checks
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
                                 fd_entries=fd_entries, seed=seed, loss=loss, training=training, computed=computed)
@@ -186,6 +188,50 @@ def _validate(model, x, y, dtype, fd_entries, directions, seed):
     sizes = {len(a) for a in as_list(x) + as_list(y)}
     if len(sizes) != 1 or 0 in sizes:
         raise SuiteError(f"x and y must hold the same, non-zero number of samples; got sizes {sorted(sizes)}")
+
+
+SPARSE_LOSSES = ("sparse_categorical_crossentropy",)  # integer labels: the output's shape without its class axis
+
+
+def _validate_fit(model, x, y, losses) -> None:
+    """The batch fits the model and its losses, said before any gradient (a misfit would otherwise fail deep in
+    the backend, and read as a failed check): numbers, not strings; each input of the model's input shape; each
+    target of its output's shape, or of the output's shape less the class axis for a sparse cross-entropy."""
+    for argument, value in (("x", x), ("y", y)):
+        for k, array in enumerate(as_list(value)):
+            kind = np.asarray(array).dtype
+            if kind.kind not in "biuf":
+                where = f"{argument}[{k}]" if isinstance(value, (list, tuple)) else argument
+                raise SuiteError(f"{where} holds {kind} values; give numbers (a float array, or integers for token "
+                                 "ids and sparse labels)")
+    if not _has_inputs(model):
+        return  # a subclassed model states no shapes: Keras says what does not fit
+    for k, (array, tensor) in enumerate(zip(as_list(x), model.inputs, strict=True)):
+        _require_shape(f"x[{k}]" if len(model.inputs) > 1 else "x", np.shape(array), tuple(tensor.shape),
+                       f"{model.name}'s input {tensor.name}")
+    outputs = model.outputs if len(as_list(y)) == len(model.outputs) else []
+    for k, (array, tensor, fn) in enumerate(zip(as_list(y), outputs, losses, strict=False)):
+        shape, where = tuple(tensor.shape), f"y[{k}]" if len(outputs) > 1 else "y"
+        if fn.name in SPARSE_LOSSES:
+            if np.shape(array)[1:] in (tuple(shape[1:-1]), (*shape[1:-1], 1)):
+                continue
+            shape = shape[:-1]
+        _require_shape(where, np.shape(array), shape, f"{model.name}'s output {tensor.name} under {fn.name}",
+                       "; for integer class labels, give loss='sparse_categorical_crossentropy'"
+                       if fn.name == "categorical_crossentropy" else "")
+
+
+def _require_shape(where: str, got: tuple, wanted: tuple, whose: str, hint: str = "") -> None:
+    """`got` (with its batch axis) fits `wanted` (Keras's shape, None for any size; a trailing axis of 1 on either
+    side may be missing, as Keras's losses squeeze it): SuiteError naming both."""
+    if len(got) + 1 == len(wanted) and wanted[-1] == 1:
+        wanted = wanted[:-1]
+    elif len(got) == len(wanted) + 1 and got[-1] == 1:
+        got = got[:-1]
+    if len(got) != len(wanted) or any(w is not None and g != w for g, w in zip(got[1:], wanted[1:], strict=True)):
+        shown = "(N, " + ", ".join("any" if w is None else str(w) for w in wanted[1:]) + ")"
+        raise SuiteError(f"{where} has shape {got}, which does not fit {whose}, {shown}; give arrays of that shape"
+                         f"{hint}")
 
 
 def _validate_dropout_masks(model, dropout_masks, batch_size: int):

@@ -75,7 +75,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
                                    "variables; rerun with --restart to discard the interrupted run")
         for variable, array in zip(variables, arrays, strict=True):
             variable.assign(array)
-        for generator, saved in zip(dropout_seed_generators(model), state["rng_states"], strict=True):
+        generators = dropout_seed_generators(model)
+        saved_states = state["rng_states"]
+        if len(saved_states) != len(generators) or any(
+                np.shape(saved) != tuple(g.state.shape) for g, saved in zip(generators, saved_states, strict=True)):
+            raise ResumeStateError(f"{self.state_file}: its rng_states do not fit this model's {len(generators)} "
+                                   "dropout seed generators; rerun with --restart to discard the interrupted run")
+        for generator, saved in zip(generators, state["rng_states"], strict=True):
             generator.state.assign(np.asarray(saved, dtype=generator.state.dtype))
         self.rows, self.seconds = state["rows"], state["seconds"]
         return state["epochs_done"]
@@ -94,6 +100,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
             raise ResumeStateError(f"{self.state_file}: not a resume state (it needs {', '.join(STATE_KEYS)}); "
                                    "rerun with --restart to discard it")
+        wrong = _wrongly_typed(state)
+        if wrong:
+            raise ResumeStateError(f"{self.state_file}: not a resume state ({wrong}); rerun with --restart to "
+                                   "discard it")
         return state
 
     def _state_of_epoch(self, state: dict | None, epochs_done: int) -> dict | None:
@@ -133,6 +143,36 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def discard(self) -> None:
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def _wrongly_typed(state: dict) -> str | None:
+    """What in a state.json with the right keys has the wrong type or shape (None: nothing), so that a damaged
+    state is refused with a line instead of failing mid-restore."""
+    def whole(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for name, step in (("", state), ("previous ", state.get("previous"))):
+        if step is None and name:
+            continue
+        if not isinstance(step, dict):
+            return f"{name or 'the state'} is {type(step).__name__}, not an object"
+        if not whole(step.get("epochs_done")):
+            return f"{name}epochs_done is {step.get('epochs_done')!r}, not a whole number"
+        if not isinstance(step.get("weights"), str) or "/" in step["weights"]:
+            return f"{name}weights is {step.get('weights')!r}, not a file name"
+        if not isinstance(step.get("seconds"), (int, float)) or isinstance(step.get("seconds"), bool):
+            return f"{name}seconds is {step.get('seconds')!r}, not a number"
+        rng_states = step.get("rng_states")
+        if not isinstance(rng_states, list) or not all(
+                isinstance(s, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in s)
+                for s in rng_states):
+            return f"{name}rng_states is {rng_states!r:.60}, not a list of lists of whole numbers"
+    rows = state["rows"]
+    if not isinstance(rows, list) or len(rows) != state["epochs_done"] or not all(
+            isinstance(row, dict) and all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+                                          for key in HISTORY_COLUMNS) for row in rows):
+        return f"rows is not one history row ({', '.join(HISTORY_COLUMNS)}) per epoch done"
+    return None
 
 
 def saved_variables(model: keras.Model) -> list:

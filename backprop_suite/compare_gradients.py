@@ -4,7 +4,9 @@ Registry models are checked on real digits (or random data) at a generic point a
 suite's reference results (results/<model>/); any other model writes only where --out says.
 """
 import importlib
+import inspect
 import sys
+import traceback
 from pathlib import Path
 
 import keras
@@ -46,6 +48,9 @@ def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray
     if int(np.prod(input_shape)) == 784 and output_activation(model) == "softmax":
         dataset = load_dataset("mnist-5k")
         x, t = to_model_inputs(dataset.train, input_shape)
+        if batch_size > len(x):
+            raise SuiteError(f"--batch-size {batch_size}: the check draws its batch from {dataset.name}'s {len(x):,} "
+                             f"training digits; give at most {len(x)}")
         picked = rng.choice(len(x), batch_size, replace=False)
         x, t = x[picked].astype(np.float64), t[picked].astype(np.float64)
         data = {"description": "mnist-5k training digits", "provenance": dataset.provenance()}
@@ -76,8 +81,6 @@ def resolve_model(spec: str, imports=()) -> keras.Model:
         return build_model(spec)
     if spec.endswith(".keras"):
         path = Path(spec)
-        if not path.is_file():
-            raise SuiteError(f"--model {spec}: file not found")
         try:
             return keras.saving.load_model(path)
         except Exception as error:  # Keras raises many kinds for a bad or custom-object file
@@ -89,7 +92,14 @@ def resolve_model(spec: str, imports=()) -> keras.Model:
         function = getattr(_import(module_name, "--model"), function_name, None)
         if not callable(function):
             raise SuiteError(f"--model {spec}: {module_name} has no function {function_name!r}")
-        model = function()
+        required = _required_parameters(function)
+        if required:
+            raise SuiteError(f"--model {spec}: {function_name} needs {', '.join(required)}; give a function that "
+                             f"builds the model with no arguments (def build(): return {function_name}(...))")
+        try:
+            model = function()
+        except (Exception, SystemExit) as error:  # the user's code: named by its own file and line, not ours
+            raise SuiteError(f"--model {spec}: {function_name}() failed: {users_error(error)}") from None
         if not isinstance(model, keras.Model):
             raise SuiteError(f"--model {spec}: returned {type(model).__name__}, not a keras.Model")
         return model
@@ -101,11 +111,40 @@ def _import(module_name: str, option: str):
     sys.path.insert(0, str(Path.cwd()))  # as `python -m` would: the user's own modules, from where they run
     try:
         return importlib.import_module(module_name)
-    except ImportError as error:
-        raise SuiteError(f"{option} {module_name}: cannot import it ({error}); run from the folder that holds it "
-                         "or add that folder to PYTHONPATH") from None
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name) and module_name[len(error.name):][:1] in ("", "."):
+            raise SuiteError(f"{option} {module_name}: cannot import it ({error}); run from the folder that holds "
+                             "it or add that folder to PYTHONPATH") from None
+        raise SuiteError(f"{option} {module_name}: importing it failed: {users_error(error)}") from None
+    except (Exception, SystemExit) as error:  # a syntax error, or its own code raising, at import
+        raise SuiteError(f"{option} {module_name}: importing it failed: {users_error(error)}") from None
     finally:
         sys.path.pop(0)
+
+
+def _required_parameters(function) -> list[str]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: let the call say
+        return []
+    return [p.name for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def users_error(error: BaseException) -> str:
+    """An exception raised by the user's code as one line: the type and message, at the user's own file and line
+    (the innermost frame outside this suite and the installed packages)."""
+    if isinstance(error, SyntaxError):
+        return f"{error.filename}:{error.lineno}: SyntaxError: {error.msg}"
+    if isinstance(error, SystemExit):
+        description = f"it called SystemExit({error.code!r})"
+    else:
+        message = str(error).strip().splitlines()
+        description = f"{type(error).__name__}: {message[0][:300] if message else ''}".rstrip(": ")
+    ours = (str(Path(__file__).resolve().parent), str(Path(keras.__file__).resolve().parent.parent),
+            str(Path(inspect.getfile(importlib)).resolve().parent.parent))  # the standard library
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not str(Path(frame.filename).resolve()).startswith(ours) and not frame.filename.startswith("<")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: {description}" if frames else description
 
 
 def load_npz(path: Path) -> tuple:

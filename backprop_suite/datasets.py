@@ -19,6 +19,8 @@ from backprop_suite.errors import DataError
 from backprop_suite.idx import IMAGE_SHAPE, check_images_and_labels, read_idx_images_and_labels
 
 DATASET_NAMES = ("mnist", "mnist-5k", "fashion-mnist")
+DATA_PATH_DATASET = "mnist"  # what --data-path gives: full MNIST, for the experiments that train on it
+
 # Data splits do not depend on the experiment's seed: runs with different seeds see the same data.
 SPLIT_SEED = 0
 MNIST_5K_TEST_SIZE = 1000
@@ -84,6 +86,12 @@ def current_sha256(name: str, path: str | Path | None = None) -> str:
     return load_iris()[2]["sha256"] if name == "iris" else load_dataset(name, path).sha256
 
 
+def data_path_for(dataset: str | None, data_path: str | None) -> str | None:
+    """`data_path` where it is meant, for an experiment on DATA_PATH_DATASET; else None (a copy of MNIST must not
+    become another dataset's data)."""
+    return data_path if dataset == DATA_PATH_DATASET else None
+
+
 def load_dataset(name: str, path: str | Path | None = None) -> Dataset:
     """The named dataset; `path` (a .npz file or an IDX folder) overrides every other source."""
     if name not in DATASET_NAMES:
@@ -114,10 +122,12 @@ def load_dataset(name: str, path: str | Path | None = None) -> Dataset:
 
 
 def load_from_path(name: str, path: Path) -> Dataset:
-    if path.is_dir():
-        return load_idx_folder(name, path)
-    if path.suffix == ".npz":
-        return load_npz(name, path)
+    if path.is_dir() or path.suffix == ".npz":
+        dataset = load_idx_folder(name, path) if path.is_dir() else load_npz(name, path)
+        if len(dataset.test) == 0:  # found now, not after the training it would end
+            raise DataError(f"{path}: its test split is empty, and a run ends by evaluating on it; give data with "
+                            "test images (x_test, y_test, or the t10k IDX files)")
+        return dataset
     if not path.exists():
         raise DataError(f"{path}: file not found")
     raise DataError(f"{path}: expected a .npz file (as Keras writes it) or a folder with the four IDX files")

@@ -12,6 +12,10 @@ A spec opens with the question it answers and names the claim IDs it reproduces:
                      precision ("float32", or "mixed_bfloat16": bfloat16 compute, float32 weights)
     worked_example:  [example] name (from backprop_suite.worked_examples) + its options
     [[expected]] metric, at_least and/or at_most | value and tolerance, source; for training, the dataset
+
+Parsing needs no Keras: the entry points check a spec (`load_spec(..., registries=False)`) before TensorFlow
+loads, so a typo costs no start-up; the model's and example's options are checked against their functions
+once the registries are imported.
 """
 import dataclasses
 import hashlib
@@ -21,19 +25,15 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import keras
-
-from backprop_suite.cli import BACKENDS, PRECISIONS
-from backprop_suite.datasets import DATASET_NAMES
+from backprop_suite.cli import BACKENDS, PRECISIONS, REGISTRY
+from backprop_suite.datasets import DATA_PATH_DATASET, DATASET_NAMES, data_path_for
 from backprop_suite.errors import SpecError
-from backprop_suite.models import MODEL_BUILDERS, model_options
-from backprop_suite.worked_examples import WORKED_EXAMPLES, example_options
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PROFILES = ("quick", "full")
 KINDS = ("training", "worked_example")
 OUTCOMES = ("reproduced", "discrepancy explained")
-OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+OPTIMIZERS = ("sgd", "adam", "rmsprop")  # Keras's, by these names (training.py)
 LOSSES = ("categorical_crossentropy",)
 METRICS = ("test_accuracy", "test_loss", "parameters")
 
@@ -121,6 +121,15 @@ def with_overrides(spec: ExperimentSpec, **changes) -> ExperimentSpec:
     return dataclasses.replace(spec, name=f"{spec.name}+{suffix}", overrides=changes, **changes)
 
 
+def _registry(key: str) -> tuple[dict, object]:
+    """The functions a [model] or [example] table names, and their options (imported on first use: Keras)."""
+    if key == "model":
+        from backprop_suite.models import MODEL_BUILDERS, model_options
+        return MODEL_BUILDERS, model_options
+    from backprop_suite.worked_examples import WORKED_EXAMPLES, example_options
+    return WORKED_EXAMPLES, example_options
+
+
 def find_spec(name_or_path: str) -> Path:
     """A spec path from an experiment name (a file stem in experiments/) or a path to a .toml file."""
     path = Path(name_or_path)
@@ -135,14 +144,43 @@ def find_spec(name_or_path: str) -> Path:
     raise SpecError(f"unknown experiment {name_or_path!r}; known: {known} (or give a path to a .toml spec)")
 
 
-def load_spec(name_or_path: str | Path) -> ExperimentSpec:
+def load_spec(name_or_path: str | Path, registries: bool = True) -> ExperimentSpec:
+    """The spec, checked. Its results go to results/<name>/; a spec file elsewhere that bears the name of one in
+    experiments/ (an edited copy) is not that experiment: its name is <name>+spec=<its SHA-256, 12 digits>, so
+    its results never replace the experiment's reference results. registries=False: everything but the model's
+    and example's options is checked, without importing Keras."""
     path = find_spec(str(name_or_path))
-    raw = path.read_bytes()
     try:
+        raw = path.read_bytes()
         table = tomllib.loads(raw.decode("utf-8"))
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read it ({error.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: not valid TOML: {error}") from None
-    return parse_spec(table, path, hashlib.sha256(raw).hexdigest())
+    sha256 = hashlib.sha256(raw).hexdigest()
+    spec = parse_spec(table, path, sha256, registries)
+    own = EXPERIMENTS_DIR / f"{path.stem}.toml"
+    if own.is_file() and own.resolve() != path.resolve():
+        spec = dataclasses.replace(spec, name=f"{path.stem}+spec={sha256[:12]}")
+    return spec
+
+
+def select_specs(full: bool = False, only: list[str] | None = None, data_path: str | None = None,
+                 registries: bool = True) -> list:
+    """Exactly the experiments named in `only`; else every spec in experiments/ (full) or the quick ones.
+    A `data_path` (full MNIST) must reach one of them, else it would be silently ignored: SpecError.
+    registries=False: checked before TensorFlow loads (experiment.load_spec)."""
+    if only:
+        specs = [load_spec(name, registries) for name in only]
+    else:
+        specs = [load_spec(path, registries) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
+        specs = specs if full else [spec for spec in specs if spec.profile == "quick"]
+    if data_path is not None and not any(data_path_for(getattr(s, "dataset", None), data_path) for s in specs):
+        users = [spec.stem for spec in sorted(EXPERIMENTS_DIR.glob("*.toml"))
+                 if getattr(load_spec(spec, registries=False), "dataset", None) == DATA_PATH_DATASET]
+        raise SpecError(f"--data-path {data_path}: it gives full MNIST, for the experiments on {DATA_PATH_DATASET}, "
+                        f"and none of the selected ones trains on it; add --full, or --only {' --only '.join(users)}")
+    return specs
 
 
 @dataclass(frozen=True)
@@ -171,13 +209,13 @@ def resolved(spec) -> dict:
     return data
 
 
-def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedExampleSpec:
+def parse_spec(table: dict, path: Path, sha256: str, registries: bool = True) -> ExperimentSpec | WorkedExampleSpec:
     where = str(path)
     top = _Table(table, where)
     if top.take("kind", str, default="training", choices=KINDS) == "worked_example":
-        return _parse_worked_example(top, path, sha256)
+        return _parse_worked_example(top, path, sha256, registries)
     data, training = (_Table(top.take(key, dict), f"{where} [{key}]") for key in ("data", "training"))
-    model_name, options = _name_and_options(top, "model", MODEL_BUILDERS, model_options)
+    model_name, options = _name_and_options(top, "model", registries, names=REGISTRY)
     spec = ExperimentSpec(
         name=path.stem, path=path, sha256=sha256,
         question=top.take("question", str),
@@ -187,7 +225,7 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedE
         model=model_name, model_options=options,
         dataset=data.take("dataset", str, choices=DATASET_NAMES),
         validation_fraction=data.take("validation_fraction", float, default=0.1),
-        optimizer=training.take("optimizer", str, choices=tuple(OPTIMIZERS)),
+        optimizer=training.take("optimizer", str, choices=OPTIMIZERS),
         learning_rate=training.take("learning_rate", float),
         loss=training.take("loss", str, choices=LOSSES),
         batch_size=training.take("batch_size", int),
@@ -211,9 +249,9 @@ def parse_spec(table: dict, path: Path, sha256: str) -> ExperimentSpec | WorkedE
     return spec
 
 
-def _parse_worked_example(top: "_Table", path: Path, sha256: str) -> WorkedExampleSpec:
+def _parse_worked_example(top: "_Table", path: Path, sha256: str, registries: bool) -> WorkedExampleSpec:
     where = str(path)
-    name, options = _name_and_options(top, "example", WORKED_EXAMPLES, example_options)
+    name, options = _name_and_options(top, "example", registries)
     spec = WorkedExampleSpec(
         name=path.stem, path=path, sha256=sha256, question=top.take("question", str),
         claims=tuple(top.take("claims", list)), profile=top.take("profile", str, choices=PROFILES),
@@ -225,9 +263,13 @@ def _parse_worked_example(top: "_Table", path: Path, sha256: str) -> WorkedExamp
     return spec
 
 
-def _name_and_options(top: "_Table", key: str, registry: dict, options_of) -> tuple[str, dict]:
-    """A [model] or [example] table: `name` picks a registered function, other keys are its options."""
+def _name_and_options(top: "_Table", key: str, registries: bool, names: tuple | None = None) -> tuple[str, dict]:
+    """A [model] or [example] table: `name` picks a registered function, other keys are its options (checked
+    against the function's signature with `registries`; without, the name against `names` if given)."""
     table = _Table(top.take(key, dict), f"{top.where} [{key}]")
+    if not registries:
+        return table.take("name", str, choices=names), dict(table.rest())
+    registry, options_of = _registry(key)
     name = table.take("name", str, choices=tuple(registry))
     options = dict(table.rest())
     defaults = options_of(name)

@@ -35,8 +35,8 @@ class GradientReport:
         """Write gradcheck.json and gradcheck.png into `directory` (atomically); return their paths."""
         directory = Path(directory)
         paths = directory / "gradcheck.json", directory / "gradcheck.png"
-        artifacts.write_json(paths[0], self.data)
         self.plot(paths[1])
+        artifacts.write_json(paths[0], self.data)  # last: the record names a finished check
         return paths
 
     def failures(self) -> list[dict]:

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import html
 import inspect
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from backprop_suite.errors import SpecError
 from backprop_suite.experiment import EXPERIMENTS_DIR, load_spec
 from backprop_suite.models import MODEL_BUILDERS
 from backprop_suite.provenance import REPO_ROOT
-from backprop_suite.verdict import qualified_verdict
+from backprop_suite.verdict import qualified_verdict, read_record
 from backprop_suite.worked_examples import WORKED_EXAMPLES
 
 NOT_YET_RUN = "not yet run"
@@ -100,8 +99,9 @@ class Figure:
 @dataclass(frozen=True)
 class ExperimentResult:
     spec: object  # ExperimentSpec or WorkedExampleSpec
-    record: dict | None  # metrics.json, or None if never run
+    record: dict | None  # metrics.json, or None if never run (or not shown: see `problem`)
     printed: str | None = None  # a worked example's report.txt: what it printed
+    problem: str | None = None  # why a stored metrics.json is not shown: edited by hand, unreadable
 
     @property
     def verdict(self) -> str:
@@ -133,8 +133,8 @@ class ExperimentResult:
 def stored_results(results_root: Path, specs=None) -> list[ExperimentResult]:
     """Every spec in experiments/ (or `specs`) with its stored metrics.json, if any."""
     specs = specs if specs is not None else [load_spec(path) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    return [ExperimentResult(spec, _record_or_none(Path(results_root) / spec.name / "metrics.json"),
-                             _text_or_none(Path(results_root) / spec.name / "report.txt")) for spec in specs]
+    return [ExperimentResult(spec, *_record_or_problem(Path(results_root) / spec.name / "metrics.json"))
+            for spec in specs]
 
 
 def _text_or_none(path: Path) -> str | None:
@@ -144,22 +144,14 @@ def _text_or_none(path: Path) -> str | None:
         return None
 
 
-def _record_or_none(path: Path) -> dict | None:
-    """A stored result, or None (shown as not yet run) when it is unreadable: the main job reruns it."""
+def _record_or_problem(path: Path) -> tuple[dict | None, str | None, str | None]:
+    """(record, what it printed, problem): a stored result, or none (shown as not yet run, with the problem named)
+    when it is unreadable or edited by hand: the main job reruns it."""
     try:
-        return read_record(path)
-    except SpecError:
-        return None
-
-
-def read_record(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SpecError(f"{path}: unreadable stored result ({error}); rerun it with "
-                        f"`bash scripts/reproduce.sh --only {path.parent.name}`") from None
+        record = read_record(path)
+    except SpecError as error:
+        return None, None, str(error).split(": ", 1)[-1]
+    return record, _text_or_none(path.parent / "report.txt") if record else None, None
 
 
 def claim_verdict(results: list[ExperimentResult]) -> str:
@@ -215,6 +207,9 @@ def claim_row(claim: Claim, results: list[ExperimentResult], figure_anchors: dic
         for expectation in unchecked_expectations(result):
             lines.append((1, check_line(f"{expectation.describe()} on {expectation.dataset}",
                                         f"not checked (ran on {result.record['data']['name']})")))
+    for result in results:
+        if result.problem:
+            lines.append((0, f"{result.spec.name}: its metrics.json is not shown: {result.problem.split(';')[0]}"))
     lines.sort(key=lambda line: line[0])  # stable: file order within each rank
     shown = [line for number, (rank, line) in enumerate(lines) if rank < 2 or number < CHECKS_PER_CLAIM]
     if len(shown) < len(lines):
@@ -237,8 +232,10 @@ def experiment_blocks(result: ExperimentResult, figure_anchors: dict) -> list:
                          Link(f"experiments/{spec.name}.toml", f"../experiments/{spec.name}.toml"), "; code: ",
                          *_joined([Link(file, f"../{file}") for file in result.code()]), "."])]
     if record is None:
-        return blocks + [Paragraph(["Verdict: ", NOT_YET_RUN, ". Run it with ",
-                                    Code(f"bash scripts/reproduce.sh --only {spec.name}"), "."])]
+        why = f" (its stored metrics.json is not shown: {result.problem.split(';')[0]})" if result.problem else ""
+        return blocks + [Paragraph(["Verdict: ", NOT_YET_RUN, f"{why}. Run it with ",
+                                    Code(f"bash scripts/reproduce.sh --only {spec.name}"
+                                         + (" --force" if result.problem else "")), "."])]
     verdict = qualified_verdict(record["verdict"], [record])
     blocks.append(Paragraph([f"Verdict: {verdict}. Wall time {record.get('wall_time_s', '?')} s."]))
     rows = [(check["metric"], check["expected"], format_value(check["measured"]), _MARK[check["met"]], check["source"])

@@ -9,31 +9,24 @@ import time
 from pathlib import Path
 
 from backprop_suite.artifacts import counted, text_table
-from backprop_suite.datasets import current_sha256
+from backprop_suite.datasets import current_sha256, data_path_for
 from backprop_suite.errors import SpecError
 from backprop_suite.example_runner import run_worked_example
-from backprop_suite.experiment import EXPERIMENTS_DIR, ExperimentSpec, load_spec
+from backprop_suite.experiment import ExperimentSpec
 from backprop_suite.provenance import code_sha256
-from backprop_suite.report import read_record
 from backprop_suite.training import train_experiment
-from backprop_suite.verdict import qualified_verdict
+from backprop_suite.verdict import EditedRecordError, qualified_verdict, read_record
 
 UP_TO_DATE = "up to date"
 
 
 def run_experiment(spec, results_root: Path, data_path: str | None = None, force: bool = False) -> dict:
-    """Train a training spec (afresh if `force`) or run a worked example; its metrics.json record."""
+    """Train a training spec (afresh if `force`) or run a worked example; its metrics.json record.
+    `data_path` reaches only an experiment on DATA_PATH_DATASET."""
     if spec.kind == "training":  # an interrupted run that cannot resume is discarded, with a line saying so
-        return train_experiment(spec, results_root, data_path, restart=force, discard_unresumable=True)
+        return train_experiment(spec, results_root, data_path_for(spec.dataset, data_path), restart=force,
+                                discard_unresumable=True)
     return run_worked_example(spec, results_root)
-
-
-def select_specs(full: bool = False, only: list[str] | None = None) -> list[ExperimentSpec]:
-    """Exactly the experiments named in `only`; else every spec in experiments/ (full) or the quick ones."""
-    if only:
-        return [load_spec(name) for name in only]
-    specs = [load_spec(path) for path in sorted(EXPERIMENTS_DIR.glob("*.toml"))]
-    return specs if full else [spec for spec in specs if spec.profile == "quick"]
 
 
 @functools.cache
@@ -55,6 +48,8 @@ def out_of_date_reason(spec, results_root: Path, data_path: str | None = None) -
     out_dir = Path(results_root) / spec.name
     try:
         record = read_record(out_dir / "metrics.json")
+    except EditedRecordError:
+        return "its metrics.json was edited by hand"
     except SpecError as error:
         return f"its stored result is unreadable ({str(error).split(': ', 1)[-1].split(';')[0]})"
     if record is None:
@@ -69,7 +64,7 @@ def out_of_date_reason(spec, results_root: Path, data_path: str | None = None) -
     if record.get("code_sha256") != code_sha256():
         return "the code changed"
     if spec.kind == "training":  # the data `spec.dataset` resolves to now (a new --data-path, a fallback ended)
-        now = _current_data_sha256(spec.dataset, data_path)
+        now = _current_data_sha256(spec.dataset, data_path_for(spec.dataset, data_path))
         if now != record["data"]["sha256"]:
             return f"its data changed ({spec.dataset} is now {now[:12]}…, was {record['data']['sha256'][:12]}…)"
         return None

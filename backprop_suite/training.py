@@ -12,11 +12,13 @@ from backprop_suite.checkpoint import EpochCheckpoint, ResumeStateError
 from backprop_suite.cli import RESULTS_DIR
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.errors import SpecError
-from backprop_suite.experiment import OPTIMIZERS, ExperimentSpec
+from backprop_suite.experiment import ExperimentSpec
 from backprop_suite.models import build_model
 from backprop_suite.provenance import environment
 from backprop_suite.reference import global_dtype_policy
-from backprop_suite.verdict import evaluate_expectations, spec_header
+from backprop_suite.verdict import evaluate_expectations, sealed, spec_header
+
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 
 
 def build_compiled_model(spec: ExperimentSpec) -> keras.Model:
@@ -73,7 +75,8 @@ def train_experiment(spec: ExperimentSpec, results_root: Path = RESULTS_DIR, dat
     worker = distribute.worker_index(strategy)
     out_dir = Path(results_root) / spec.name
     artifacts.require_writable_folder(out_dir, "--results-dir")
-    with artifacts.sole_writer(out_dir, ".lock" if worker == 0 else f".lock-worker{worker}"):
+    lock = ".lock" if worker == 0 else f".lock-worker{worker}"
+    with artifacts.result_folder(out_dir), artifacts.sole_writer(out_dir, lock):
         return _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, discard_unresumable,
                       tensorboard)
 
@@ -136,11 +139,16 @@ def _train(spec, out_dir, worker, strategy, data_path, restart, save_weights, di
     record["wall_time_s"] = round(checkpoint.seconds + time.perf_counter() - evaluation_start, 2)
     record["resumed_after_epoch"] = first_epoch or None
     record["strategy"] = {"name": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+    # Every file is written before anything is replaced: a full disk or a kill here leaves the old result and a
+    # run that resumes after its last epoch; the new result then replaces the old one whole.
+    staging = artifacts.begin_staging(out_dir) if worker == 0 else None
     if worker == 0:
-        write_results(out_dir, spec, model, checkpoint.rows, record)
+        record = write_results(staging, spec, model, checkpoint.rows, record)
     if save_weights:
         with artifacts.atomic_path(Path(save_weights.replace("{worker}", str(worker)))) as tmp:
             model.save_weights(str(tmp))
+    if worker == 0:
+        artifacts.publish(staging, out_dir)
     checkpoint.discard()
     print(f"[train] {spec.name}: test_accuracy {test_accuracy:.4f}, test_loss {test_loss:.4f}; "
           f"verdict: {record['verdict']}; "
@@ -161,14 +169,18 @@ def results_record(spec, dataset, n_fit, n_validation, rows, measured) -> dict:
     }
 
 
-def write_results(out_dir: Path, spec, model, rows, record) -> None:
+def write_results(out_dir: Path, spec, model, rows, record) -> dict:
+    """Every file of a finished run into `out_dir` (a staging folder: artifacts.publish swaps it in); the record
+    as written, sealed."""
     artifacts.write_history_csv(out_dir / "history.csv", rows)
     metrics, data = record["metrics"], record["data"]
     on_data = f"{data['name']}, {data['fit_samples']:,} training images"
     artifacts.plot_curves(rows, "accuracy", out_dir / "acc.png", f"{spec.name}: accuracy\n{on_data}",
                           metrics["test_accuracy"])
     artifacts.plot_curves(rows, "loss", out_dir / "loss.png", f"{spec.name}: loss\n{on_data}", metrics["test_loss"])
-    record["model_drawing"] = artifacts.draw_model(model, out_dir)
+    drawing = artifacts.draw_model(model, out_dir)
     with artifacts.atomic_path(out_dir / "spec.toml") as tmp:
         shutil.copyfile(spec.path, tmp)
+    record = sealed({**record, "model_drawing": drawing})
     artifacts.write_json(out_dir / "metrics.json", record)  # last: its presence marks a finished run
+    return record

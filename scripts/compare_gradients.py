@@ -4,35 +4,63 @@ float64 central differences, per weight tensor, plus a directional check over al
 --model takes a registry name (the suite's models; their reports are the reference results in results/),
 a PATH.keras saved with model.save, or package.module:function returning a built Keras model."""
 import argparse
+import hashlib
 from pathlib import Path
 
 from backprop_suite import cli
+from backprop_suite.artifacts import require_writable_folder
 from backprop_suite.cli import REGISTRY
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
 
+VARIED = ("dtype", "batch_size", "fd_entries", "directions", "seed", "training", "loss", "imports")
 
-def validate(args, backend: str) -> Path:
+
+def validate(args, backend: str, defaults: dict) -> Path:
     """Every argument checked before anything is computed or written; returns where the report goes. A registry
-    model's report goes to results/<model>/ on TensorFlow (the reference), results/<model>+backend=<name>/ else."""
+    model's report with every default, on TensorFlow, is the reference (results/<model>/); any variation goes to a
+    folder named after what differs, results/<model>+dtype=float32+seed=7/, so it never replaces the reference."""
     model = args.model
     if model not in REGISTRY and not model.endswith(".keras") and ":" not in model:
         raise SuiteError(f"--model {model!r}: give a registry name ({', '.join(REGISTRY)}), a PATH.keras file "
                          "or package.module:function")
-    if model.endswith(".keras") and not Path(model).is_file():
-        raise SuiteError(f"--model {model}: file not found")
+    if model.endswith(".keras"):
+        check_keras_file(Path(model))
     if args.data is not None and not args.data.is_file():
         raise SuiteError(f"--data {args.data}: file not found; save one with numpy.savez(path, x=inputs, y=targets)")
     if args.out is None and model not in REGISTRY:
         raise SuiteError(f"--model {model}: say where the report goes with --out DIR (a user's check never writes "
                          "into the suite's results/)")
-    default = model if backend == cli.DEFAULT_BACKEND else f"{model}+backend={backend}"
-    out = args.out if args.out is not None else args.results_dir / default
+    out = args.out if args.out is not None else args.results_dir / variation_name(args, backend, defaults)
     for folder in (out, *out.parents):
         if folder.exists():
             if not folder.is_dir():
                 raise SuiteError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
             break
+    require_writable_folder(out, "--out")
     return out
+
+
+def variation_name(args, backend: str, defaults: dict) -> str:
+    """<model>, or <model>+<what differs from the reference check>: dtype, batch size, seed, data (by its file's
+    SHA-256), backend..."""
+    changes = [f"{key}={'+'.join(value) if isinstance(value, list) else value}" for key in VARIED
+               if (value := getattr(args, key)) != defaults[key]]
+    if args.data is not None:
+        changes.append(f"data={hashlib.sha256(args.data.read_bytes()).hexdigest()[:12]}")
+    if backend != cli.DEFAULT_BACKEND:
+        changes.append(f"backend={backend}")
+    return "+".join([args.model, *changes])
+
+
+def check_keras_file(path: Path) -> None:
+    """A .keras file is a zip archive (model.save writes one): anything else is named here, not by Keras."""
+    if not path.is_file():
+        raise SuiteError(f"--model {path}: file not found")
+    with open(path, "rb") as stream:
+        start = stream.read(4)
+    if start != b"PK\x03\x04":
+        raise SuiteError(f"--model {path}: not a Keras .keras archive (it starts with {start!r}, not a zip header); "
+                         "save the model with model.save('name.keras')")
 
 
 def main(argv=None) -> int:
@@ -60,13 +88,13 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR, help="default: %(default)s")
     cli.add_backend_argument(parser)
     args = parser.parse_args(argv)
-    return run(args)
+    return run(args, {key: parser.get_default(key) for key in VARIED})
 
 
 @exit_cleanly_on_suite_error
-def run(args) -> int:
+def run(args, defaults: dict) -> int:
     backend = cli.select_backend(args.backend)
-    out = validate(args, backend)
+    out = validate(args, backend, defaults)
     cli.load_tensorflow_quietly()
     from backprop_suite.compare_gradients import compare_gradients
 

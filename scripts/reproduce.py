@@ -7,6 +7,7 @@ from pathlib import Path
 from backprop_suite import cli
 from backprop_suite.artifacts import require_writable_folder
 from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from backprop_suite.experiment import select_specs
 
 
 @exit_cleanly_on_suite_error
@@ -19,19 +20,22 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="rerun the selected experiments from scratch, up to date or not (an interrupted run of "
                              "one is discarded)")
-    parser.add_argument("--data-path", help="full MNIST as a Keras .npz or IDX folder, for experiments on `mnist`")
+    parser.add_argument("--data-path", help="full MNIST as a Keras .npz or IDX folder: used by the experiments on "
+                                             "`mnist` (with --full, or --only one of them), by no other")
     parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR, help="default: %(default)s")
     args = parser.parse_args(argv)
     require_writable_folder(args.results_dir, "--results-dir")
+    select_specs(args.full, args.only, args.data_path, registries=False)  # a spec's typo: before TensorFlow loads
     if cli.select_backend(None) != cli.DEFAULT_BACKEND:
         raise SuiteError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}: the reference results are made on TensorFlow "
                          "(the cross-backend experiment runs the other backends itself); unset KERAS_BACKEND, or train "
                          "one experiment on another backend with scripts/train.py NAME --backend NAME")
     cli.load_tensorflow_quietly()
     from backprop_suite.report import write_report
-    from backprop_suite.reproduce import run_experiments, select_specs, summary_table
+    from backprop_suite.reproduce import run_experiments, summary_table
 
-    records = run_experiments(select_specs(args.full, args.only), args.results_dir, args.data_path, args.force)
+    records = run_experiments(select_specs(args.full, args.only, args.data_path), args.results_dir, args.data_path,
+                              args.force)
     markdown, page = write_report(args.results_dir)
     print(f"\n{summary_table(records)}\n\nReport: {markdown} and {page} (one file, plots embedded). "
           f"Per experiment: {args.results_dir}/<experiment>/ (metrics.json, history.csv, acc.png, loss.png, ...)")

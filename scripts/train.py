@@ -9,8 +9,10 @@ import os
 import sys
 
 from backprop_suite import cli
-from backprop_suite.datasets import DATASET_NAMES
+from backprop_suite.artifacts import require_writable_file, require_writable_folder
+from backprop_suite.datasets import DATA_PATH_DATASET, DATASET_NAMES
 from backprop_suite.errors import SpecError, exit_cleanly_on_suite_error
+from backprop_suite.experiment import load_spec, with_overrides
 
 
 def parse_args(argv):
@@ -24,7 +26,8 @@ def parse_args(argv):
                         help="instead of the spec's: mixed_bfloat16 computes in bfloat16 with float32 weights "
                              "(about 1.7× faster on CPUs with AVX512-BF16 or AMX)")
     parser.add_argument("--data-path",
-                        help="a Keras .npz or a folder with the four IDX files (overrides every other source)")
+                        help="full MNIST as a Keras .npz or a folder with the four IDX files, for a spec on `mnist` "
+                             "(or with --dataset mnist); it overrides every other source")
     parser.add_argument("--results-dir", default=cli.RESULTS_DIR,
                         help="where results/<experiment>/ goes (default: %(default)s)")
     parser.add_argument("--restart", action="store_true", help="discard an interrupted run instead of resuming it")
@@ -57,21 +60,33 @@ def main(argv=None) -> int:
                         "drop --tensorboard, or train with --strategy default or mirrored")
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise SpecError("--tensorboard: the tensorboard package is not installed; pip install tensorboard==2.21.0")
+    if args.tensorboard:
+        require_writable_folder(args.tensorboard, "--tensorboard")
+    if args.save_weights:
+        require_writable_file(args.save_weights.replace("{worker}", "0"), "--save-weights")
+    spec = load_spec(args.experiment, registries=False)  # a typo in the spec: said before TensorFlow loads
+    if spec.kind != "training":
+        raise SpecError(f"{spec.path} is a worked example, not a training run: "
+                        f"run it with `python scripts/reproduce.py --only {spec.name}`")
+    dataset = args.dataset or spec.dataset
+    if args.data_path is not None and dataset != DATA_PATH_DATASET:
+        raise SpecError(f"--data-path {args.data_path}: it gives full MNIST, and {spec.name} trains on {dataset}; "
+                        f"add --dataset {DATA_PATH_DATASET} to train it on that file (a variation, in its own folder)"
+                        + (", or drop --data-path: fashion-mnist is read from $KERAS_HOME/datasets/fashion-mnist or "
+                           "Debian's /usr/share/datasets/fashion-mnist" if dataset == "fashion-mnist" else ""))
     backend = cli.select_backend(args.backend)
+    with_overrides(spec, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                   learning_rate=args.learning_rate, precision=args.precision, backend=backend)  # refused now if bad
     if backend != "tensorflow" and args.strategy != "default":
         raise SpecError(f"--strategy {args.strategy}: tf.distribute needs the tensorflow backend; drop --strategy "
                         f"to train on {backend} with one device")
     cli.load_tensorflow_quietly()
     from backprop_suite import distribute
-    from backprop_suite.experiment import load_spec, with_overrides
     from backprop_suite.training import train_experiment
 
-    spec = load_spec(args.experiment)
-    if spec.kind != "training":
-        raise SpecError(f"{spec.path} is a worked example, not a training run: "
-                        f"run it with `python scripts/reproduce.py --only {spec.name}`")
-    spec = with_overrides(spec, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, precision=args.precision, backend=backend)
+    spec = with_overrides(load_spec(args.experiment), dataset=args.dataset, epochs=args.epochs,
+                          batch_size=args.batch_size, learning_rate=args.learning_rate, precision=args.precision,
+                          backend=backend)
     if args.strategy == "mirrored" and not distribute.has_gpus():
         distribute.split_cpu(args.cpu_devices)  # before TensorFlow's runtime starts
     if args.strategy == "multiworker" and distribute.CHILD_ENV not in os.environ:

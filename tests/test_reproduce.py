@@ -3,8 +3,10 @@ import json
 
 import pytest
 
-from backprop_suite.experiment import load_spec
-from backprop_suite.reproduce import UP_TO_DATE, out_of_date_reason, run_experiments, select_specs
+from backprop_suite import experiment as experiment_module
+from backprop_suite.experiment import load_spec, select_specs
+from backprop_suite.reproduce import UP_TO_DATE, out_of_date_reason, run_experiments
+from backprop_suite.verdict import sealed
 
 EXPERIMENT = "c000_1_net_222_identity"  # 0.1 s, no data
 
@@ -16,9 +18,10 @@ def stored(tmp_path):
 
 
 def _edit_record(path, **changes):
+    """As if another run (other code, other data) had written the record: changed, and sealed as a run seals it."""
     record = json.loads(path.read_text())
     record.update(changes)
-    path.write_text(json.dumps(record))
+    path.write_text(json.dumps(sealed(record)))
 
 
 def test_second_run_skips_an_up_to_date_experiment_and_says_so(stored, capsys):
@@ -35,10 +38,13 @@ def test_force_reruns_an_up_to_date_experiment(stored):
     assert run_experiments([load_spec(EXPERIMENT)], results, force=True)[0]["status"] == "ran"
 
 
-def test_changed_spec_makes_the_result_out_of_date(stored, tmp_path_factory):
+def test_changed_spec_makes_the_result_out_of_date(stored, tmp_path_factory, monkeypatch):
     results, _ = stored
-    edited = tmp_path_factory.mktemp("specs") / f"{EXPERIMENT}.toml"
+    experiments = tmp_path_factory.mktemp("experiments")  # the experiments folder, its spec edited
+    edited = experiments / f"{EXPERIMENT}.toml"
     edited.write_text(load_spec(EXPERIMENT).path.read_text() + "\n# an edit\n")
+    monkeypatch.setattr(experiment_module, "EXPERIMENTS_DIR", experiments)
+    assert load_spec(EXPERIMENT).path == edited
     assert out_of_date_reason(load_spec(edited), results) == f"experiments/{EXPERIMENT}.toml changed"
     assert run_experiments([load_spec(edited)], results)[0]["status"] == "ran"
 
