@@ -26,6 +26,13 @@ BACKEND = keras.backend.backend()
 BACKENDS = ("tensorflow", "jax", "torch")
 REVERSE_MODE = {"tensorflow": "tf.GradientTape", "jax": "jax.value_and_grad", "torch": "torch.autograd.grad"}
 FORWARD_MODE = {"tensorflow": "tf.autodiff.ForwardAccumulator", "jax": "jax.jvp", "torch": "torch.func.jvp"}
+# Where the backend's own gradient is not the derivative of the loss Keras computes. TensorFlow: Keras computes a
+# categorical cross-entropy on a softmax from its logits with tf.nn.softmax_cross_entropy_with_logits, whose registered
+# gradient is softmax − t, the derivative only for targets that sum to 1 per row (the derivative is softmax·Σt − t).
+NOT_THE_DERIVATIVE = {
+    "tensorflow": {"categorical_crossentropy": "targets that do not sum to 1 per row"},
+    "jax": {}, "torch": {},
+}
 
 
 def enable_float64():

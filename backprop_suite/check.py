@@ -21,11 +21,13 @@ from backprop_suite.gradient_report import GradientReport
 from backprop_suite.keras_graph import io_names, layer_graph
 from backprop_suite.provenance import environment
 from backprop_suite.reference import (
+    NO_OUTPUT_LOSS,
     as_list,
     checked_in,
     in_model_order,
     masks_need_a_graph,
     parts_below_float64,
+    penalty_terms,
     reference_outputs,
     resolve_losses,
     takes_dropout_mask,
@@ -54,6 +56,9 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     # compiled loss from its config, which loses options (Huber(delta=0.5) comes back with delta=1).
     loss = resolve_losses(model, loss)
     _validate_fit(model, x, y, loss)
+    if all(fn is NO_OUTPUT_LOSS for fn in loss) and not penalty_terms(model, x, training, dropout_masks):
+        raise SuiteError(f"{model.name} is compiled without a loss and adds none (add_loss, regularizers): there is "
+                         "no loss to differentiate; pass loss=... (--loss NAME), or compile it with one")
     model64 = checked_in(model, "float64")
     computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for both checks
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
@@ -71,7 +76,26 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         "dropout_masks": three_way["dropout_masks"], "tolerances": TOLERANCES, "seed": seed,
         "three_way": three_way, "directional": directional, "environment": environment(),
         "below_float64": parts_below_float64(model) if dtype == "float64" else [],
+        "autodiff_not_the_derivative": autodiff_not_the_derivative(y, loss),
         "passed": three_way["passed"] and directional["passed"]})
+
+
+def autodiff_not_the_derivative(y, losses) -> list[str]:
+    """Where this backend's autodiff is known not to be the loss's derivative at these targets (a true finding about
+    the tape, not the model: autodiff.NOT_THE_DERIVATIVE), one line each."""
+    found = []
+    for k, (targets, fn) in enumerate(zip(as_list(y), losses, strict=True)):
+        when = autodiff.NOT_THE_DERIVATIVE[autodiff.BACKEND].get(fn.name)
+        if when and fn.name == "categorical_crossentropy":
+            sums = np.sum(np.asarray(targets, dtype=np.float64), axis=-1)
+            if np.abs(sums - 1).max() > 1e-6:
+                found.append(f"output {k}: the targets of a categorical cross-entropy do not sum to 1 (rows sum to "
+                             f"{sums.min():.3g} to {sums.max():.3g}): {autodiff.REVERSE_MODE[autodiff.BACKEND]}'s "
+                             "gradient is then not the loss's derivative (its softmax cross-entropy gradient is "
+                             "softmax − t, the derivative softmax·Σt − t), so it disagrees with the manual formula "
+                             "and finite differences; normalise the targets, or give multi-hot labels a binary "
+                             "cross-entropy on sigmoid outputs")
+    return found
 
 
 def assert_gradients(model, x, y, **options) -> GradientReport:

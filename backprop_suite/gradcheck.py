@@ -287,7 +287,7 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
                 comparisons.append(fd.compare(name, f"{method}_vs_finite_differences", indices, picked, rtol, atol))
     return {"dtype": dtype, "training": training, "dropout_masks": sorted(dropout_masks or {}),
             "losses": [f.name if f.weight == 1 else f"{f.weight:g}·{f.name}" for f in problem64.losses],
-            "penalties": penalty_terms(model),
+            "penalties": penalty_terms(problem64.model, problem64.x, training, dropout_masks),
             "manual": {"available": twin is not None, "missing": missing},
             "manual_loss": manual_loss, "tape_loss": tape_loss,
             "passed": all(c.passed for c in comparisons), "comparisons": [asdict(c) for c in comparisons]}

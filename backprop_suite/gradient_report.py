@@ -62,6 +62,7 @@ class GradientReport:
                  f"({worst['worst_over_tolerance']:.3g}× the tolerance)"]
         lines += [f"  also: {c['tensor']} {c['methods']} ({c['worst_over_tolerance']:.3g}× the tolerance)"
                   for c in failed[1:6]]
+        lines += [f"  why: {finding}" for finding in self.data.get("autodiff_not_the_derivative", [])]
         return "\n".join(lines)
 
 
@@ -124,6 +125,8 @@ def format_table(report: dict) -> str:
                      f"{'; '.join(report['below_float64'])}. Their rounding (~1e-7) can fail float64 tolerances by "
                      "itself: check the model on TensorFlow or PyTorch (same weights and formulas), or with the "
                      "attention's dropout above 0 (Keras then computes the softmax itself).")
+    for finding in report.get("autodiff_not_the_derivative", []):
+        lines.append(f"tape: {finding}.")
     lines.append(f"verdict: {'PASS' if report['passed'] else 'FAIL'}")
     return "\n".join(lines)
 

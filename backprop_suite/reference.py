@@ -7,6 +7,7 @@ moving statistics and dropout's seed state are read, and any update is discarded
 may replace any trainable variable's value. Parameters are named "<layer>/<weight>" (e.g.
 "conv1/kernel"); a model whose weights cannot be named that way uniquely uses Keras's variable paths.
 """
+import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass, field
@@ -31,9 +32,9 @@ def parameters(model: keras.Model) -> dict[str, keras.Variable]:
     return dict(zip(names, named.values(), strict=True)) if names else named
 
 
-BUILD_IT_YOURSELF = ("build the model in {dtype} yourself (keras.config.set_dtype_policy('{dtype}') before "
-                     "building, and Inputs of dtype '{dtype}') and check that one: a model already in {dtype} is "
-                     "checked as it is")
+BUILD_IT_YOURSELF = ("build the model in {dtype} yourself (keras.config.set_floatx('{dtype}') and "
+                     "keras.config.set_dtype_policy('{dtype}') before building, and Inputs of dtype '{dtype}') and "
+                     "check that one: a model already in {dtype} is checked as it is")
 
 
 def computes_in(model: keras.Model, dtype: str) -> bool:
@@ -84,10 +85,11 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
                 inputs = [keras.Input(batch_shape=t.shape, dtype=_in_dtype(t.dtype, dtype), name=t.name)
                           for t in model.inputs]
                 structure = getattr(model, "_inputs_struct", None)  # a model built on a dict of inputs: from a dict
-                copy = keras.models.clone_model(
-                    model, clone_function=functools.partial(_layer_in_dtype, dtype=dtype),
-                    input_tensors=keras.tree.pack_sequence_as(structure, inputs) if isinstance(structure, dict) else
-                    inputs if len(inputs) > 1 else inputs[0])
+                with _as_if_uncompiled(model):
+                    copy = keras.models.clone_model(
+                        model, clone_function=functools.partial(_layer_in_dtype, dtype=dtype),
+                        input_tensors=keras.tree.pack_sequence_as(structure, inputs) if isinstance(structure, dict)
+                        else inputs if len(inputs) > 1 else inputs[0])
             else:
                 copy = model.__class__.from_config(model.get_config())
                 shapes = list(model._build_shapes_dict.values())  # a subclassed model: built by a call
@@ -111,6 +113,19 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
             layer.finalize_state()  # its mean and variance from its variables here, else keeps its build's 0 and 1
     copy._names_of_the_copied_parameters = tuple(parameters(model))  # a tuple: Keras tracks no attribute of it
     return copy
+
+
+@contextlib.contextmanager
+def _as_if_uncompiled(model: keras.Model):
+    """clone_model compiles a compiled model's copy from its compile config, which cannot rebuild a plain Python loss
+    function (keras-io's siamese network): the copy needs no compilation (a check resolves the losses from the model
+    itself, resolve_losses), so the model reads as uncompiled while it is cloned."""
+    compiled = getattr(model, "compiled", False)
+    model.compiled = False
+    try:
+        yield
+    finally:
+        model.compiled = compiled
 
 
 def _in_dtype(tensor_dtype, dtype: str) -> str:
@@ -156,7 +171,8 @@ def _is_float_policy(value) -> bool:
 
 
 class global_dtype_policy:  # noqa: N801  (used as `with global_dtype_policy(...)`)
-    """Keras's global dtype policy set to `dtype` while the block builds layers, restored after."""
+    """Keras's global dtype policy set to `dtype` while the block builds layers, restored after; for a float dtype,
+    floatx too (the dtype of keras.random draws and of constants that layers make without naming one)."""
 
     def __init__(self, dtype):
         self.dtype = dtype
@@ -166,9 +182,27 @@ class global_dtype_policy:  # noqa: N801  (used as `with global_dtype_policy(...
             autodiff.enable_float64()
         self.previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.dtype)
+        self.floatx = floatx(self.dtype)
+        self.floatx.__enter__()
 
     def __exit__(self, *exc):
+        self.floatx.__exit__(*exc)
         keras.config.set_dtype_policy(self.previous)
+
+
+FLOATX = ("float16", "bfloat16", "float32", "float64")  # what keras.config.set_floatx takes
+
+
+@contextlib.contextmanager
+def floatx(dtype: str):
+    """keras.config.floatx() set to `dtype` (a float dtype; else left as it is) within the block."""
+    previous = keras.config.floatx()
+    if dtype in FLOATX:
+        keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
 
 
 # --- losses ---------------------------------------------------------------------------------------
@@ -199,6 +233,9 @@ class Loss:
 
 
 DEFAULT_LOSS = {"softmax": "categorical_crossentropy", "sigmoid": "binary_crossentropy"}  # else half_squared_error
+# A model compiled without a loss (its loss is its layers' add_loss, keras-io's VAE): no term per output. 0·Σy keeps
+# the output in the graph, with a zero gradient.
+NO_OUTPUT_LOSS = Loss("no_output_loss", lambda t, y: 0.0 * ops.sum(y, axis=-1))
 
 
 def as_loss(loss) -> Loss:
@@ -245,6 +282,8 @@ def resolve_losses(model: keras.Model, loss=None) -> list[Loss]:
     loss_weights, else the one paired with each output's activation (softmax: categorical cross-entropy,
     sigmoid: binary cross-entropy, otherwise ½ squared error)."""
     count = len(model.outputs) if getattr(model, "_nodes_by_depth", None) is not None else 1
+    if loss is None and getattr(model, "compiled", False) and getattr(model, "loss", None) is None:
+        return [NO_OUTPUT_LOSS] * count  # compiled without a loss: fit minimises model.losses (add_loss) alone
     compiled = loss is None and getattr(model, "loss", None) is not None
     loss = getattr(model, "loss", None) if compiled else loss
     loss = in_model_order(model, loss, "outputs", "loss")
@@ -319,15 +358,18 @@ def reference_outputs(model, x, training=False, dropout_masks=None, values=None,
     return _forward(model, x, training, dropout_masks, values, graph)[0]
 
 
-def _forward(model, x, training, dropout_masks, values, graph=None) -> tuple[list, list]:
+def _forward(model, x, training, dropout_masks, values, graph=None, adders=None) -> tuple[list, list]:
     """The outputs and the model's penalties (model.losses, as Keras's fit adds them to the loss): each trainable
     weight's regularizer at its value here, and every loss the layers add while called (activity regularizers,
-    already divided by the batch size, and a user's add_loss)."""
+    already divided by the batch size, and a user's add_loss). `adders`, a list: the names of the layers whose
+    own add_loss added a loss are appended to it."""
     named = parameters(model)
     mapping = [(named[name], value) for name, value in (values or {}).items()]
     graph = graph or layer_graph(model)
     added = {}  # id -> loss: kept as each layer adds it, since Keras clears a layer's losses when called anew
-    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+    # floatx as the model computes: a layer that draws keras.random.normal(shape) without a dtype (keras-io's VAE
+    # Sampling) draws in floatx, and a float32 draw in a float64 copy would fail or round.
+    with floatx(model.compute_dtype), keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
 
         def collect_added():
             added.update((id(loss), loss) for loss in scope.losses)
@@ -344,12 +386,18 @@ def _forward(model, x, training, dropout_masks, values, graph=None) -> tuple[lis
                     return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
                 if getattr(layer, "_call_has_training_arg", False):
                     kwargs = {**kwargs, "training": training}
+                before = len(added)
                 result = layer(*args, **kwargs)
                 collect_added()
+                if adders is not None and len(added) > before and getattr(layer, "activity_regularizer", None) is None:
+                    adders.append(layer.name)
                 return result
 
             outputs = run_graph(graph, as_list(x), call_node)
+        before = len(added)
         collect_added()
+        if adders is not None and graph is None and len(added) > before:
+            adders.append(model.name)
         penalties = [_weight_penalty(model, name, v) for name, v in named.items() if v.regularizer is not None]
     return outputs, [ops.sum(loss) for loss in added.values()] + penalties
 
@@ -365,15 +413,18 @@ def _weight_penalty(model, name: str, variable):
                          "weight's dtype (ops.cast(factor, x.dtype))") from None
 
 
-def penalty_terms(model) -> list[str]:
-    """The regularizers in model.losses, named: "<weight path> <Regularizer>" and "<layer> activity <Regularizer>"
-    (a layer's own add_loss is added to the checked loss too, unnamed)."""
+def penalty_terms(model, x=None, training=False, dropout_masks=None) -> list[str]:
+    """The terms of model.losses, named: "<weight path> <Regularizer>", "<layer> activity <Regularizer>" and, given
+    the batch x (a forward finds them), "<layer> add_loss" for a layer's own add_loss."""
     weights = [f"{name} {type(v.regularizer).__name__}" for name, v in parameters(model).items()
                if v.regularizer is not None]
     activities = [f"{layer.name} activity {type(layer.activity_regularizer).__name__}"
                   for layer in model._flatten_layers(include_self=True)
                   if getattr(layer, "activity_regularizer", None) is not None]
-    return weights + activities
+    adders = []
+    if x is not None:
+        _forward(model, x, training, dropout_masks, None, adders=adders)
+    return weights + activities + [f"{name} add_loss" for name in dict.fromkeys(adders)]
 
 
 def reference_loss(model, x, t, dropout_masks=None, loss=None, training=False, values=None, losses=None):

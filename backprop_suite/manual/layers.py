@@ -275,45 +275,67 @@ class ZeroPadding2D:
         return dout[:, self.top:self.top + self.h, self.left:self.left + self.w, :]
 
 
-class Add:
-    """y = Σ_i x_i: each input receives dout whole (and a tensor used twice sums its two gradients)."""
+def summed_to_shape(grad, shape):
+    """The gradient of an input of `shape` that the merge broadcast to grad's shape (a squeeze-and-excite's (N, 1, 1, C)
+    gates times an (N, H, W, C) map): summed over the axes it was repeated along, so it has the input's shape."""
+    extra = len(grad.shape) - len(shape)
+    if extra:
+        grad = ops.sum(grad, axis=tuple(range(extra)))
+    axes = tuple(axis for axis, size in enumerate(shape) if size == 1 and grad.shape[axis] != 1)
+    return ops.sum(grad, axis=axes, keepdims=True) if axes else grad
+
+
+class _Merge:
+    """A merge of inputs that Keras broadcasts to one shape: `_forward` and `_backward` on the broadcast shape, each
+    input's gradient then summed back to its own shape (summed_to_shape)."""
 
     def forward(self, xs):
+        self.shapes = [x.shape for x in xs]
+        return self._forward(xs)
+
+    def backward(self, dout):
+        return [summed_to_shape(g, shape) for g, shape in zip(self._backward(dout), self.shapes, strict=True)]
+
+
+class Add(_Merge):
+    """y = Σ_i x_i: each input receives dout whole (and a tensor used twice sums its two gradients)."""
+
+    def _forward(self, xs):
         self.count = len(xs)
         y = xs[0]
         for x in xs[1:]:
             y = y + x
         return y
 
-    def backward(self, dout):
+    def _backward(self, dout):
         return [dout] * self.count
 
 
-class Subtract:
+class Subtract(_Merge):
     """y = x_1 − x_2: dout to the first input, −dout to the second."""
 
-    def forward(self, xs):
+    def _forward(self, xs):
         return xs[0] - xs[1]
 
-    def backward(self, dout):
+    def _backward(self, dout):
         return [dout, -dout]
 
 
-class Average:
+class Average(_Merge):
     """y = Σ_i x_i / n: each input receives dout/n."""
 
-    def forward(self, xs):
+    def _forward(self, xs):
         self.count = len(xs)
         return Add().forward(xs) / self.count
 
-    def backward(self, dout):
+    def _backward(self, dout):
         return [dout / self.count] * self.count
 
 
-class Multiply:
+class Multiply(_Merge):
     """y = Π_i x_i: input i receives dout·Π_{j≠i} x_j (the product of the others, not y/x_i, which fails at 0)."""
 
-    def forward(self, xs):
+    def _forward(self, xs):
         self.xs = xs
         return self._product(xs)
 
@@ -324,7 +346,7 @@ class Multiply:
             y = y * x
         return y
 
-    def backward(self, dout):
+    def _backward(self, dout):
         return [dout * self._product(self.xs[:i] + self.xs[i + 1:]) for i in range(len(self.xs))]
 
 
@@ -334,20 +356,20 @@ class Multiply:
 FIRST_INPUTS_SHARE_OF_A_TIE = {"tensorflow": 1.0, "jax": 0.5, "torch": 0.5}
 
 
-class Maximum:
+class Maximum(_Merge):
     """y = max(x_1, x_2, ...), taken pairwise left to right as Keras does: each pair's gradient goes to the input that
     won it (a tie shared as the backend shares it)."""
     pick = staticmethod(ops.maximum)
     wins = staticmethod(ops.greater)
 
-    def forward(self, xs):
+    def _forward(self, xs):
         self.pairs, y = [], xs[0]
         for x in xs[1:]:
             self.pairs.append((y, x))
             y = self.pick(y, x)
         return y
 
-    def backward(self, dout):
+    def _backward(self, dout):
         tie = FIRST_INPUTS_SHARE_OF_A_TIE[keras.backend.backend()]
         grads = []
         for left, right in reversed(self.pairs):  # the last pair first: its left side is the running result

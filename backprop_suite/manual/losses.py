@@ -25,7 +25,9 @@ class SoftmaxCrossEntropy:
         return -ops.sum(t * log_y) / self.n
 
     def backward(self):
-        return (self.y - self.t) / self.n  # δ = (y − t)/N  (C004-3, C002-4; uses Σ_k t_k = 1)
+        # ∂L/∂u_k = (y_k Σ_j t_j − t_k)/N: δ = (y − t)/N for targets that sum to 1 per row (C004-3, C002-4); a row of
+        # multi-hot targets (keras-io's functional-API guide) sums to more, and the loss still has this derivative.
+        return (self.y * ops.sum(self.t, axis=-1, keepdims=True) - self.t) / self.n
 
 
 class SparseSoftmaxCrossEntropy(SoftmaxCrossEntropy):
@@ -75,6 +77,18 @@ class MeanSquaredError:
         return 2 * (self.y - self.t) / self.count
 
 
+class NoOutputLoss:
+    """No loss on the output (a model compiled without one, whose loss is its layers' add_loss): L = 0, δ = 0."""
+    fuses = None
+
+    def forward(self, y, t):
+        self.y = y
+        return ops.zeros((), dtype=y.dtype)
+
+    def backward(self):
+        return ops.zeros_like(self.y)
+
+
 # Keras loss function name -> the manual loss. Keys are what backprop_suite.reference.Loss.name holds.
 MANUAL_LOSSES = {
     "categorical_crossentropy": SoftmaxCrossEntropy,
@@ -82,6 +96,7 @@ MANUAL_LOSSES = {
     "binary_crossentropy": SigmoidBinaryCrossEntropy,
     "mean_squared_error": MeanSquaredError,
     "half_squared_error": HalfSquaredError,
+    "no_output_loss": NoOutputLoss,
 }
 # Options a manual loss reproduces; any other value (label smoothing, another axis, ...) has no manual formula here.
 SUPPORTED_LOSS_OPTIONS = {"from_logits": (False, True), "label_smoothing": (0, 0.0), "axis": (-1,),

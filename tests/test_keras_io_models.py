@@ -1,0 +1,149 @@
+"""Models as keras-io writes them, checked without a false alarm, a crash or a needless refusal: a loss compiled as a
+plain Python function, a layer's add_loss as the only loss, a layer drawing noise in floatx, multi-hot targets under
+a categorical cross-entropy, and a squeeze-and-excite block whose Multiply broadcasts (N, 1, 1, C) gates over a map.
+Each is judged by finite differences of Keras's own forward, which no formula here computes."""
+import keras
+import numpy as np
+import pytest
+from keras import layers, ops
+
+from backprop_suite import autodiff, check_gradients
+from backprop_suite.manual.layers import Add, Maximum, Multiply, Subtract
+
+pytestmark = pytest.mark.any_backend
+
+
+def generic_biases(model, rng):
+    """Biases off Keras's zeros, so that no ReLU input sits on its kink for a whole channel."""
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
+    return model
+
+
+def contrastive_loss(y_true, y_pred):
+    """keras-io's siamese example compiles a plain function like this one: Keras cannot rebuild it from a config."""
+    margin = 1.0
+    return ops.mean((1 - y_true) * ops.square(y_pred) + y_true * ops.square(ops.maximum(margin - y_pred, 0)), axis=-1)
+
+
+def test_a_model_compiled_with_a_plain_python_loss_is_checked_with_that_loss():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(1)(layers.Dense(3, activation="tanh")(inputs)))
+    model.compile(optimizer="sgd", loss=contrastive_loss)
+    x, y = rng.standard_normal((6, 4)), rng.integers(0, 2, (6, 1)).astype("float64")
+    report = check_gradients(model, x, y)
+    assert report.passed and report.data["three_way"]["losses"] == ["contrastive_loss"]
+    assert report.data["three_way"]["tape_loss"] == pytest.approx(
+        float(model.compute_loss(x=x.astype("float32"), y=y.astype("float32"), y_pred=model(x.astype("float32")))),
+        rel=1e-5)
+
+
+class Penalised(layers.Layer):
+    """A layer whose add_loss is the model's only loss (keras-io's VAE adds its KL term this way)."""
+
+    def call(self, x):
+        self.add_loss(ops.mean(ops.square(x)))
+        return x
+
+
+def test_add_loss_alone_is_the_checked_loss_as_evaluate_computes_it_and_is_named():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, Penalised(name="kl")(layers.Dense(3)(inputs)))
+    model.compile(optimizer="sgd")
+    x, y = rng.standard_normal((4, 4)), rng.standard_normal((4, 3))
+    report = check_gradients(model, x, y)
+    evaluated = model.evaluate(x.astype("float32"), y.astype("float32"), verbose=0)
+    assert report.passed and report.data["three_way"]["tape_loss"] == pytest.approx(evaluated, rel=1e-5)
+    assert "kl add_loss" in str(report) and report.data["three_way"]["losses"] == ["no_output_loss"]
+
+
+def test_a_model_compiled_without_any_loss_is_refused_not_checked_at_zero():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(3)(inputs))
+    model.compile(optimizer="sgd")
+    with pytest.raises(Exception, match="no loss to differentiate"):
+        check_gradients(model, np.ones((2, 4)), np.ones((2, 3)))
+
+
+class Sampling(layers.Layer):
+    """keras-io's VAE: z = μ + exp(½ log σ²)·ε, ε drawn by keras.random.normal in floatx."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        epsilon = keras.random.normal(shape=ops.shape(z_mean), seed=self.seed_generator)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+
+def test_a_layer_drawing_noise_in_floatx_is_copied_to_float64_and_checked():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((4,))
+    z = Sampling()([layers.Dense(2)(inputs), layers.Dense(2)(inputs)])
+    model = keras.Model(inputs, layers.Dense(3)(z))
+    report = check_gradients(model, rng.standard_normal((4, 4)), rng.standard_normal((4, 3)))
+    assert report.passed and keras.config.floatx() == "float32"
+
+
+def test_multi_hot_targets_get_the_true_derivative_and_a_wrong_tape_is_named_as_such():
+    """δ = (softmax·Σt − t)/N for rows of targets summing to 2: the formula agrees with finite differences; on
+    TensorFlow the tape (softmax − t) does not, and the report says why; on JAX and PyTorch the tape agrees."""
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.Dense(5, activation="tanh")(inputs)))
+    targets = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype="float64")
+    report = check_gradients(generic_biases(model, rng), rng.standard_normal((4, 4)), targets)
+    by_pair = {(c["tensor"], c["methods"]): c["passed"] for c in report.data["three_way"]["comparisons"]}
+    assert all(passed for (_, methods), passed in by_pair.items() if methods == "manual_vs_finite_differences")
+    if autodiff.BACKEND == "tensorflow":
+        assert not report.passed and not any(p for (_, m), p in by_pair.items() if m == "tape_vs_finite_differences")
+        assert "do not sum to 1" in str(report) and "do not sum to 1" in report.failure_message()
+    else:
+        assert report.passed and "do not sum to 1" not in str(report)
+
+
+def test_one_hot_targets_name_no_fault_of_the_tape():
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(inputs))
+    report = check_gradients(generic_biases(model, rng), rng.standard_normal((4, 4)), np.eye(3)[[0, 1, 2, 0]])
+    assert report.passed and not report.data["autodiff_not_the_derivative"]
+
+
+def squeeze_and_excite(merge=layers.Multiply):
+    """EfficientNet's block in small: a feature map scaled by per-channel gates from a 1×1 map."""
+    inputs = keras.Input((5, 5, 3))
+    features = layers.Conv2D(4, 3, padding="same", activation="swish")(inputs)
+    gates = layers.GlobalAveragePooling2D(keepdims=True)(features)
+    gates = layers.Conv2D(2, 1, activation="swish")(gates)
+    gates = layers.Conv2D(4, 1, activation="sigmoid")(gates)
+    scaled = merge()([features, gates])
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling2D()(scaled)))
+
+
+@pytest.mark.parametrize("merge", [layers.Multiply, layers.Add, layers.Subtract, layers.Maximum])
+def test_a_merge_that_broadcasts_a_squeeze_and_excite_gate_gets_the_full_check(merge):
+    rng = np.random.default_rng(2)
+    model = generic_biases(squeeze_and_excite(merge), rng)
+    report = check_gradients(model, rng.standard_normal((2, 5, 5, 3)), np.eye(3)[[0, 2]])
+    assert report.passed and report.data["three_way"]["manual"]["available"], str(report)
+
+
+@pytest.mark.parametrize("step", [Add, Subtract, Multiply, Maximum])
+def test_a_broadcast_inputs_gradient_is_summed_over_the_axes_it_was_repeated_along(step):
+    """By hand: with dout = 1 everywhere and a (1, 1, 2) input broadcast over a (2, 3, 2) one, Add sends each of the
+    small input's entries the 6 ones it was added to."""
+    big = ops.convert_to_tensor(np.arange(12.0).reshape(2, 3, 2))  # channel 0 holds 0, 2, ..., 10; channel 1 1, ..., 11
+    small = ops.convert_to_tensor(np.array([[[0.5, 20.0]]]))
+    merge = step()
+    merge.forward([big, small])
+    grads = merge.backward(ops.ones((2, 3, 2), dtype="float64"))
+    assert [tuple(g.shape) for g in grads] == [(2, 3, 2), (1, 1, 2)]
+    expected_small = {Add: [6.0, 6.0], Subtract: [-6.0, -6.0], Multiply: [30.0, 36.0],  # Σ of each big channel
+                      Maximum: [1.0, 6.0]}[step]  # 0.5 beats only channel 0's 0; 20 beats all 6 of channel 1
+    np.testing.assert_allclose(ops.convert_to_numpy(grads[1]).ravel(), expected_small)
