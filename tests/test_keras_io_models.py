@@ -147,3 +147,36 @@ def test_a_broadcast_inputs_gradient_is_summed_over_the_axes_it_was_repeated_alo
     expected_small = {Add: [6.0, 6.0], Subtract: [-6.0, -6.0], Multiply: [30.0, 36.0],  # Σ of each big channel
                       Maximum: [1.0, 6.0]}[step]  # 0.5 beats only channel 0's 0; 20 beats all 6 of channel 1
     np.testing.assert_allclose(ops.convert_to_numpy(grads[1]).ravel(), expected_small)
+
+
+def residual_written_with_operators():
+    """keras-io writes residuals and gates with Python operators on Keras tensors: `x + y`, `x * y`, `1 - x`,
+    `x * (1 / 6)` (MobileNetV3's hard sigmoid: a constant float32 cannot hold, so a formula that rounds it through
+    float32 fails by 3e-8); a Functional model records each as a keras.ops node, not a layer."""
+    inputs = keras.Input((5,))
+    hidden = layers.Dense(5, activation="tanh")(inputs)
+    gate = layers.Dense(5, activation="sigmoid")(inputs)
+    mixed = hidden * gate + (1 - gate) * inputs  # a highway layer
+    shifted = (mixed - hidden) * (1.0 / 6.0) + 3.0
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(shifted))
+
+
+def test_python_operators_on_keras_tensors_get_the_merge_formulas_with_or_without_a_constant():
+    rng = np.random.default_rng(3)
+    model = generic_biases(residual_written_with_operators(), rng)
+    report = check_gradients(model, rng.standard_normal((4, 5)), np.eye(3)[[0, 1, 2, 0]])
+    assert report.data["three_way"]["manual"]["available"], report.data["three_way"]["manual"]["missing"]
+    assert report.passed, str(report)
+
+
+def test_an_operation_without_a_formula_is_named_as_an_operation_and_many_alike_on_one_line():
+    inputs = keras.Input((4,))
+    branches = [ops.sqrt(ops.abs(layers.Dense(4, name=f"branch{k}")(inputs)) + 1.0) for k in range(5)]
+    model = keras.Model(inputs, layers.Dense(2)(layers.Concatenate()(branches)))
+    rng = np.random.default_rng(4)
+    report = check_gradients(model, rng.standard_normal((3, 4)), rng.standard_normal((3, 2)))
+    missing = report.data["three_way"]["manual"]["missing"]
+    assert report.passed and len(missing) == 2, missing  # Absolute × 5 and Sqrt × 5, each on one line
+    assert all(" × 5 (" in line and "no manual formula for this keras.ops operation" in line for line in missing), \
+        missing
+    assert "layer class" not in str(report)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT
+from keras.src.applications import convnext, inception_resnet_v2
 
 from backprop_suite.gradcheck import TOLERANCES, central_differences, sample_indices
 from backprop_suite.manual import conv, losses
@@ -98,6 +99,14 @@ LAYERS = {
     "global_avg_pool_1d": (lambda: L.GlobalAveragePooling1D(), (2, 5, 3), False),
     "global_max_pool_1d_keepdims": (lambda: L.GlobalMaxPooling1D(keepdims=True), (2, 5, 3), False),
     "upsampling": (lambda: L.UpSampling2D((2, 3)), (2, 3, 2, 2), False),
+    # hard activations behind a Dense: its outputs spread past ±3, so every piece of them is reached
+    "dense_hard_silu": (lambda: L.Dense(6, activation="hard_silu"), (4, 9), False),
+    "dense_hard_sigmoid": (lambda: L.Dense(6, activation="hard_sigmoid"), (4, 9), False),
+    "repeat_vector": (lambda: L.RepeatVector(3), (2, 4), False),
+    "conv_grouped_same_relu": (lambda: L.Conv2D(4, 3, groups=2, padding="same", activation="relu"), (2, 5, 5, 4),
+                               False),
+    "conv_grouped_strided": (lambda: L.Conv2D(6, 2, strides=2, groups=3), (2, 6, 6, 3), False),
+    "layer_scale": (lambda: convnext.LayerScale(0.1, 3), (2, 4, 3), False),
     "simple_rnn_last_state": (lambda: L.SimpleRNN(4), (3, 5, 2), False),
     "simple_rnn_sequences_backwards_relu": (lambda: L.SimpleRNN(3, activation="relu", return_sequences=True,
                                                                 go_backwards=True), (2, 4, 3), False),
@@ -313,6 +322,23 @@ def test_merge_layers_send_each_input_its_share_of_dout(merge, inputs):
         np.testing.assert_allclose(manual_dx, tape_dx, **EXACT)
 
 
+def test_inception_resnets_scaled_residual_sends_the_scale_times_dout_to_the_residual():
+    """keras.applications' CustomScaleLayer computes x + s·r: dx = dout, dr = s·dout, against the tape."""
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((3, 4)) for _ in range(2)]
+    layer = inception_resnet_v2.CustomScaleLayer(0.17, dtype="float64")
+    [step] = manual_steps(layer, False)
+    np.testing.assert_allclose(step.forward([tf.constant(x) for x in xs]), layer(xs), **EXACT)
+    dout = rng.standard_normal((3, 4))
+    variables = [tf.Variable(x) for x in xs]
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(dout * layer(variables))
+    manual = step.backward(tf.constant(dout))
+    np.testing.assert_allclose(manual[1], 0.17 * dout, **EXACT)  # by hand
+    for manual_dx, tape_dx in zip(manual, tape.gradient(value, variables), strict=True):
+        np.testing.assert_allclose(manual_dx, tape_dx, **EXACT)
+
+
 def test_embedding_gradient_sums_dout_over_every_place_a_token_occurs():
     """dL/dE = onehot(ids)ᵀ·dout: against the tape and central differences, with tokens repeated within and across
     samples, and a row no token picks getting exactly 0."""
@@ -442,7 +468,8 @@ def test_attention_with_a_mask_on_images_returning_scores_two_output_axes_or_tra
 
 def test_every_table_entry_is_tested_above():
     tested = {type(make()) for make, _, _ in LAYERS.values()} | {*MERGES, L.InputLayer, L.Dropout, L.Embedding,
-                                                                 L.MultiHeadAttention, L.Masking}
+                                                                 L.MultiHeadAttention, L.Masking,
+                                                                 inception_resnet_v2.CustomScaleLayer}
     assert set(MANUAL_LAYERS) == tested
 
 

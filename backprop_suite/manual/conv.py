@@ -185,6 +185,31 @@ class Conv2D(_Convolution):
         return seconds
 
 
+class GroupedConv2D(_Convolution):
+    """Conv2D(groups=G): input channels and filters in G contiguous groups, group g's filters convolving only group
+    g's channels (Keras's kernel is (kh, kw, C/G, O)). Each group is a Conv2D of its own, forward and backward; the
+    kernel's gradient is theirs side by side along the filters, the input's along the channels."""
+
+    def __init__(self, groups: int, strides=(1, 1), padding="valid", dilation=(1, 1)):
+        super().__init__(strides, padding, dilation)
+        self.groups = [Conv2D(strides, padding, dilation) for _ in range(groups)]
+
+    def forward(self, x, kernel, bias=None):
+        inputs, kernels = (ops.split(tensor, len(self.groups), axis=-1) for tensor in (x, kernel))
+        y = ops.concatenate([group.forward(x_g, k_g) for group, x_g, k_g in zip(self.groups, inputs, kernels,
+                                                                                  strict=True)], axis=-1)
+        self.has_bias = bias is not None
+        return y if bias is None else y + ops.reshape(bias, (1, 1, 1, -1))
+
+    def backward(self, dout):
+        douts = ops.split(dout, len(self.groups), axis=-1)
+        dx = ops.concatenate([group.backward(d) for group, d in zip(self.groups, douts, strict=True)], axis=-1)
+        self.grads = {"kernel": ops.concatenate([group.grads["kernel"] for group in self.groups], axis=-1)}
+        if self.has_bias:
+            self.grads["bias"] = ops.sum(dout, axis=(0, 1, 2))
+        return dx
+
+
 class DepthwiseConv2D(_Convolution):
     """Each input channel c convolved with its own m kernels: y[n,i,j,c·m + k] = Σ_{a,b} xp[n, i·s + a·d, j·s + b·d, c]
     ·K[a,b,c,k] + b[c·m + k]. For each kernel entry (a, b), W_ab = the input entries it met (N, h, w, C), as a pool

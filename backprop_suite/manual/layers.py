@@ -212,9 +212,60 @@ class PReLU:
         return ops.where(self.x > 0, dout, ops.where(self.x < 0, dout * self.alpha, 0))
 
 
+class HardSigmoid:
+    """y = min(max(x/6 + ½, 0), 1) (MobileNetV3): y′ = 1/6 inside (−3, 3), 0 outside (and at its kinks ±3)."""
+
+    def forward(self, x):
+        self.x = x
+        return ops.hard_sigmoid(x)
+
+    def backward(self, dout):
+        return ops.where(ops.logical_and(self.x > -3, self.x < 3), dout / 6, 0)
+
+
+class HardSiLU:
+    """y = x·hard_sigmoid(x) (MobileNetV3's hard swish): y′ = (2x + 3)/6 inside (−3, 3), 1 above it, 0 below."""
+
+    def forward(self, x):
+        self.x = x
+        return ops.hard_silu(x)
+
+    def backward(self, dout):
+        inside = ops.logical_and(self.x > -3, self.x < 3)
+        return dout * ops.where(inside, (2 * self.x + 3) / 6, ops.where(self.x >= 3, 1, 0))
+
+
+class RepeatVector:
+    """y[n, r] = x[n] for each of the n repeats: x's gradient is dout summed over the repeats."""
+
+    def __init__(self, repeats: int):
+        self.repeats = repeats
+
+    def forward(self, x):
+        return ops.repeat(ops.expand_dims(x, 1), self.repeats, axis=1)
+
+    def backward(self, dout):
+        return ops.sum(dout, axis=1)
+
+
+class LayerScale:
+    """y = x·γ with a learned γ per channel (the last axis; ConvNeXt): dL/dx = dout·γ, dL/dγ = Σ dout·x over every
+    other axis."""
+    weights = ("gamma",)
+
+    def forward(self, x, gamma):
+        self.x, self.gamma = x, gamma
+        return x * gamma
+
+    def backward(self, dout):
+        self.grads = {"gamma": ops.sum(dout * self.x, axis=tuple(range(len(self.x.shape) - 1)))}
+        return dout * self.gamma
+
+
 ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "linear": Identity, "softmax": Softmax,
                "relu6": ReLU6, "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "softplus": Softplus, "silu": SiLU,
-               "gelu": GELU}  # keyed by the keras.activations function's __name__ ("swish" is silu)
+               "gelu": GELU, "hard_sigmoid": HardSigmoid, "hard_silu": HardSiLU}
+# keyed by the keras.activations function's __name__ ("swish" is silu, "hard_swish" hard_silu)
 
 
 class Dropout:
@@ -309,6 +360,36 @@ class Add(_Merge):
 
     def _backward(self, dout):
         return [dout] * self.count
+
+
+class WithConstant:
+    """A merge's op of one tensor and a number c, as Keras records `x + 3.0`, `x * (1/6)` or `1 - x` in a Functional
+    graph (MobileNetV3's hard sigmoid): the merge's formula with c as the other, constant, input."""
+
+    def __init__(self, merge, constant: float, tensor_first: bool = True):
+        self.merge, self.constant, self.tensor_first = merge(), constant, tensor_first
+
+    def forward(self, x):
+        c = ops.convert_to_tensor(self.constant, x.dtype)  # exact (ops.cast rounds a Python float through float32)
+        return self.merge.forward([x, c] if self.tensor_first else [c, x])
+
+    def backward(self, dout):
+        grads = self.merge.backward(dout)
+        return grads[0 if self.tensor_first else 1]
+
+
+class ScaledSum(_Merge):
+    """y = x_1 + s·x_2 with a constant s (InceptionResNetV2's CustomScaleLayer: the residual scaled): dout to the
+    first input, s·dout to the second."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def _forward(self, xs):
+        return xs[0] + xs[1] * self.scale
+
+    def _backward(self, dout):
+        return [dout, dout * self.scale]
 
 
 class Subtract(_Merge):

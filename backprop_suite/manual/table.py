@@ -10,6 +10,8 @@ import inspect
 
 import keras
 import numpy as np
+from keras.src.applications import convnext, inception_resnet_v2
+from keras.src.ops import numpy as ops_numpy
 
 from backprop_suite.keras_graph import mask_arguments
 from backprop_suite.manual import attention, conv, layers, normalization, recurrent, wrappers
@@ -137,7 +139,9 @@ def _dense(layer, training):
 
 def _conv2d(layer, training):
     _channels_last(layer)
-    _require(layer.groups == 1, f"groups={layer.groups}")
+    if layer.groups > 1:
+        return [conv.GroupedConv2D(layer.groups, layer.strides, layer.padding, layer.dilation_rate)] + \
+            _activation(layer.activation)
     return [conv.Conv2D(layer.strides, layer.padding, layer.dilation_rate)] + _activation(layer.activation)
 
 
@@ -308,11 +312,34 @@ MANUAL_LAYERS = {
     keras.layers.TimeDistributed: _time_distributed,
     keras.layers.MultiHeadAttention: _multi_head_attention,
     keras.layers.Masking: lambda layer, training: [layers.Masking(layer.mask_value)],
+    keras.layers.RepeatVector: lambda layer, training: [layers.RepeatVector(layer.n)],
+    # keras.applications' own layers (ConvNeXt, InceptionResNetV2): Keras's classes, not a user's
+    convnext.LayerScale: lambda layer, training: [conv.Renamed(layers.LayerScale(), {layer.gamma.name: "gamma"})],
+    inception_resnet_v2.CustomScaleLayer: lambda layer, training: [layers.ScaledSum(layer.scale)],
 }
 
 
-def manual_steps(layer, training: bool) -> list:
-    """The manual steps computing `layer`; Unsupported if its class or an option has no formula here."""
+# The keras.ops operations a Functional model records as nodes of their own (`x + y`, `x * y`, ops.subtract(x, y)):
+# the merge layers' formulas, when both operands are tensors of the graph.
+MANUAL_OPERATIONS = {ops_numpy.Add: layers.Add, ops_numpy.Subtract: layers.Subtract,
+                     ops_numpy.Multiply: layers.Multiply}
+
+
+def manual_steps(layer, training: bool, arguments=None) -> list:
+    """The manual steps computing `layer` (or a keras.ops operation in a Functional graph, called with `arguments`,
+    Keras's SymbolicArguments); Unsupported if its class or an option has no formula here."""
+    if not isinstance(layer, keras.Layer):
+        merge = MANUAL_OPERATIONS.get(type(layer))
+        _require(merge is not None, "no manual formula for this keras.ops operation")
+        operands = getattr(arguments, "args", ())
+        tensors = [isinstance(a, keras.KerasTensor) for a in operands]
+        _require(len(operands) == 2 and any(tensors) and not getattr(arguments, "kwargs", None)
+                 and all(t or np.ndim(a) == 0 and isinstance(a, (int, float, np.number))
+                         for t, a in zip(tensors, operands, strict=True)),
+                 "a keras.ops operation of operands the formulas do not take (two tensors, or a tensor and a number)")
+        if all(tensors):
+            return [merge()]
+        return [layers.WithConstant(merge, float(operands[tensors.index(False)]), tensor_first=tensors[0])]
     factory = MANUAL_LAYERS.get(type(layer))
     if factory is None:
         raise Unsupported("no manual formula for this layer class")
@@ -353,6 +380,8 @@ def weights_by_name(layer) -> dict:
     """The layer's variables by the names its steps read them by: their own names, but where sublayers name theirs
     alike (a Bidirectional's two directions, attention's four projections), "<role>/<name>": "forward/kernel",
     "query/bias", ..."""
+    if not isinstance(layer, keras.Layer):
+        return {}  # a keras.ops operation in a Functional graph holds no weights
     sublayers = _sublayers(layer)
     if sublayers:
         return {f"{role}/{v.name}": v for role, sublayer in sublayers.items() for v in sublayer.weights}

@@ -12,6 +12,8 @@ Masking) travels with the tensors it masks, as Keras passes it on, into the form
 read live from the Keras variables (an `assign` is seen), or from `values` {parameter name: tensor} when
 given. A model the twin cannot follow raises ManualUnavailable naming every layer that lacks a formula.
 """
+import re
+
 import keras
 import numpy as np
 from keras import ops
@@ -25,11 +27,34 @@ from backprop_suite.reference import as_list, parameters, resolve_losses, takes_
 
 
 class ManualUnavailable(Exception):
-    """The model has layers (or a loss) without a manual formula; `missing` names each."""
+    """The model has layers (or a loss) without a manual formula; `missing` names each, grouped by cause."""
 
     def __init__(self, missing: list[str]):
-        super().__init__("manual: not available — " + "; ".join(missing))
-        self.missing = missing
+        self.missing = grouped_by_cause(missing)
+        super().__init__("manual: not available — " + "; ".join(self.missing))
+
+
+_MISSING = re.compile(r"^(?P<kind>\S+) \((?P<name>[^:]+): (?P<reason>.*)\)$")
+
+
+def grouped_by_cause(missing: list[str]) -> list[str]:
+    """"Class (layer: reason)" entries of one class and reason as one, "Class × 54 (a, b, c, …: reason)", in the
+    order of their first layer (ConvNeXtTiny has 54 LayerScales: one line, not 54)."""
+    groups: dict = {}
+    for entry in missing:
+        found = _MISSING.match(entry)
+        key = (found["kind"], found["reason"]) if found else (entry, None)
+        groups.setdefault(key, []).append(found["name"] if found else entry)
+    lines = []
+    for (kind, reason), names in groups.items():
+        if reason is None:
+            lines.append(kind)
+        elif len(names) == 1:
+            lines.append(f"{kind} ({names[0]}: {reason})")
+        else:
+            shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+            lines.append(f"{kind} × {len(names)} ({shown}: {reason})")
+    return lines
 
 
 class ManualTwin:
@@ -52,7 +77,7 @@ class ManualTwin:
             try:
                 if len(node.outputs) != 1:
                     raise Unsupported(f"{len(node.outputs)} outputs")
-                steps = manual_steps(node.layer, training)
+                steps = manual_steps(node.layer, training, node.arguments)
                 inputs_masked = [tensor in self.masked for tensor in node.inputs]
                 if node.masks and not ((inputs_masked[0] or node.inputs[0] in unknown)
                                        and masks_made_by_keras(node.arguments)):
