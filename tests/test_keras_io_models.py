@@ -60,6 +60,21 @@ def test_add_loss_alone_is_the_checked_loss_as_evaluate_computes_it_and_is_named
     assert "kl add_loss" in str(report) and report.data["three_way"]["losses"] == ["no_output_loss"]
 
 
+def test_a_model_whose_only_loss_is_an_activity_penalty_gets_the_formulas_too():
+    """Compiled without a loss, its loss is the L2 penalty on a layer's output: the formulas send no gradient from the
+    output (δ = 0) and the penalty's from where it sits; against the tape and finite differences."""
+    rng = np.random.default_rng(5)
+    inputs = keras.Input((4,))
+    hidden = layers.Dense(3, activation="tanh", activity_regularizer=keras.regularizers.L2(0.3))(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(hidden))
+    model.compile(optimizer="sgd")
+    x, y = rng.standard_normal((4, 4)), rng.standard_normal((4, 2))
+    report = check_gradients(generic_biases(model, rng), x, y)
+    assert report.passed and report.data["three_way"]["manual"]["available"]
+    evaluated = model.evaluate(x.astype("float32"), y.astype("float32"), verbose=0)
+    assert report.data["three_way"]["manual_loss"] == pytest.approx(evaluated, rel=1e-5)
+
+
 def test_a_model_compiled_without_any_loss_is_refused_not_checked_at_zero():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layers.Dense(3)(inputs))

@@ -111,6 +111,7 @@ LAYERS = {
     "simple_rnn_sequences_backwards_relu": (lambda: L.SimpleRNN(3, activation="relu", return_sequences=True,
                                                                 go_backwards=True), (2, 4, 3), False),
     "simple_rnn_no_bias": (lambda: L.SimpleRNN(3, use_bias=False), (2, 3, 2), False),
+    "simple_rnn_linear": (lambda: L.SimpleRNN(3, activation="linear"), (2, 4, 2), False),
     "lstm_last_state": (lambda: L.LSTM(3), (3, 5, 2), False),
     "lstm_sequences_backwards": (lambda: L.LSTM(2, return_sequences=True, go_backwards=True), (2, 4, 3), False),
     "gru_last_state": (lambda: L.GRU(3), (3, 5, 2), False),
