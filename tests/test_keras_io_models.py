@@ -106,8 +106,10 @@ def test_a_layer_drawing_noise_in_floatx_is_copied_to_float64_and_checked():
 
 
 def test_multi_hot_targets_get_the_true_derivative_and_a_wrong_tape_is_named_as_such():
-    """δ = (softmax·Σt − t)/N for rows of targets summing to 2: the formula agrees with finite differences; on
-    TensorFlow the tape (softmax − t) does not, and the report says why; on JAX and PyTorch the tape agrees."""
+    """δ = (softmax·Σt − t)/N for rows of targets summing to 2: the formula agrees with finite differences. On
+    TensorFlow, where Keras computes the loss from the softmax's logits (tf.nn.softmax_cross_entropy_with_logits,
+    whose gradient is softmax − t), the tape does not, and the report says why (whether Keras takes that path
+    varied between runs of this test in one process and another); on JAX and PyTorch the tape agrees."""
     rng = np.random.default_rng(0)
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layers.Dense(3, activation="softmax")(layers.Dense(5, activation="tanh")(inputs)))
@@ -115,11 +117,11 @@ def test_multi_hot_targets_get_the_true_derivative_and_a_wrong_tape_is_named_as_
     report = check_gradients(generic_biases(model, rng), rng.standard_normal((4, 4)), targets)
     by_pair = {(c["tensor"], c["methods"]): c["passed"] for c in report.data["three_way"]["comparisons"]}
     assert all(passed for (_, methods), passed in by_pair.items() if methods == "manual_vs_finite_differences")
-    if autodiff.BACKEND == "tensorflow":
-        assert not report.passed and not any(p for (_, m), p in by_pair.items() if m == "tape_vs_finite_differences")
+    tape_right = all(p for (_, m), p in by_pair.items() if m == "tape_vs_finite_differences")
+    if autodiff.BACKEND == "tensorflow" and not tape_right:
         assert "do not sum to 1" in str(report) and "do not sum to 1" in report.failure_message()
     else:
-        assert report.passed and "do not sum to 1" not in str(report)
+        assert tape_right and report.passed and "do not sum to 1" not in str(report)
 
 
 def test_one_hot_targets_name_no_fault_of_the_tape():
