@@ -54,6 +54,20 @@ def enable_float64():
     dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)  # what Keras does on TensorFlow
 
 
+def variable_storage_in(value, dtype: str):
+    """A Keras variable's backend storage (its `_value`) cast to `dtype`, of the kind the backend keeps there: a
+    tf.Variable, a JAX array, a torch Parameter (reference.cast_in_place swaps it in for the length of a check)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.Variable(tf.cast(value, dtype), trainable=value.trainable)
+    if BACKEND == "torch":
+        import torch
+
+        return torch.nn.Parameter(value.detach().to(getattr(torch, dtype)), requires_grad=value.requires_grad)
+    return value.astype(dtype)
+
+
 def not_recorded():
     """A block whose computations no autodiff records: the manual formulas run in one. (PyTorch records every op
     on a weight, which would build a graph nobody uses; TensorFlow and JAX record only when asked.)"""

@@ -10,19 +10,23 @@ the framework's autodiff (the reference the user trusts), float64 central differ
 kink-aware), forward mode (a second autodiff), and, where every layer has a formula in
 backprop_suite/manual/, the hand-derived backward (otherwise the report names the layers without one).
 """
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
 
-from backprop_suite import autodiff
+from backprop_suite import autodiff, kinks
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import TOLERANCES, directional_check, float64_gradients, three_way_check
 from backprop_suite.gradient_report import GradientReport
 from backprop_suite.keras_graph import io_names, layer_graph
 from backprop_suite.provenance import environment
 from backprop_suite.reference import (
+    BUILD_IT_YOURSELF,
     NO_OUTPUT_LOSS,
     as_list,
+    cast_in_place,
     checked_in,
     in_model_order,
     masks_need_a_graph,
@@ -59,7 +63,41 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     if all(fn is NO_OUTPUT_LOSS for fn in loss) and not penalty_terms(model, x, training, dropout_masks):
         raise SuiteError(f"{model.name} is compiled without a loss and adds none (add_loss, regularizers): there is "
                          "no loss to differentiate; pass loss=... (--loss NAME), or compile it with one")
-    model64 = checked_in(model, "float64")
+    with float64_model(model, dtype) as (model64, cast_in_place_because):
+        report = _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed)
+    report.data["cast_in_place"] = cast_in_place_because
+    return report
+
+
+@contextlib.contextmanager
+def float64_model(model, dtype: str):
+    """(the model a float64 check evaluates, None): the model itself where it computes in float64, else its float64
+    copy; where no copy can be made (a custom layer without get_config, ...), (the model itself cast in place to
+    float64 for the block, why no copy could be made)."""
+    try:
+        yield checked_in(model, "float64"), None
+        return
+    except SuiteError as no_copy:
+        if not str(no_copy).startswith(f"{model.name}: cannot rebuild") and "copy" not in str(no_copy):
+            raise
+        said = " ".join(line.strip() for line in str(no_copy).splitlines() if line.strip())
+        reason = said.split("; build the model")[0].removeprefix(f"{model.name}: ")
+    if dtype != "float64":
+        raise SuiteError(f"{model.name}: dtype={dtype!r} compares with a float64 copy of the model, which cannot be made "
+                         f"({reason}); check it with dtype='float64' (the default), which casts the model in place")
+    try:
+        with cast_in_place(model, "float64") as model64:
+            yield model64, reason
+    except SuiteError:
+        raise
+    except Exception as error:  # the user's code does not run in float64 (a constant cast to float32, ...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SuiteError(f"{model.name}: no float64 copy can be made ({reason}), and the model cast to float64 in "
+                         f"place fails ({type(error).__name__}: {first}); {BUILD_IT_YOURSELF.format(dtype='float64')}"
+                         ) from None
+
+
+def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed) -> GradientReport:
     computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for both checks
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
                                 fd_entries=fd_entries, seed=seed, loss=loss, training=training, computed=computed)
@@ -78,7 +116,27 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         "below_float64": parts_below_float64(model) if dtype == "float64" else [],
         "autodiff_not_the_derivative": autodiff_not_the_derivative(y, loss) if not _tape_agrees_with_fd(three_way)
         else [],
+        "kinks_crossed": kinks_crossed(computed.problem, three_way, directional),
         "passed": three_way["passed"] and directional["passed"]})
+
+
+def kinks_crossed(problem, three_way: dict, directional: dict) -> dict:
+    """{layer: its kinks, the nearest of its inputs to one at the point, and how many sampled entries (and directions)
+    finite differences could not measure because even their smallest step crosses that layer's kinks}."""
+    entries: dict[str, int] = {}
+    for c in three_way["comparisons"]:
+        if c["methods"] == "tape_vs_finite_differences":
+            for layer, count in (c.get("kinks_crossed") or {}).items():
+                entries[layer] = entries.get(layer, 0) + count
+    for row in directional["directions"]:
+        for layer in row.get("kinks_crossed", {}):
+            entries[layer] = entries.get(layer, 0) + 1
+    if not entries:
+        return {}
+    points = kinks.kink_points(problem.model)
+    nearest = kinks.nearest(points, problem.kinked_inputs(), entries)
+    return {layer: {"kinks": list(points[layer]), "nearest": nearest.get(layer), "entries": count}
+            for layer, count in sorted(entries.items(), key=lambda item: -item[1])}
 
 
 def _tape_agrees_with_fd(three_way: dict) -> bool:

@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from keras import ops
 
-from backprop_suite import autodiff
+from backprop_suite import autodiff, kinks
 from backprop_suite.keras_graph import layer_graph
-from backprop_suite.manual.twin import ManualTwin, ManualUnavailable
+from backprop_suite.manual.twin import FormulaError, ManualTwin, ManualUnavailable
 from backprop_suite.reference import (
     as_list,
     checked_in,
@@ -68,6 +68,16 @@ class Comparison:
     worst_entry: list | None = None  # index (in the compared array) of the worst entry off kinks
     worst_values: list | None = None  # [a, b] there
     worst_tolerance: float | None = None  # atol + rtol·max(|a|, |b|) there
+    kinks_crossed: dict | None = None  # {layer: kink entries whose smallest step crosses its activation's kinks}
+
+
+def kink_layers(crossings: list[dict]) -> dict | None:
+    """{layer: how many of the entries crossed its kinks}, from each kink entry's {layer: inputs crossing}."""
+    counts = {}
+    for found in crossings:
+        for layer in found:
+            counts[layer] = counts.get(layer, 0) + 1
+    return counts or None
 
 
 def compare(tensor: str, methods: str, a, b, rtol: float, atol: float, kinks=None) -> Comparison:
@@ -94,10 +104,13 @@ def agree(a, b, rtol, atol) -> bool:
 
 
 class FiniteDifferences:
-    """Derivatives of L(w) by differences of L around the point w (a NumPy array), each evaluation made once."""
+    """Derivatives of L(w) by differences of L around the point w (a NumPy array), each evaluation made once.
+    kinks_of: w -> {layer: the inputs of its piecewise activation at w} (GradientProblem.kinked_inputs), which lets
+    a kink be seen inside the model where L alone cannot show it (kinks.py)."""
 
-    def __init__(self, loss_of, point: np.ndarray, step: float = FD_STEP):
+    def __init__(self, loss_of, point: np.ndarray, step: float = FD_STEP, kinks_of=None):
         self.loss_of, self.point, self.step, self.cache = loss_of, point, step, {}
+        self.kinks_of, self.kinks_crossed = kinks_of, {}  # index -> {layer: inputs crossing a kink at step h/100}
 
     def loss(self, index, offset: float) -> float:
         key = (index, offset)
@@ -123,7 +136,23 @@ class FiniteDifferences:
         # Tried at three pairs of steps: from h, where a small jump stands out of the loss's rounding best (at h/100
         # the rounding of a large model's loss, ~10 eps·|L|/h, can swamp a jump of 1e-7), and nearer, so that another
         # kink between h/100 and h of the point does not hide this one.
-        return any(self._jumps_steadily(index, h) for h in (self.step, small, smaller))
+        return any(self._jumps_steadily(index, h) for h in (self.step, small, smaller)) or self._crosses_kinks(index)
+
+    def _crosses_kinks(self, index) -> bool:
+        """Whether even the smallest step tried, h/100, moves an input of a piecewise activation onto or across its
+        kink: then no step here measures the derivative, and the layers crossed are kept in `kinks_crossed`."""
+        if self.kinks_of is None:
+            return False
+        h = self.step / 100
+        stepped = []
+        for offset in (h, -h):
+            shifted = self.point.copy()
+            shifted[index] += offset
+            stepped.append(self.kinks_of(shifted))
+        found = kinks.crossed(self.kinks_of.points, self.kinks_of.at_point, stepped)
+        if found:
+            self.kinks_crossed[index] = found
+        return bool(found)
 
     def _jumps_steadily(self, index, h: float) -> bool:
         """One-sided slopes at h and at h/10, each side's slope steady (a kink's sides are smooth, while rounding
@@ -141,9 +170,10 @@ class FiniteDifferences:
         """`gradient` (entries at `indices`) against central differences, kink-aware."""
         fd = np.array([self.central(i) for i in indices])
         gradient = np.asarray(gradient, np.float64)
-        kinks = np.array([not agree(g, f, rtol, atol) and self.at_kink(i, g, rtol, atol)
-                          for i, g, f in zip(indices, gradient, fd, strict=True)], bool)
-        result = compare(tensor, methods, gradient, fd, rtol, atol, kinks)
+        at_kinks = np.array([not agree(g, f, rtol, atol) and self.at_kink(i, g, rtol, atol)
+                             for i, g, f in zip(indices, gradient, fd, strict=True)], bool)
+        result = compare(tensor, methods, gradient, fd, rtol, atol, at_kinks)
+        result.kinks_crossed = kink_layers([self.kinks_crossed[i] for i in indices if i in self.kinks_crossed])
         if result.worst_entry is not None:  # a position among the sampled entries: name the tensor's own index
             result.worst_entry = list(indices[result.worst_entry[0]])
         return result
@@ -206,6 +236,25 @@ class GradientProblem:
         """w -> L with parameter `name` set to w, the others at the point: what finite differences vary."""
         return lambda w: self.loss_value({name: w})
 
+    def kinked_inputs(self, values: dict | None = None) -> dict:
+        """{layer: the inputs of its piecewise activation} in a forward with some parameters replaced (kinks.py)."""
+        values = {name: ops.convert_to_tensor(w) for name, w in (values or {}).items()}
+        return kinks.kinked_inputs(self.model, lambda: self.loss({**self._point_tensors, **values}))
+
+    def kinks_of(self, values_at):
+        """For FiniteDifferences: w -> kinked inputs at `values_at(w)` (a dict of parameters), with the points and
+        the inputs at the point itself attached; None for a model without piecewise activations."""
+        points = kinks.kink_points(self.model)
+        if not points:
+            return None
+        if not hasattr(self, "_kinked_at_point"):
+            self._kinked_at_point = self.kinked_inputs()
+
+        def of(w):
+            return self.kinked_inputs(values_at(w))
+        of.points, of.at_point = points, self._kinked_at_point
+        return of
+
     def tape(self) -> tuple[float, dict[str, np.ndarray]]:
         value, grads = autodiff.value_and_gradients(self.loss, self.point)
         return float(value), {name: ops.convert_to_numpy(grads[name]) for name in self.params}
@@ -216,6 +265,18 @@ def manual_or_reason(model, loss, training) -> tuple[ManualTwin | None, list[str
         return ManualTwin(model, loss, training), []
     except ManualUnavailable as unavailable:
         return None, unavailable.missing
+
+
+def manual_gradients(twin: ManualTwin | None, x, t, dropout_masks) -> tuple[float | None, dict | None, str | None]:
+    """The twin's loss and gradients, or the error of a formula that raised (FormulaError: the manual method fails
+    there, and the other methods still run)."""
+    if twin is None:
+        return None, None, None
+    try:
+        with autodiff.not_recorded():
+            return *twin.loss_and_gradients(x, t, dropout_masks, compile=autodiff.once), None
+    except FormulaError as error:
+        return None, None, str(error)
 
 
 def tape_gradients(model, x, t, dropout_masks=None, loss=None, training=False) -> tuple[float, dict[str, np.ndarray]]:
@@ -234,6 +295,7 @@ class Float64Gradients:
     missing: list
     manual_loss: float | None
     manual: dict | None
+    manual_error: str | None = None  # a formula that raised (FormulaError)
 
 
 def float64_gradients(model, x, t, dropout_masks=None, seed=0, loss=None, training=False) -> Float64Gradients:
@@ -243,10 +305,8 @@ def float64_gradients(model, x, t, dropout_masks=None, seed=0, loss=None, traini
     problem = GradientProblem(model64, *cast_batch(x, t, "float64"), loss, training, dropout_masks)
     tape_loss, tape = problem.tape()
     twin, missing = manual_or_reason(model64, loss, training)
-    with autodiff.not_recorded():
-        manual_loss, manual = twin.loss_and_gradients(problem.x, problem.t, dropout_masks, compile=autodiff.once) \
-            if twin else (None, None)
-    return Float64Gradients(problem, dropout_masks, tape_loss, tape, twin, missing, manual_loss, manual)
+    manual_loss, manual, manual_error = manual_gradients(twin, problem.x, problem.t, dropout_masks)
+    return Float64Gradients(problem, dropout_masks, tape_loss, tape, twin, missing, manual_loss, manual, manual_error)
 
 
 def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None,
@@ -259,16 +319,14 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
     problem64, dropout_masks = computed.problem, computed.dropout_masks
     if dtype == "float64":
         tape_loss, tape, twin, missing = computed.tape_loss, computed.tape, computed.twin, computed.missing
-        manual_loss, manual = computed.manual_loss, computed.manual
+        manual_loss, manual, manual_error = computed.manual_loss, computed.manual, computed.manual_error
     else:
         model_in_dtype = checked_in(model, dtype)
         x_in, t_in = cast_batch(x, t, dtype)
         tape_loss, tape = GradientProblem(model_in_dtype, x_in, t_in, problem64.losses, training,
                                           dropout_masks).tape()
         twin, missing = manual_or_reason(model_in_dtype, problem64.losses, training)
-        with autodiff.not_recorded():
-            manual_loss, manual = twin.loss_and_gradients(x_in, t_in, dropout_masks, compile=autodiff.once) if twin \
-                else (None, None)
+        manual_loss, manual, manual_error = manual_gradients(twin, x_in, t_in, dropout_masks)
     comparisons = []
     for name in problem64.params:
         rtol, atol = TOLERANCES[f"manual_vs_tape/{dtype}"]
@@ -277,7 +335,8 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
         if manual is not None:
             comparisons.append(compare(name, "manual_vs_tape", manual[name], tape[name], rtol, atol))
         indices = sample_indices(problem64.point[name].shape, fd_entries, rng)
-        fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name])
+        fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name],
+                               kinks_of=problem64.kinks_of(lambda w, name=name: {name: w}))
         if dtype == "float64":
             rtol, atol = TOLERANCES["vs_finite_differences"]  # else the float32 rtol, atol set above
         for method, grads in (("manual", manual), ("tape", tape)):
@@ -288,9 +347,10 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
     return {"dtype": dtype, "training": training, "dropout_masks": sorted(dropout_masks or {}),
             "losses": [f.name if f.weight == 1 else f"{f.weight:g}·{f.name}" for f in problem64.losses],
             "penalties": penalty_terms(problem64.model, problem64.x, training, dropout_masks),
-            "manual": {"available": twin is not None, "missing": missing},
+            "manual": {"available": twin is not None, "missing": missing, "error": manual_error},
             "manual_loss": manual_loss, "tape_loss": tape_loss,
-            "passed": all(c.passed for c in comparisons), "comparisons": [asdict(c) for c in comparisons]}
+            "passed": manual_error is None and all(c.passed for c in comparisons),
+            "comparisons": [asdict(c) for c in comparisons]}
 
 
 def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, seed=0, loss=None,
@@ -303,15 +363,17 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
     computed = computed or float64_gradients(model, x, t, dropout_masks, seed, loss, training)
     problem, tape, twin, missing, manual = (computed.problem, computed.tape, computed.twin, computed.missing,
                                             computed.manual)
-    rows, kinks = [], []
+    rows, on_kinks = [], []
     forward_mode = {"available": True, "method": autodiff.FORWARD_MODE.get(autodiff.BACKEND)}
     rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
     for _ in range(directions):
         v = {name: rng.standard_normal(w.shape) for name, w in problem.point.items()}
         norm = np.sqrt(sum(np.sum(d**2) for d in v.values()))
         v = {name: d / norm for name, d in v.items()}
-        along = FiniteDifferences(lambda s, v=v: problem.loss_value({n: problem.point[n] + float(s) * v[n] for n in v}),
-                                  np.zeros(()), step)
+        def moved(s, v=v):
+            return {n: problem.point[n] + float(s) * v[n] for n in v}
+        along = FiniteDifferences(lambda s: problem.loss_value(moved(s)), np.zeros(()), step,
+                                  kinks_of=problem.kinks_of(moved))
         row = {"tape": float(sum(np.sum(v[n] * tape[n]) for n in v)), "finite_differences": along.central(())}
         if forward_mode["available"]:
             try:
@@ -322,12 +384,14 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
             row["manual"] = float(sum(np.sum(v[n] * manual[n]) for n in v))
         row["kink"] = not agree(row["tape"], row["finite_differences"], rtol_fd, atol_fd) and \
             along.at_kink((), row["tape"], rtol_fd, atol_fd)
+        if () in along.kinks_crossed:
+            row["kinks_crossed"] = along.kinks_crossed[()]
         rows.append(row)
-        kinks.append(row["kink"])
+        on_kinks.append(row["kink"])
     rtol, atol = TOLERANCES["manual_vs_tape/float64"]
     column = {key: [row[key] for row in rows] for key in rows[0]}
     checks = {"tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", column["tape"],
-                                                    column["finite_differences"], rtol_fd, atol_fd, kinks)}
+                                                    column["finite_differences"], rtol_fd, atol_fd, on_kinks)}
     if forward_mode["available"]:
         checks = {"jvp_vs_tape": compare("all", "jvp_vs_tape", column["forward_mode_jvp"], column["tape"], rtol, atol),
                   **checks}

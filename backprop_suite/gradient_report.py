@@ -50,6 +50,10 @@ class GradientReport:
 
     def failure_message(self) -> str:
         failed = self.failures()
+        error = self.data["three_way"]["manual"].get("error")
+        if error:
+            more = f"; also {len(failed)} failed comparison(s), worst: {failed[0]['tensor']}" if failed else ""
+            return f"{self.data['model']}: gradient check FAILED: manual: {error}{more}"
         if not failed:
             return f"{self.data['model']}: gradients agree"
         worst = failed[0]
@@ -95,11 +99,17 @@ def format_table(report: dict) -> str:
              "FD: float64 central differences on sampled entries. mean |diff| vs FD: the book's measure, manual "
              "(else tape) against FD. PASS: every entry has |a − b| <= atol + rtol·max(|a|, |b|) "
              "(backprop_suite/gradcheck.py), so worst/tolerance < 1; 1/(worst/tolerance) is the margin."]
+    if report.get("cast_in_place"):
+        lines.append(f"float64 in place: no float64 copy of this model can be made ({report['cast_in_place']}), so "
+                     "its own layers and variables were cast to float64 for the check and restored after.")
     if three_way["dtype"] != "float64":
         lines.append(f"{three_way['dtype']}: manual and tape are computed in {three_way['dtype']} and judged with "
                      f"{three_way['dtype']} tolerances; the directional check below always runs in float64, so it "
                      "can pass with far smaller errors than the rows above.")
-    if not three_way["manual"]["available"]:
+    if three_way["manual"].get("error"):
+        lines.append(f"manual: FAILED — {three_way['manual']['error']}; tape, finite differences and forward mode "
+                     "ran without it")
+    elif not three_way["manual"]["available"]:
         lines.append("manual: not available — " + "; ".join(three_way["manual"]["missing"]))
     lines += ["", artifacts.text_table(header, rows)]
     d = report["directional"]
@@ -125,6 +135,17 @@ def format_table(report: dict) -> str:
                      f"{'; '.join(report['below_float64'])}. Their rounding (~1e-7) can fail float64 tolerances by "
                      "itself: check the model on TensorFlow or PyTorch (same weights and formulas), or with the "
                      "attention's dropout above 0 (Keras then computes the softmax itself).")
+    crossed = report.get("kinks_crossed") or {}
+    if crossed:
+        named = "; ".join(f"{layer} ({c['entries']} entr{'y' if c['entries'] == 1 else 'ies'}; its input nearest a "
+                          f"kink ({', '.join(f'{k:g}' for k in c['kinks'])}) is {c['nearest']:.1e} from it)"
+                          for layer, c in list(crossed.items())[:5])
+        more = f"; and {len(crossed) - 5} more layers" if len(crossed) > 5 else ""
+        lines.append(f"kinks: finite differences cannot measure some sampled entries here, since even their smallest "
+                     f"step moves inputs of a piecewise activation across its kink: {named}{more}. Those entries "
+                     "are not counted; manual, tape and forward mode still check each other there. Activations "
+                     "collapsed onto kinks are common at a deep network's initial weights in inference mode: check "
+                     "at trained or randomised weights (biases and β off 0) to measure them.")
     for finding in report.get("autodiff_not_the_derivative", []):
         lines.append(f"tape: {finding}.")
     lines.append(f"verdict: {'PASS' if report['passed'] else 'FAIL'}")

@@ -39,7 +39,9 @@ BUILD_IT_YOURSELF = ("build the model in {dtype} yourself (keras.config.set_floa
 
 def computes_in(model: keras.Model, dtype: str) -> bool:
     """Whether the model already computes in `dtype`: every layer's compute dtype, float variable and float
-    symbolic input (Keras casts data to an Input's dtype first)."""
+    symbolic input (Keras casts data to an Input's dtype first); or it is cast in place to `dtype` (cast_in_place)."""
+    if getattr(model, "_cast_in_place_to", None) == dtype:
+        return True
     tensors = [*model.variables, *(model.inputs if layer_graph(model) is not None else [])]
     return not _layers_computing_otherwise(model, dtype) and \
         all(t.dtype == dtype for t in tensors if "float" in keras.backend.standardize_dtype(t.dtype))
@@ -113,6 +115,35 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
             layer.finalize_state()  # its mean and variance from its variables here, else keeps its build's 0 and 1
     copy._names_of_the_copied_parameters = tuple(parameters(model))  # a tuple: Keras tracks no attribute of it
     return copy
+
+
+@contextlib.contextmanager
+def cast_in_place(model: keras.Model, dtype: str):
+    """The model itself computing in `dtype` within the block, for a model whose copy cannot be made (a custom layer
+    without get_config, a subclassed model whose __init__ takes no **kwargs): every layer's dtype policy, and every
+    float variable's storage and dtype, switched to `dtype` and restored on leaving. The check's forwards read the
+    inputs through its own graph runner (never the Inputs' float32 casts) or the layers' own casts to their policy.
+    Code of the user's that casts to float32 itself computes below `dtype`; forward and reverse mode then disagree
+    beyond float64 rounding, which the report names (`below_float64`)."""
+    if dtype == "float64":
+        autodiff.enable_float64()
+    layers = model._flatten_layers(include_self=True)
+    policies = [(layer, layer._dtype_policy) for layer in layers]
+    variables = [(v, v._dtype, v._value) for v in model.variables if _is_float(v)]
+    try:
+        for layer, _ in policies:
+            layer._dtype_policy = keras.DTypePolicy(dtype)
+        for variable, _, storage in variables:
+            variable._value, variable._dtype = autodiff.variable_storage_in(storage, dtype), dtype
+        model._cast_in_place_to = dtype
+        with floatx(dtype):
+            yield model
+    finally:
+        for variable, kind, storage in variables:
+            variable._value, variable._dtype = storage, kind
+        for layer, policy in policies:
+            layer._dtype_policy = policy
+        model._cast_in_place_to = None
 
 
 @contextlib.contextmanager

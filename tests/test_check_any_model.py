@@ -15,6 +15,7 @@ from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
 from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import dropout_masks_for
+from backprop_suite.manual import layers as manual
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.reference import reference_outputs, with_dtype
@@ -113,6 +114,28 @@ def test_assert_gradients_names_the_worst_tensor_entry_both_values_and_the_toler
     assert repr(worst["worst_values"][0]) in message and repr(worst["worst_values"][1]) in message
     assert f"{worst['worst_tolerance']:.3g}" in message
     assert not any(c["tensor"].startswith("after/") for c in report.failures())
+
+
+@pytest.mark.any_backend
+def test_a_formula_that_raises_fails_the_manual_method_naming_its_layer_and_the_others_still_run(monkeypatch):
+    """An exception inside a hand-derived backward is the formula's bug: a FAIL naming the layer and the step, never a
+    traceback out of the check, and tape, finite differences and forward mode are still compared."""
+    def broken(self, dout):
+        raise ValueError("a shape this formula does not handle")
+
+    monkeypatch.setattr(manual.Softmax, "backward", broken)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="scores"),
+                              keras.layers.Softmax(name="probabilities")], name="with_softmax_layer")
+    x, y = np.random.default_rng(0).standard_normal((4, 4)), np.random.default_rng(1).standard_normal((4, 3))
+    report = check_gradients(model, x, y, loss="mean_squared_error")  # not fused: the Softmax backward runs
+    assert not report.passed
+    message = report.failure_message()
+    assert "probabilities (Softmax): the formula Softmax.backward raised ValueError: a shape this formula" in message
+    assert "manual: FAILED" in str(report)
+    methods = {c["methods"] for c in report.data["three_way"]["comparisons"]}
+    assert methods == {"tape_vs_finite_differences"} and all(c["passed"] for c in report.data["three_way"]
+                                                             ["comparisons"])
+    assert report.data["directional"]["checks"]["jvp_vs_tape"]["passed"]
 
 
 @pytest.mark.any_backend

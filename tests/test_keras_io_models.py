@@ -197,3 +197,66 @@ def test_an_operation_without_a_formula_is_named_as_an_operation_and_many_alike_
     assert all(" × 5 (" in line and "no manual formula for this keras.ops operation" in line for line in missing), \
         missing
     assert "layer class" not in str(report)
+
+
+class Projection(layers.Layer):
+    """keras-io's way: a positional argument and no get_config, so Keras cannot rebuild it in float64."""
+
+    def __init__(self, units):
+        super().__init__()
+        self.units = units
+
+    def build(self, shape):
+        self.w = self.add_weight(shape=(shape[-1], self.units), initializer="glorot_uniform")
+        self.b = self.add_weight(shape=(self.units,), initializer="random_normal")
+
+    def call(self, x):
+        return ops.tanh(ops.matmul(x, self.w) + self.b)
+
+
+class SumOfSquares(keras.regularizers.Regularizer):
+    """A regularizer without get_config."""
+
+    def __call__(self, w):
+        return 0.01 * ops.sum(ops.square(w))
+
+
+class Classifier(keras.Model):
+    """A subclassed model whose __init__ takes no **kwargs."""
+
+    def __init__(self, wrong_gradient=False):
+        super().__init__()
+        self.projection = Projection(5)
+        self.norm = layers.BatchNormalization()
+        self.head = layers.Dense(3, activation="softmax", kernel_regularizer=SumOfSquares())
+        self.wrong_gradient = wrong_gradient
+
+    def call(self, x):
+        h = self.norm(self.projection(x))
+        return self.head(wrong_square(h) if self.wrong_gradient else ops.square(h))
+
+
+@ops.custom_gradient
+def wrong_square(v):
+    def grad(*args, upstream=None):
+        upstream = args[0] if upstream is None else upstream
+        return upstream * v  # should be 2v
+    return ops.square(v), grad
+
+
+@pytest.mark.parametrize("wrong_gradient", [False, True])
+def test_a_model_that_cannot_be_copied_is_checked_in_float64_in_place_and_left_as_it_was(wrong_gradient):
+    rng = np.random.default_rng(0)
+    model = Classifier(wrong_gradient)
+    x, y = rng.standard_normal((4, 4)), np.eye(3)[[0, 1, 2, 0]]
+    before = model(x.astype("float32"))
+    weights = [ops.convert_to_numpy(v.value).copy() for v in model.variables]
+    report = check_gradients(model, x, y)
+    assert "float64 in place: no float64 copy of this model can be made" in str(report)
+    assert report.passed != wrong_gradient, report.failure_message()
+    if not wrong_gradient:  # forward and reverse mode in float64 agree to ~1e-15; in float32 they would to ~1e-7
+        assert report.data["directional"]["checks"]["jvp_vs_tape"]["max_rel_error"] < 1e-12
+    assert all(v.dtype == "float32" for v in model.variables) and model.compute_dtype == "float32"
+    for variable, value in zip(model.variables, weights, strict=True):
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable.value), value)
+    np.testing.assert_array_equal(ops.convert_to_numpy(model(x.astype("float32"))), ops.convert_to_numpy(before))

@@ -43,6 +43,8 @@ class Affine:
 
 
 class ReLU:
+    KINKS = (0.0,)  # where the derivative jumps: what finite differences must not step across (kinks.py)
+
     def forward(self, x):
         y = ops.relu(x)  # max(x, 0) by the framework's op, which TensorFlow fuses into a conv or matmul before it
         self.mask = ops.sign(y)  # 1 where x > 0, else 0, as a number: the backward is one multiplication
@@ -110,6 +112,8 @@ def _positive(x, activation: str):
 
 
 class ReLU6:
+    KINKS = (0.0, 6.0)
+
     def forward(self, x):
         self.x = x
         return ops.relu6(x)  # min(max(x, 0), 6): MobileNet's ReLU, keras.layers.ReLU(max_value=6)
@@ -120,6 +124,7 @@ class ReLU6:
 
 class LeakyReLU:
     """y = x for x > 0, else slope·x."""
+    KINKS = (0.0,)
 
     def __init__(self, negative_slope: float = 0.2):  # keras.activations.leaky_relu's default (the layer's is 0.3)
         self.slope = negative_slope
@@ -149,6 +154,7 @@ class ELU:
 
 class SELU:
     """y = scale·ELU_α(x) with Klambauer et al.'s fixed α and scale; y′ = scale for x > 0, else y + scale·α."""
+    KINKS = (0.0,)
     ALPHA, SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
     def forward(self, x):
@@ -198,6 +204,7 @@ class PReLU:
     """A leaky ReLU whose negative slope α is learned, per entry or shared along `shared_axes`: Keras computes
     y = relu(x) − α·relu(−x), so dL/dx = dout for x > 0, α·dout for x < 0 and 0 at exactly 0 (relu′(0) = 0 on both
     terms), and dL/dα = Σ dout·min(x, 0) over the batch and every shared axis."""
+    KINKS = (0.0,)
     weights = ("alpha",)
 
     def forward(self, x, alpha):
@@ -214,6 +221,7 @@ class PReLU:
 
 class HardSigmoid:
     """y = min(max(x/6 + ½, 0), 1) (MobileNetV3): y′ = 1/6 inside (−3, 3), 0 outside (and at its kinks ±3)."""
+    KINKS = (-3.0, 3.0)
 
     def forward(self, x):
         self.x = x
@@ -225,6 +233,7 @@ class HardSigmoid:
 
 class HardSiLU:
     """y = x·hard_sigmoid(x) (MobileNetV3's hard swish): y′ = (2x + 3)/6 inside (−3, 3), 1 above it, 0 below."""
+    KINKS = (-3.0, 3.0)
 
     def forward(self, x):
         self.x = x

@@ -12,6 +12,7 @@ Masking) travels with the tensors it masks, as Keras passes it on, into the form
 read live from the Keras variables (an `assign` is seen), or from `values` {parameter name: tensor} when
 given. A model the twin cannot follow raises ManualUnavailable naming every layer that lacks a formula.
 """
+import contextlib
 import re
 
 import keras
@@ -32,6 +33,16 @@ class ManualUnavailable(Exception):
     def __init__(self, missing: list[str]):
         self.missing = grouped_by_cause(missing)
         super().__init__("manual: not available — " + "; ".join(self.missing))
+
+
+class FormulaError(Exception):
+    """A manual formula raised while computing: the formula's own bug (or a shape it does not handle), named by
+    layer and step; the check reports it as the manual method's failure and runs the others."""
+
+    def __init__(self, layer, step, phase: str, error: Exception):
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        super().__init__(f"{layer.name} ({type(layer).__name__}): the formula {type(step).__name__}.{phase} raised "
+                         f"{type(error).__name__}: {reason}")
 
 
 _MISSING = re.compile(r"^(?P<kind>\S+) \((?P<name>[^:]+): (?P<reason>.*)\)$")
@@ -171,14 +182,15 @@ class ManualTwin:
             keras_mask = keras_masks.get(node.inputs[0]) if len(inputs) == 1 else None  # passed on unless followed
             for step in steps:
                 follows = {"mask": keras_mask} if getattr(step, "follows_masks", False) else {}
-                if isinstance(step, manual.Dropout):
-                    mask = dropout_masks(step, y) if callable(dropout_masks) else \
-                        (dropout_masks or {}).get(node.layer.name)
-                    y = step.forward(y, mask)
-                elif getattr(step, "weights", ()):
-                    y = step.forward(y, **follows, **self._weights(node.layer, step, values))
-                else:
-                    y = step.forward(y, **follows)
+                with naming_the_formula(node.layer, step, "forward"):
+                    if isinstance(step, manual.Dropout):
+                        mask = dropout_masks(step, y) if callable(dropout_masks) else \
+                            (dropout_masks or {}).get(node.layer.name)
+                        y = step.forward(y, mask)
+                    elif getattr(step, "weights", ()):
+                        y = step.forward(y, **follows, **self._weights(node.layer, step, values))
+                    else:
+                        y = step.forward(y, **follows)
                 if follows:
                     keras_mask = step.output_mask
             env[node.outputs[0]] = y
@@ -210,7 +222,8 @@ class ManualTwin:
                 continue  # nothing downstream reaches the loss
             variables = weights_by_name(node.layer)
             for step in reversed(steps):
-                dout = step.backward(dout)
+                with naming_the_formula(node.layer, step, "backward"):
+                    dout = step.backward(dout)
                 for weight, grad in getattr(step, "grads", {}).items():
                     name = self.param_name.get(id(variables[weight]))
                     if name is not None:  # None: a frozen weight (trainable=False), not a parameter
@@ -241,6 +254,17 @@ class ManualTwin:
         loss, grads = run(x, t, dropout_masks, values)
         return float(ops.convert_to_numpy(loss)), {name: ops.convert_to_numpy(g)
                                                    for name, g in zip(self.params, grads, strict=True)}
+
+
+@contextlib.contextmanager
+def naming_the_formula(layer, step, phase: str):
+    """An exception inside a formula's forward or backward becomes a FormulaError naming the layer and the step."""
+    try:
+        yield
+    except FormulaError:
+        raise
+    except Exception as error:
+        raise FormulaError(layer, step, phase, error) from error
 
 
 def _has_dropout(model) -> bool:
