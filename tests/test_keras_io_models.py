@@ -260,3 +260,14 @@ def test_a_model_that_cannot_be_copied_is_checked_in_float64_in_place_and_left_a
     for variable, value in zip(model.variables, weights, strict=True):
         np.testing.assert_array_equal(ops.convert_to_numpy(variable.value), value)
     np.testing.assert_array_equal(ops.convert_to_numpy(model(x.astype("float32"))), ops.convert_to_numpy(before))
+
+
+def test_a_two_tower_model_scoring_by_dot_gets_the_full_check():
+    """keras-io's recommender and siamese examples score a pair by the Dot of two embeddings."""
+    rng = np.random.default_rng(2)
+    left, right = keras.Input((4,)), keras.Input((3,))
+    score = layers.Dot(axes=1)([layers.Dense(5, activation="tanh")(left), layers.Dense(5)(right)])
+    model = keras.Model([left, right], layers.Dense(1, activation="sigmoid")(score))
+    report = check_gradients(generic_biases(model, rng), [rng.standard_normal((4, 4)), rng.standard_normal((4, 3))],
+                             rng.integers(0, 2, (4, 1)).astype("float64"))
+    assert report.passed and report.data["three_way"]["manual"]["available"], str(report)

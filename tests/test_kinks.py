@@ -85,13 +85,15 @@ def test_a_wrong_gradient_beside_relus_at_a_generic_point_still_fails_with_no_ki
 
 
 @pytest.mark.slow
-def test_mobilenetv2_at_its_initial_weights_passes_with_its_collapsed_relu6_inputs_named():
+@pytest.mark.parametrize("name", ["MobileNetV2", "NASNetMobile"])
+def test_an_application_at_its_initial_weights_passes_with_its_collapsed_activations_named(name):
     """In inference mode at Keras's initial weights MobileNetV2's activations collapse: late ReLU6 inputs lie within
     1e-10 of 0, and ten β tensors failed tape vs finite differences at up to 10× (TensorFlow) while manual and tape
-    agreed to 1e-21."""
+    agreed to 1e-21; NASNetMobile failed one β at 6e4× (measured: 28 s and 140 s here)."""
     rng = np.random.default_rng(0)
-    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), weights=None, classes=3)
+    model = keras.applications.__dict__[name](input_shape=(32, 32, 3), weights=None, classes=3)
     report = check_gradients(model, rng.standard_normal((2, 32, 32, 3)), np.eye(3)[[0, 2]], fd_entries=2,
                              directions=2)
     assert report.passed, report.failure_message()
-    assert any(name.startswith("block_1") for name in report.data["kinks_crossed"])
+    if name == "MobileNetV2":
+        assert any(layer.startswith("block_1") for layer in report.data["kinks_crossed"])

@@ -323,6 +323,31 @@ def test_merge_layers_send_each_input_its_share_of_dout(merge, inputs):
         np.testing.assert_allclose(manual_dx, tape_dx, **EXACT)
 
 
+@pytest.mark.parametrize("shapes, axes", [([(3, 4), (3, 4)], 1), ([(2, 4, 3), (2, 5, 3)], (2, 2)),
+                                          ([(2, 4, 3), (2, 4, 5)], (1, 1)), ([(2, 3, 4), (2, 5, 3)], (1, 2)),
+                                          ([(2, 4, 3), (2, 5, 3)], -1)])
+def test_dot_sends_each_input_dout_contracted_with_the_other(shapes, axes):
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal(shape) for shape in shapes]
+    layer = L.Dot(axes, dtype="float64")
+    [step] = manual_steps(layer, False)
+    y = step.forward([tf.constant(x) for x in xs])
+    np.testing.assert_allclose(y, layer(xs), **EXACT)
+    if len(shapes[0]) == 2:
+        np.testing.assert_allclose(y[:, 0], np.sum(xs[0] * xs[1], axis=1), **EXACT)  # by hand: Σ_k x_k z_k
+    dout = rng.standard_normal(tuple(y.shape))
+    variables = [tf.Variable(x) for x in xs]
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(dout * layer(variables))
+    for manual_dx, tape_dx in zip(step.backward(tf.constant(dout)), tape.gradient(value, variables), strict=True):
+        np.testing.assert_allclose(manual_dx, tape_dx, **EXACT)
+
+
+def test_dot_with_normalize_gets_no_formula():
+    with pytest.raises(Unsupported, match="normalize"):
+        manual_steps(L.Dot(1, normalize=True), False)
+
+
 def test_inception_resnets_scaled_residual_sends_the_scale_times_dout_to_the_residual():
     """keras.applications' CustomScaleLayer computes x + s·r: dx = dout, dr = s·dout, against the tape."""
     rng = np.random.default_rng(3)
@@ -469,7 +494,7 @@ def test_attention_with_a_mask_on_images_returning_scores_two_output_axes_or_tra
 
 def test_every_table_entry_is_tested_above():
     tested = {type(make()) for make, _, _ in LAYERS.values()} | {*MERGES, L.InputLayer, L.Dropout, L.Embedding,
-                                                                 L.MultiHeadAttention, L.Masking,
+                                                                 L.MultiHeadAttention, L.Masking, L.Dot,
                                                                  inception_resnet_v2.CustomScaleLayer}
     assert set(MANUAL_LAYERS) == tested
 

@@ -371,6 +371,32 @@ class Add(_Merge):
         return [dout] * self.count
 
 
+class Dot:
+    """keras.layers.Dot without normalize, per sample: rank 2, y_n = Σ_k x_nk·z_nk (kept as (N, 1)); rank 3, the
+    contraction of x's axis a with z's axis b, y_npq = Σ_k x_n[p, k]·z_n[q, k] (with a, b = 2, 2; an axis 1 takes the
+    other place). Each input's gradient contracts dout with the other input: dx_npk = Σ_q dout_npq·z_nqk, and
+    dz_nqk = Σ_p dout_npq·x_npk (einsum with the same letters)."""
+
+    def __init__(self, axes):
+        self.axes = axes if isinstance(axes, (list, tuple)) else (axes, axes)
+
+    def forward(self, xs):
+        self.x, self.z = xs
+        rank = len(self.x.shape)
+        if rank == 2:
+            return ops.sum(self.x * self.z, axis=1, keepdims=True)
+        a, b = (axis % rank for axis in self.axes)
+        self.letters = ("npk" if a == 2 else "nkp", "nqk" if b == 2 else "nkq")
+        return ops.einsum(f"{self.letters[0]},{self.letters[1]}->npq", self.x, self.z)
+
+    def backward(self, dout):
+        if len(self.x.shape) == 2:
+            return [dout * self.z, dout * self.x]
+        x_letters, z_letters = self.letters
+        return [ops.einsum(f"npq,{z_letters}->{x_letters}", dout, self.z),
+                ops.einsum(f"npq,{x_letters}->{z_letters}", dout, self.x)]
+
+
 class WithConstant:
     """A merge's op of one tensor and a number c, as Keras records `x + 3.0`, `x * (1/6)` or `1 - x` in a Functional
     graph (MobileNetV3's hard sigmoid): the merge's formula with c as the other, constant, input."""

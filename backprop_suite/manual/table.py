@@ -254,6 +254,13 @@ def _relu_layer(layer, training):
     return [layers.LeakyReLU(layer.negative_slope)] if layer.negative_slope else [layers.ReLU()]
 
 
+def _dot(layer, training):
+    _require(not layer.normalize, "normalize=True")
+    ranks = {len(tensor.shape) for node in layer._inbound_nodes for tensor in node.input_tensors}
+    _require(ranks <= {2} or ranks <= {3}, f"inputs of rank {sorted(ranks)} (the formula takes two of rank 2 or 3)")
+    return [layers.Dot(layer.axes)]
+
+
 def _rescaling(layer, training):
     _require(np.ndim(layer.scale) == 0 or keras.config.image_data_format() == "channels_last",
              "a per-channel scale with channels_first")
@@ -290,6 +297,7 @@ MANUAL_LAYERS = {
     keras.layers.Average: lambda layer, training: [layers.Average()],
     keras.layers.Multiply: lambda layer, training: [layers.Multiply()],
     keras.layers.Maximum: lambda layer, training: [layers.Maximum()],
+    keras.layers.Dot: _dot,
     keras.layers.Minimum: lambda layer, training: [layers.Minimum()],
     keras.layers.LeakyReLU: lambda layer, training: [layers.LeakyReLU(layer.negative_slope)],
     keras.layers.ELU: lambda layer, training: [layers.ELU(layer.alpha)],
