@@ -83,8 +83,8 @@ def float64_model(model, dtype: str):
         said = " ".join(line.strip() for line in str(no_copy).splitlines() if line.strip())
         reason = said.split("; build the model")[0].removeprefix(f"{model.name}: ")
     if dtype != "float64":
-        raise SuiteError(f"{model.name}: dtype={dtype!r} compares with a float64 copy of the model, which cannot be made "
-                         f"({reason}); check it with dtype='float64' (the default), which casts the model in place")
+        raise SuiteError(f"{model.name}: dtype={dtype!r} compares with a float64 copy of the model, which cannot be "
+                         f"made ({reason}); check it with dtype='float64' (the default), which casts it in place")
     try:
         with cast_in_place(model, "float64") as model64:
             yield model64, reason
