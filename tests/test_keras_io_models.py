@@ -271,3 +271,19 @@ def test_a_two_tower_model_scoring_by_dot_gets_the_full_check():
     report = check_gradients(generic_biases(model, rng), [rng.standard_normal((4, 4)), rng.standard_normal((4, 3))],
                              rng.integers(0, 2, (4, 1)).astype("float64"))
     assert report.passed and report.data["three_way"]["manual"]["available"], str(report)
+
+
+def test_keras_ios_seq2seq_encoder_states_into_the_decoder_get_the_full_check():
+    """keras-io's character-level sequence-to-sequence model, shrunk: the encoder LSTM's returned states are the
+    decoder LSTM's initial_state; a GRU passes its state on the same way."""
+    rng = np.random.default_rng(3)
+    encoder_inputs, decoder_inputs = keras.Input((5, 3)), keras.Input((4, 2))
+    _, h, c = layers.LSTM(4, return_state=True)(encoder_inputs)
+    decoded = layers.LSTM(4, return_sequences=True)(decoder_inputs, initial_state=[h, c])
+    decoded, state = layers.GRU(4, return_sequences=True, return_state=True)(decoded, initial_state=h)
+    outputs = layers.Dense(3, activation="softmax")(layers.Concatenate()([decoded, layers.RepeatVector(4)(state)]))
+    model = keras.Model([encoder_inputs, decoder_inputs], outputs)
+    targets = np.eye(3)[rng.integers(0, 3, (2, 4))]
+    report = check_gradients(generic_biases(model, rng), [rng.standard_normal((2, 5, 3)),
+                                                          rng.standard_normal((2, 4, 2))], targets)
+    assert report.passed and report.data["three_way"]["manual"]["available"], str(report)

@@ -343,6 +343,41 @@ def test_dot_sends_each_input_dout_contracted_with_the_other(shapes, axes):
         np.testing.assert_allclose(manual_dx, tape_dx, **EXACT)
 
 
+@pytest.mark.parametrize("make, states", [(lambda: L.LSTM(3, return_state=True), 2),
+                                          (lambda: L.LSTM(3, return_sequences=True, return_state=True,
+                                                          go_backwards=True), 2),
+                                          (lambda: L.GRU(3, return_state=True, activation="relu"), 1),
+                                          (lambda: L.SimpleRNN(3, return_sequences=True, return_state=True), 1)])
+@pytest.mark.parametrize("initial_state", [False, True])
+def test_a_recurrent_layer_returns_its_states_and_sends_their_gradients_to_the_initial_ones(make, states,
+                                                                                            initial_state):
+    """With return_state the last states are outputs too: their gradients start the backward walk at the last step,
+    added to what the output receives; with an initial_state its gradient is what reaches h_0 (c_0). Against the
+    tape, for the sequence, every initial state and every weight at random values."""
+    rng = np.random.default_rng(7)
+    layer = in_float64(make)
+    x = rng.standard_normal((2, 4, 3))
+    given = [rng.standard_normal((2, 3)) for _ in range(states)] if initial_state else []
+    layer(x, initial_state=given or None)  # built
+    with_random_weights(layer, rng)
+    keras_outputs = layer(x, initial_state=given or None)
+    [step] = manual_steps(layer, False)
+    weights = {w.name: tf.constant(w.numpy()) for w in layer.weights}
+    manual_outputs = step.forward([tf.constant(v) for v in [x, *given]] if given else tf.constant(x), **weights)
+    for manual_y, keras_y in zip(manual_outputs, keras_outputs, strict=True):
+        np.testing.assert_allclose(manual_y, keras_y, **EXACT)
+    douts = [rng.standard_normal(tuple(y.shape)) for y in keras_outputs]
+    variables = [tf.Variable(v) for v in [x, *given]]
+    with tf.GradientTape() as tape:
+        ys = layer(variables[0], initial_state=variables[1:] or None)
+        value = sum(tf.reduce_sum(d * y) for d, y in zip(douts, ys, strict=True))
+    tape_grads = tape.gradient(value, variables + layer.trainable_weights)
+    manual_grads = step.backward([tf.constant(d) for d in douts])
+    manual_grads = (manual_grads if given else [manual_grads]) + [step.grads[w.name] for w in layer.trainable_weights]
+    for manual_g, tape_g in zip(manual_grads, tape_grads, strict=True):
+        np.testing.assert_allclose(manual_g, tape_g, **EXACT)
+
+
 def test_dot_with_normalize_gets_no_formula():
     with pytest.raises(Unsupported, match="normalize"):
         manual_steps(L.Dot(1, normalize=True), False)

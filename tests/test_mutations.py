@@ -397,3 +397,73 @@ def test_a_rescaling_backward_that_forgets_the_scale_fails_the_check_upstream_of
     failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
     assert failed == {"before/kernel", "before/bias"}
     assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
+
+
+def two_towers_scored_by_dot():
+    left, right = keras.Input((4,)), keras.Input((3,))
+    score = keras.layers.Dot(axes=1)([keras.layers.Dense(5, activation="tanh", name="left")(left),
+                                      keras.layers.Dense(5, name="right")(right)])
+    return keras.Model([left, right], keras.layers.Dense(2, activation="softmax", name="head")(score))
+
+
+def encoder_states_into_a_decoder():
+    """keras-io's seq2seq in small: the encoder's returned states start the decoder."""
+    encoder_inputs, decoder_inputs = keras.Input((4, 3)), keras.Input((3, 2))
+    _, h, c = keras.layers.LSTM(3, return_state=True, name="encoder")(encoder_inputs)
+    decoded = keras.layers.LSTM(3, return_sequences=True, name="decoder")(decoder_inputs, initial_state=[h, c])
+    return keras.Model([encoder_inputs, decoder_inputs], keras.layers.Dense(2, activation="softmax", name="head")(
+        keras.layers.GlobalAveragePooling1D()(decoded)))
+
+
+def hard_silu_mlp():
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, name="scale_up"),  # inputs spread past ±3
+                             keras.layers.Rescaling(4.0), keras.layers.Activation("hard_silu"),
+                             keras.layers.Dense(3, activation="softmax", name="head")])
+
+
+def layer_scaled_mlp():
+    from keras.src.applications import convnext
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh", name="before"),
+                             convnext.LayerScale(0.3, 4, name="layer_scale"),
+                             keras.layers.Dense(3, activation="softmax", name="head")])
+
+
+ENCODER = {"encoder/kernel", "encoder/recurrent_kernel", "encoder/bias"}
+SLIPS_IN_REAL_MODELS = {  # the formulas issue 28 added, each slipped in a model of keras-io's or keras.applications'
+    "dot_sends_each_input_its_own_value": (  # dx = dout·z written dout·x
+        two_towers_scored_by_dot, layers.Dot, "backward",
+        lambda self, dout: [dout * self.x, dout * self.z], {"left/kernel", "left/bias", "right/kernel", "right/bias"}),
+    "returned_states_gradients_swapped": (  # h_T's gradient started at c_T and c_T's at h_T
+        encoder_states_into_a_decoder, recurrent._Recurrent, "_douts",
+        lambda self, dout, count: (dout[0], list(dout[1:])[::-1]) if self.return_state else (dout, [None] * count),
+        ENCODER),
+    "initial_states_get_no_gradient": (  # dh_0, dc_0 dropped: the same, seen from the decoder's side
+        encoder_states_into_a_decoder, recurrent._Recurrent, "_input_gradients",
+        lambda self, dxs, grads: [self._input_gradient(dxs), *[ops.zeros_like(g) for g in grads]] if self.given_states
+        else self._input_gradient(dxs), ENCODER),
+    "hard_silu_derivative_of_the_hard_sigmoid": (  # (2x + 3)/6 written 1/6 inside (−3, 3)
+        hard_silu_mlp, layers.HardSiLU, "backward",
+        lambda self, dout: ops.where(ops.logical_and(self.x > -3, self.x < 3), dout / 6,
+                                     ops.where(self.x >= 3, dout, 0)),
+        {"scale_up/kernel", "scale_up/bias"}),
+    "layer_scale_input_gradient_without_gamma": (  # dx = dout·γ written dout
+        layer_scaled_mlp, layers.LayerScale, "backward",
+        wrap_backward(layers.LayerScale, lambda self, dout, dx: dout), {"before/kernel", "before/bias"}),
+}
+
+
+@pytest.mark.parametrize("slip", SLIPS_IN_REAL_MODELS)
+def test_a_slip_in_a_formula_for_real_models_fails_the_check_at_exactly_the_corrupted_tensors(slip, monkeypatch):
+    build, owner, attribute, replacement, expected = SLIPS_IN_REAL_MODELS[slip]
+    keras.utils.set_random_seed(0)
+    model = build()
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_variables:  # generic weights: biases off 0, γ off its initial value
+        variable.assign(rng.normal(0, 0.5, variable.shape))
+    x, y = random_batch(model, 4, seed=3)
+    assert three_way_check(model, x, y, fd_entries=6)["passed"]  # unbroken
+    monkeypatch.setattr(owner, attribute, replacement)
+    report = three_way_check(model, x, y, fd_entries=6)
+    failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
+    assert failed == expected
+    assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")

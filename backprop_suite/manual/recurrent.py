@@ -7,6 +7,9 @@ kernel: the chain rule's sum over paths, over time. A weight's gradient is the s
 (the weights are shared across time, as a layer called twice shares them). Protocol in manual/layers.py.
 Keras's conventions: kernel (D, k·u) and recurrent_kernel (u, k·u) hold the k gates side by side (LSTM: i, f, c, o);
 go_backwards processes the steps last to first and returns the outputs in that order.
+States: an `initial_state` (h_0, and c_0 for an LSTM) comes in after the sequence, as Keras's node lists it, and its
+gradient is what reaches h_0 (c_0) at the end of the backward walk; with `return_state` the layer also outputs its
+last state(s), and their gradients start the walk at the last step, added to what its output receives.
 A Keras mask (N, T) (from Embedding(mask_zero=True) or Masking) skips steps: at a masked step the layer keeps its
 previous state, h_t = m_t·h̃_t + (1 − m_t)·h_{t−1} (Keras's `where`), and outputs it (zeros instead where
 zero_output_for_mask, which a Bidirectional sets with return_sequences). Backward splits the gradient at h_t the same
@@ -24,9 +27,32 @@ class _Recurrent:
     weights = ("kernel", "recurrent_kernel", "bias")
     follows_masks = True  # forward takes the Keras mask and sets output_mask (manual/layers.py)
 
-    def __init__(self, return_sequences: bool, go_backwards: bool, zero_output_for_mask: bool = False):
+    def __init__(self, return_sequences: bool, go_backwards: bool, zero_output_for_mask: bool = False,
+                 return_state: bool = False):
         self.return_sequences, self.go_backwards = return_sequences, go_backwards
-        self.zero_output_for_mask = zero_output_for_mask
+        self.zero_output_for_mask, self.return_state = zero_output_for_mask, return_state
+
+    def _sequence_and_states(self, inputs, count: int):
+        """(x, the `count` initial states: given after the sequence, else zeros (N, u))."""
+        x, *given = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        self.given_states = bool(given)
+        units = self.U.shape[0]
+        return x, given or [ops.zeros((x.shape[0], units), x.dtype) for _ in range(count)]
+
+    def _with_states(self, output, states):
+        """The layer's output, and with return_state its last states after it (Keras's [output, h_T, c_T])."""
+        return [output, *states] if self.return_state else output
+
+    def _douts(self, dout, count: int):
+        """(the output's gradient, the last states' gradients): None where nothing arrives."""
+        if not self.return_state:
+            return dout, [None] * count
+        return dout[0], list(dout[1:])
+
+    def _input_gradients(self, dxs, state_gradients):
+        """dx, and after it each initial state's gradient where the caller gave the states."""
+        dx = self._input_gradient(dxs)
+        return [dx, *state_gradients] if self.given_states else dx
 
     def _steps(self, x, mask=None):
         """The sequence's steps (N, D) in processing order; each step's keep (N, 1) (True where the Keras mask lets the
@@ -63,6 +89,8 @@ class _Recurrent:
     def _arriving(self, dout, count):
         """The gradient each step's output receives from the layer's output (None: nothing but the recurrence); the
         adjoint of _shown (a zeroed output passes nothing back)."""
+        if dout is None:  # only the returned states reach the loss
+            return [None] * count
         if self.return_sequences:
             return [self._shown(t, dout[:, t, :]) for t in range(count)]
         return [None] * (count - 1) + [self._shown(count - 1, dout)]
@@ -91,14 +119,15 @@ class SimpleRNN(_Recurrent):
     """h_t = f(x_t·W + b + h_{t−1}·U), h_0 = 0. BPTT: dz_t = f′ ⊙ (dout_t + dz_{t+1}·Uᵀ); dL/dW = Σ_t x_tᵀ dz_t,
     dL/dU = Σ_t h_{t−1}ᵀ dz_t, dL/db = Σ_t Σ_n dz_t, dL/dx_t = dz_t·Wᵀ."""
 
-    def __init__(self, activation, return_sequences=False, go_backwards=False, zero_output_for_mask=False):
-        super().__init__(return_sequences, go_backwards, zero_output_for_mask)
+    def __init__(self, activation, return_sequences=False, go_backwards=False, zero_output_for_mask=False,
+                 return_state=False):
+        super().__init__(return_sequences, go_backwards, zero_output_for_mask, return_state)
         self.activation = activation  # a manual activation class: one instance per step keeps that step's values
 
-    def forward(self, x, kernel, recurrent_kernel, bias=None, mask=None):
+    def forward(self, inputs, kernel, recurrent_kernel, bias=None, mask=None):
         self.W, self.U, self.has_bias = kernel, recurrent_kernel, bias is not None
+        x, [h] = self._sequence_and_states(inputs, 1)
         self.xs, self.h_prevs, self.activations = self._steps(x, mask), [], []
-        h = ops.zeros((x.shape[0], recurrent_kernel.shape[0]), x.dtype)
         hs = []
         for t, x_t in enumerate(self.xs):
             self.h_prevs.append(h)
@@ -106,10 +135,11 @@ class SimpleRNN(_Recurrent):
             self.activations.append(self.activation())
             h = self._kept(t, self.activations[-1].forward(z), h)
             hs.append(h)
-        return self._output(hs)
+        return self._with_states(self._output(hs), [h])
 
     def backward(self, dout):
-        dzs, dxs, dh_next, arriving = [], [], None, self._arriving(dout, len(self.xs))
+        dout, [dh_next] = self._douts(dout, 1)
+        dzs, dxs, arriving = [], [], self._arriving(dout, len(self.xs))
         for t in reversed(range(len(self.xs))):
             dh, dh_kept = self._split(t, _sum(arriving[t], dh_next))
             dz = self.activations[t].backward(dh)
@@ -118,7 +148,7 @@ class SimpleRNN(_Recurrent):
             dh_next = _sum(self._to_the_previous_state(dz), dh_kept)
         dzs, dxs = dzs[::-1], dxs[::-1]
         self.grads = self._weight_gradients(dzs)
-        return self._input_gradient(dxs)
+        return self._input_gradients(dxs, [dh_next])
 
 
 class LSTM(_Recurrent):
@@ -128,15 +158,14 @@ class LSTM(_Recurrent):
     dz_c = dc·i·a′, dz_o = dh·a(c_t)·g′; dh_{t−1} = dz·Uᵀ, dx_t = dz·Wᵀ, and the weights as SimpleRNN's."""
 
     def __init__(self, activation, recurrent_activation, return_sequences=False, go_backwards=False,
-                 zero_output_for_mask=False):
-        super().__init__(return_sequences, go_backwards, zero_output_for_mask)
+                 zero_output_for_mask=False, return_state=False):
+        super().__init__(return_sequences, go_backwards, zero_output_for_mask, return_state)
         self.activation, self.recurrent_activation = activation, recurrent_activation
 
-    def forward(self, x, kernel, recurrent_kernel, bias=None, mask=None):
+    def forward(self, inputs, kernel, recurrent_kernel, bias=None, mask=None):
         self.W, self.U, self.has_bias = kernel, recurrent_kernel, bias is not None
-        units = recurrent_kernel.shape[0]
+        x, [h, c] = self._sequence_and_states(inputs, 2)
         self.xs, self.h_prevs, self.cells = self._steps(x, mask), [], []
-        h = c = ops.zeros((x.shape[0], units), x.dtype)
         hs = []
         for t, x_t in enumerate(self.xs):
             self.h_prevs.append(h)
@@ -151,10 +180,11 @@ class LSTM(_Recurrent):
             h, c = self._kept(t, o * cell["squashed"], h), self._kept(t, c_new, c)  # both states keep theirs
             self.cells.append(cell)
             hs.append(h)
-        return self._output(hs)
+        return self._with_states(self._output(hs), [h, c])
 
     def backward(self, dout):
-        dzs, dxs, dh_next, dc_next, arriving = [], [], None, None, self._arriving(dout, len(self.xs))
+        dout, [dh_next, dc_next] = self._douts(dout, 2)
+        dzs, dxs, arriving = [], [], self._arriving(dout, len(self.xs))
         for t in reversed(range(len(self.xs))):
             (dh, dh_kept), (dc, dc_kept) = self._split(t, _sum(arriving[t], dh_next)), self._split(t, dc_next)
             cell = self.cells[t]
@@ -170,7 +200,7 @@ class LSTM(_Recurrent):
             dc_next = _sum(self._to_the_previous_cell(dc, cell), dc_kept)
         dzs, dxs = dzs[::-1], dxs[::-1]
         self.grads = self._weight_gradients(dzs)
-        return self._input_gradient(dxs)
+        return self._input_gradients(dxs, [dh_next, dc_next])
 
     @staticmethod
     def _to_the_previous_cell(dc, cell):
@@ -185,14 +215,14 @@ class GRU(_Recurrent):
     its rows are b_x and b_h."""
 
     def __init__(self, activation, recurrent_activation, return_sequences=False, go_backwards=False,
-                 zero_output_for_mask=False):
-        super().__init__(return_sequences, go_backwards, zero_output_for_mask)
+                 zero_output_for_mask=False, return_state=False):
+        super().__init__(return_sequences, go_backwards, zero_output_for_mask, return_state)
         self.activation, self.recurrent_activation = activation, recurrent_activation
 
-    def forward(self, x, kernel, recurrent_kernel, bias=None, mask=None):
+    def forward(self, inputs, kernel, recurrent_kernel, bias=None, mask=None):
         self.W, self.U, self.has_bias = kernel, recurrent_kernel, bias is not None
+        x, [h] = self._sequence_and_states(inputs, 1)
         self.xs, self.h_prevs, self.cells = self._steps(x, mask), [], []
-        h = ops.zeros((x.shape[0], recurrent_kernel.shape[0]), x.dtype)
         hs = []
         for t, x_t in enumerate(self.xs):
             self.h_prevs.append(h)
@@ -206,10 +236,11 @@ class GRU(_Recurrent):
             h = self._kept(t, z * h + (1 - z) * candidate, h)
             self.cells.append(cell)
             hs.append(h)
-        return self._output(hs)
+        return self._with_states(self._output(hs), [h])
 
     def backward(self, dout):
-        input_dzs, recurrent_dzs, dxs, dh_next, arriving = [], [], [], None, self._arriving(dout, len(self.xs))
+        dout, [dh_next] = self._douts(dout, 1)
+        input_dzs, recurrent_dzs, dxs, arriving = [], [], [], self._arriving(dout, len(self.xs))
         for t in reversed(range(len(self.xs))):
             cell, (dh, dh_kept) = self.cells[t], self._split(t, _sum(arriving[t], dh_next))
             dz = cell["update"].backward(dh * (cell["h_prev"] - cell["candidate_value"]))
@@ -226,7 +257,7 @@ class GRU(_Recurrent):
         self.grads = self._weight_gradients(input_dzs, recurrent_dzs)
         if self.has_bias:  # (2, 3u): the input side's row, then the recurrent side's
             self.grads["bias"] = ops.stack([self.grads["bias"], sum(ops.sum(dz, axis=0) for dz in recurrent_dzs)])
-        return self._input_gradient(dxs)
+        return self._input_gradients(dxs, [dh_next])
 
     @staticmethod
     def _direct_to_the_previous_state(dh, cell):

@@ -46,8 +46,7 @@ def _without_initial_state(layer):
 
 
 def _recurrent(layer, training):
-    _without_initial_state(layer)
-    return [_recurrent_step(layer, training)]
+    return [_recurrent_step(layer, training)]  # an initial_state and return_state included (manual/recurrent.py)
 
 
 def _recurrent_step(layer, training):
@@ -58,7 +57,8 @@ def _recurrent_step(layer, training):
     _require(not (training and (cell.dropout or cell.recurrent_dropout)),
              "dropout or recurrent_dropout in training (Keras draws its own masks)")
     options = {"return_sequences": layer.return_sequences, "go_backwards": layer.go_backwards,
-               "zero_output_for_mask": layer.zero_output_for_mask}  # a Bidirectional sets it with return_sequences
+               "zero_output_for_mask": layer.zero_output_for_mask,  # a Bidirectional sets it with return_sequences
+               "return_state": layer.return_state}
     if isinstance(layer, keras.layers.GRU):
         _require(cell.reset_after, "reset_after=False")
     if isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):

@@ -86,10 +86,12 @@ class ManualTwin:
         unknown = set()  # the outputs of layers without a formula: whether they carry a mask is not followed
         for node in self.graph.nodes:
             try:
-                if len(node.outputs) != 1:
-                    raise Unsupported(f"{len(node.outputs)} outputs")
                 steps = manual_steps(node.layer, training, node.arguments)
                 inputs_masked = [tensor in self.masked for tensor in node.inputs]
+                if len(node.outputs) != 1 and not (len(steps) == 1 and getattr(steps[0], "return_state", False)
+                                                   and not any(inputs_masked)):
+                    raise Unsupported(f"{len(node.outputs)} outputs" + (" and a Keras mask" if any(inputs_masked)
+                                                                         else ""))
                 if node.masks and not ((inputs_masked[0] or node.inputs[0] in unknown)
                                        and masks_made_by_keras(node.arguments)):
                     raise Unsupported("called with a mask of the caller's (the formulas follow the masks that "
@@ -193,7 +195,7 @@ class ManualTwin:
                         y = step.forward(y, **follows)
                 if follows:
                     keras_mask = step.output_mask
-            env[node.outputs[0]] = y
+            env.update(zip(node.outputs, y if len(node.outputs) > 1 else [y], strict=True))
             if node.outputs[0] in self.masked:
                 keras_masks[node.outputs[0]] = keras_mask
         total = 0
@@ -217,9 +219,10 @@ class ManualTwin:
         for name, penalty in self.weight_penalties.items():
             manual.accumulate(grads, name, penalty.backward())
         for node, steps in reversed(self.nodes):  # reverse topological order
-            dout = arriving.pop(node.outputs[0], None)
-            if dout is None:
+            douts = [arriving.pop(output, None) for output in node.outputs]
+            if all(d is None for d in douts):
                 continue  # nothing downstream reaches the loss
+            dout = douts if len(douts) > 1 else douts[0]  # several outputs (return_state): None where none arrives
             variables = weights_by_name(node.layer)
             for step in reversed(steps):
                 with naming_the_formula(node.layer, step, "backward"):
