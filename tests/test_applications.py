@@ -1,6 +1,8 @@
 """keras.applications architectures as Keras builds them (weights=None, 32×32 or their smallest input), checked in
 float64 on TensorFlow with every method: the hand-derived formulas, the tape, forward mode and finite differences of
-Keras's own forward. Two in the default run; every family with `-m slow`.
+Keras's own forward. Two in the default run; every family with `-m slow`. On JAX and PyTorch every one is in the slow
+set (`KERAS_BACKEND=jax pytest -m slow tests/test_applications.py -k MobileNetV3Small`): compiling an ImageNet
+architecture's float64 check takes minutes there.
 
 The check point is generic: biases, BatchNormalization's β and moving mean off 0, γ and the moving variance off 1.
 At Keras's initial weights a deep network in inference mode can collapse its activations onto ReLU kinks (MobileNetV2:
@@ -9,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from backprop_suite import check_gradients
+from backprop_suite import autodiff, check_gradients
 
 ARCHITECTURES = {  # name: input size
     "MobileNetV3Small": 32, "EfficientNetB0": 32,  # the default run
@@ -18,6 +20,10 @@ ARCHITECTURES = {  # name: input size
     "ConvNeXtTiny": 32, "InceptionResNetV2": 75,
 }
 DEFAULT_RUN = ("MobileNetV3Small", "EfficientNetB0")
+
+
+def in_the_default_run(name: str) -> bool:
+    return name in DEFAULT_RUN and autodiff.BACKEND == "tensorflow"
 
 
 def at_a_generic_point(model, rng):
@@ -36,7 +42,8 @@ def build(name: str):
     return keras.applications.__dict__[name](input_shape=(size, size, 3), weights=None, classes=3, **options), size
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in DEFAULT_RUN else pytest.mark.slow)
+@pytest.mark.any_backend
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if in_the_default_run(name) else pytest.mark.slow)
                                   for name in ARCHITECTURES])
 def test_a_keras_application_gets_the_full_check_and_passes(name):
     rng = np.random.default_rng(0)
