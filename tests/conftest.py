@@ -1,5 +1,6 @@
 import gzip
 import struct
+import textwrap
 from pathlib import Path
 
 import keras
@@ -80,3 +81,33 @@ at_least = 0.5
 source = "chance is 0.1"
 """)
     return load_spec(path)
+
+
+def sine_layer_source(package: str) -> str:
+    """A custom layer y = sin(x), registered under `package`, with the framework's gradient or, broken, one that
+    says sin where cos belongs: the tests' layer and the "user's" module are this one text."""
+    return textwrap.dedent(f"""
+        import keras
+
+        @keras.saving.register_keras_serializable(package="{package}")
+        class Sine(keras.layers.Layer):
+            def __init__(self, broken=False, **kwargs):
+                super().__init__(**kwargs)
+                self.broken = broken
+
+            def call(self, x):
+                if not self.broken:
+                    return keras.ops.sin(x)
+
+                @keras.ops.custom_gradient
+                def sine(v):
+                    def grad(*args, upstream=None):
+                        upstream = args[0] if upstream is None else upstream
+                        return upstream * keras.ops.sin(v)  # should be cos(v)
+                    return keras.ops.sin(v), grad
+
+                return sine(x)
+
+            def get_config(self):
+                return {{**super().get_config(), "broken": self.broken}}
+        """)

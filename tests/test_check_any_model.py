@@ -3,12 +3,11 @@ import importlib.util
 import json
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, sine_layer_source
 
 from backprop_suite import GradientReport, assert_gradients, autodiff, check_gradients
 from backprop_suite.check import random_batch
@@ -50,36 +49,6 @@ def test_every_zoo_model_passes_the_full_check(name):
     assert not report.data["directional"]["below_float64"]
     assert report.data["directional"]["parameters"] == model.count_params() - sum(
         int(np.prod(v.shape)) for v in model.non_trainable_weights)
-
-
-def sine_layer_source(package: str) -> str:
-    """A custom layer y = sin(x), registered under `package`, with the framework's gradient or, broken, one that
-    says sin where cos belongs: the tests' layer and the "user's" module are this one text."""
-    return textwrap.dedent(f"""
-        import keras
-
-        @keras.saving.register_keras_serializable(package="{package}")
-        class Sine(keras.layers.Layer):
-            def __init__(self, broken=False, **kwargs):
-                super().__init__(**kwargs)
-                self.broken = broken
-
-            def call(self, x):
-                if not self.broken:
-                    return keras.ops.sin(x)
-
-                @keras.ops.custom_gradient
-                def sine(v):
-                    def grad(*args, upstream=None):
-                        upstream = args[0] if upstream is None else upstream
-                        return upstream * keras.ops.sin(v)  # should be cos(v)
-                    return keras.ops.sin(v), grad
-
-                return sine(x)
-
-            def get_config(self):
-                return {{**super().get_config(), "broken": self.broken}}
-        """)
 
 
 _namespace: dict = {}

@@ -4,6 +4,7 @@ gradient still fails (issue 28: no false FAIL at MobileNetV2's or a VAE decoder'
 import keras
 import numpy as np
 import pytest
+from conftest import sine_layer_source
 from keras import layers
 
 from backprop_suite import autodiff, check_gradients, kinks
@@ -58,24 +59,15 @@ def test_a_vae_decoder_at_its_initial_weights_passes_and_names_the_kinks_its_ste
         assert crossed and "kinks: finite differences cannot measure" in str(report)
 
 
-class WrongSine(layers.Layer):
-    """y = sin(x) with a custom gradient that says sin where cos belongs."""
-
-    def call(self, x):
-        @keras.ops.custom_gradient
-        def sine(v):
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return upstream * keras.ops.sin(v)  # should be cos(v)
-            return keras.ops.sin(v), grad
-
-        return sine(x)
+_namespace: dict = {}
+exec(sine_layer_source("test_kinks"), _namespace)  # noqa: S102  (the layer a user would write)
+Sine = _namespace["Sine"]
 
 
 def test_a_wrong_gradient_beside_relus_at_a_generic_point_still_fails_with_no_kink_named():
     rng = np.random.default_rng(1)
     model = keras.Sequential([keras.Input((5,)), layers.Dense(6, activation="relu", name="relu_layer"),
-                              WrongSine(name="sine"), layers.Dense(3, activation="softmax")])
+                              Sine(broken=True, name="sine"), layers.Dense(3, activation="softmax")])
     for layer in model.layers:
         if getattr(layer, "bias", None) is not None:
             layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
