@@ -105,12 +105,12 @@ def agree(a, b, rtol, atol) -> bool:
 
 class FiniteDifferences:
     """Derivatives of L(w) by differences of L around the point w (a NumPy array), each evaluation made once.
-    kinks_of: w -> {layer: the inputs of its piecewise activation at w} (GradientProblem.kinked_inputs), which lets
-    a kink be seen inside the model where L alone cannot show it (kinks.py)."""
+    kink_probe: the inputs of the model's piecewise activations as a function of w (kinks.KinkProbe), which lets a
+    kink be seen inside the model where L alone cannot show it."""
 
-    def __init__(self, loss_of, point: np.ndarray, step: float = FD_STEP, kinks_of=None):
+    def __init__(self, loss_of, point: np.ndarray, step: float = FD_STEP, kink_probe: kinks.KinkProbe | None = None):
         self.loss_of, self.point, self.step, self.cache = loss_of, point, step, {}
-        self.kinks_of, self.kinks_crossed = kinks_of, {}  # index -> {layer: inputs crossing a kink at step h/100}
+        self.kink_probe, self.kinks_crossed = kink_probe, {}  # index -> {layer: inputs crossing a kink at step h/100}
 
     def loss(self, index, offset: float) -> float:
         key = (index, offset)
@@ -141,15 +141,13 @@ class FiniteDifferences:
     def _crosses_kinks(self, index) -> bool:
         """Whether even the smallest step tried, h/100, moves an input of a piecewise activation onto or across its
         kink: then no step here measures the derivative, and the layers crossed are kept in `kinks_crossed`."""
-        if self.kinks_of is None:
+        if self.kink_probe is None:
             return False
-        h = self.step / 100
         stepped = []
-        for offset in (h, -h):
-            shifted = self.point.copy()
-            shifted[index] += offset
-            stepped.append(self.kinks_of(shifted))
-        found = kinks.crossed(self.kinks_of.points, self.kinks_of.at_point, stepped)
+        for offset in (self.step / 100, -self.step / 100):
+            stepped.append(self.point.copy())
+            stepped[-1][index] += offset
+        found = self.kink_probe.crossed(stepped)
         if found:
             self.kinks_crossed[index] = found
         return bool(found)
@@ -241,19 +239,15 @@ class GradientProblem:
         values = {name: ops.convert_to_tensor(w) for name, w in (values or {}).items()}
         return kinks.kinked_inputs(self.model, lambda: self.loss({**self._point_tensors, **values}))
 
-    def kinks_of(self, values_at):
-        """For FiniteDifferences: w -> kinked inputs at `values_at(w)` (a dict of parameters), with the points and
-        the inputs at the point itself attached; None for a model without piecewise activations."""
+    def kink_probe(self, values_at) -> kinks.KinkProbe | None:
+        """For FiniteDifferences that vary w: the kinked inputs at the parameters `values_at(w)` (a dict); None for a
+        model without piecewise activations."""
         points = kinks.kink_points(self.model)
         if not points:
             return None
-        if not hasattr(self, "_kinked_at_point"):
+        if not hasattr(self, "_kinked_at_point"):  # the same point for every tensor and direction
             self._kinked_at_point = self.kinked_inputs()
-
-        def of(w):
-            return self.kinked_inputs(values_at(w))
-        of.points, of.at_point = points, self._kinked_at_point
-        return of
+        return kinks.KinkProbe(points, self._kinked_at_point, lambda w: self.kinked_inputs(values_at(w)))
 
     def tape(self) -> tuple[float, dict[str, np.ndarray]]:
         value, grads = autodiff.value_and_gradients(self.loss, self.point)
@@ -336,7 +330,7 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
             comparisons.append(compare(name, "manual_vs_tape", manual[name], tape[name], rtol, atol))
         indices = sample_indices(problem64.point[name].shape, fd_entries, rng)
         fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name],
-                               kinks_of=problem64.kinks_of(lambda w, name=name: {name: w}))
+                               kink_probe=problem64.kink_probe(lambda w, name=name: {name: w}))
         if dtype == "float64":
             rtol, atol = TOLERANCES["vs_finite_differences"]  # else the float32 rtol, atol set above
         for method, grads in (("manual", manual), ("tape", tape)):
@@ -373,7 +367,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
         def moved(s, v=v):
             return {n: problem.point[n] + float(s) * v[n] for n in v}
         along = FiniteDifferences(lambda s: problem.loss_value(moved(s)), np.zeros(()), step,
-                                  kinks_of=problem.kinks_of(moved))
+                                  kink_probe=problem.kink_probe(moved))
         row = {"tape": float(sum(np.sum(v[n] * tape[n]) for n in v)), "finite_differences": along.central(())}
         if forward_mode["available"]:
             try:

@@ -9,6 +9,8 @@ inputs of every piecewise activation are recorded during a forward at w and at w
 across one of its activation's kinks (the manual formula's KINKS) is a kink the step crossed, named by its layer.
 """
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -103,3 +105,16 @@ def nearest(points: dict[str, tuple], at: dict, names) -> dict[str, float]:
     """{layer: the smallest distance of its inputs at the point from one of its kinks}."""
     return {name: float(min(np.min(np.abs(z - k), initial=np.inf) for z in at[name] for k in points[name]))
             for name in names if name in at}
+
+
+@dataclass
+class KinkProbe:
+    """What finite differences need to see kinks inside the model: the kinks of its piecewise activations, their
+    inputs at the point, and `inputs_at(w)`, their inputs in a forward at w (GradientProblem.kink_probe)."""
+    points: dict[str, tuple]
+    at_point: dict[str, list]
+    inputs_at: Callable
+
+    def crossed(self, stepped: list) -> dict[str, int]:
+        """{layer: inputs moved onto or across a kink} between the point and each of the `stepped` points w."""
+        return crossed(self.points, self.at_point, [self.inputs_at(w) for w in stepped])
