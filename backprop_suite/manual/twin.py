@@ -264,8 +264,6 @@ def naming_the_formula(layer, step, phase: str):
     """An exception inside a formula's forward or backward becomes a FormulaError naming the layer and the step."""
     try:
         yield
-    except FormulaError:
-        raise
     except Exception as error:
         raise FormulaError(layer, step, phase, error) from error
 
