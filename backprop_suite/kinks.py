@@ -36,6 +36,8 @@ def _layer_kinks(layer) -> tuple[str, tuple]:
         return "call", (0.0,)
     if isinstance(layer, keras.layers.ELU) and layer.alpha != 1:  # α = 1: the derivative is continuous at 0
         return "call", (0.0,)
+    if isinstance(getattr(type(layer), "activation", None), property):
+        return "activation", ()  # a recurrent layer's, read from its cell: the cell, a layer too, is recorded
     return "activation", activation_kinks(getattr(layer, "activation", None))
 
 
@@ -81,7 +83,13 @@ def kinked_inputs(model, forward) -> dict[str, list[np.ndarray]]:
     """The inputs of the model's piecewise activations during `forward()` (a call that runs the model once)."""
     with recording_kinked_inputs(model) as recorded:
         forward()
-    return {name: [ops.convert_to_numpy(x) for x in arrays] for name, arrays in recorded.items()}
+    readable = {}
+    for name, arrays in recorded.items():
+        try:
+            readable[name] = [ops.convert_to_numpy(x) for x in arrays]
+        except Exception:  # noqa: BLE001  recorded inside a compiled loop (JAX's scan: a tracer): not probed
+            continue
+    return readable
 
 
 def crossed(points: dict[str, tuple], at: dict, stepped: list[dict]) -> dict[str, int]:

@@ -35,6 +35,21 @@ def test_the_recorded_inputs_are_the_pre_activations_and_the_layers_are_restored
     assert dense.activation is keras.activations.relu and "call" not in vars(model.layers[1])
 
 
+def test_a_recurrent_relu_is_probed_through_its_cell_or_left_out_where_a_compiled_loop_hides_it():
+    """A recurrent layer's `activation` is a read-only property of its cell's: the cell is recorded (once per step,
+    and Keras's own shape call), except on JAX, whose scan traces the steps, so its inputs cannot be read back."""
+    model = keras.Sequential([keras.Input((4, 3)), layers.GRU(3, activation="relu", return_sequences=True),
+                              layers.SimpleRNN(2, activation="relu")])
+    recorded = kinks.kinked_inputs(model, lambda: model(np.ones((2, 4, 3), "float32")))
+    cells = set(kinks.kink_points(model))
+    assert {type(layer).__name__ for layer in model._flatten_layers() if layer.name in cells} == {"GRUCell",
+                                                                                                   "SimpleRNNCell"}
+    if autodiff.BACKEND == "jax":
+        assert recorded == {}
+    else:
+        assert set(recorded) == cells and all(len(inputs) >= 4 for inputs in recorded.values())
+
+
 def vae_decoder():
     """keras-io's VAE decoder, shrunk: Conv2DTranspose with strides 2 and ReLU, at Keras's zero biases."""
     latent = keras.Input((2,))
