@@ -402,29 +402,45 @@ def gradient_costs(repeats: int) -> dict:
             "cnn_parameters_covered": check["parameters"]}
 
 
-def verifier_costs(batch_size: int = 8) -> dict:
-    """check_gradients on every zoo model: seconds for the first check in the process (tracing included, what
-    a user waits) and for a repeat (steady state), with its parameter count and verdict."""
-    from backprop_suite.check import check_gradients, random_batch
+IMAGENET_MODELS = ("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121", "ConvNeXtTiny")  # keras.applications
+
+
+def bench_model(name: str, batch_size: int = 8):
+    """(model, x, y, loss, training) for a benchmarked check: a keras.applications architecture (weights=None, at
+    224×224, batch 2, the ImageNet case) or a zoo model (its own loss and mode, batch `batch_size`)."""
+    from backprop_suite.check import random_batch
     from backprop_suite.models.zoo import ZOO
 
+    keras.utils.set_random_seed(SEED)
+    if name in IMAGENET_MODELS:
+        model = getattr(keras.applications, name)(weights=None, input_shape=(224, 224, 3))
+        return model, *random_batch(model, 2, seed=SEED), None, False
+    entry = ZOO[name]
+    model = entry.build()
+    if name == "subclassed_mlp":  # no symbolic inputs to draw a batch from
+        rng = np.random.default_rng(SEED)
+        return model, rng.standard_normal((batch_size, 8)), np.eye(4)[rng.integers(0, 4, batch_size)], entry.loss, \
+            entry.training
+    return model, *random_batch(model, batch_size, entry.loss, SEED), entry.loss, entry.training
+
+
+def verifier_costs(names) -> dict:
+    """check_gradients with its defaults on each model, once, as a user runs it (tracing included): its seconds, one
+    float64 forward+backward of the model (compiled, steady state, measured by the check in the same process) and
+    their ratio, its layer calls and its verdict."""
+    from backprop_suite.check import check_gradients
+
     costs = {}
-    for name, entry in ZOO.items():
-        keras.utils.set_random_seed(SEED)
-        model = entry.build()
-        if name == "subclassed_mlp":
-            rng = np.random.default_rng(SEED)
-            x, y = rng.standard_normal((batch_size, 8)), np.eye(4)[rng.integers(0, 4, batch_size)]
-        else:
-            x, y = random_batch(model, batch_size, entry.loss, SEED)
-        seconds = []
-        for _ in range(2):
-            start = time.perf_counter()
-            report = check_gradients(model, x, y, loss=entry.loss, training=entry.training)
-            seconds.append(time.perf_counter() - start)
-        costs[name] = {"parameters": report.data["parameters"], "first_check_s": round(seconds[0], 2),
-                       "repeat_check_s": round(seconds[1], 2), "passed": report.passed,
-                       "manual": report.data["three_way"]["manual"]["available"]}
+    for name in names:
+        model, x, y, loss, training = bench_model(name)
+        report = check_gradients(model, x, y, loss=loss, training=training)
+        cost, layers = report.data["cost"], report.data["layers"]
+        costs[name] = {"parameters": report.data["parameters"], "batch": report.data["batch"]["size"],
+                       "input_shape": [list(np.shape(a)[1:]) for a in (x if isinstance(x, list) else [x])],
+                       "layer_calls": len(layers["calls"]), "check_s": cost["seconds"],
+                       "forward_backward_s": cost["forward_backward_seconds"], "passes": cost["passes"],
+                       "layers_s": layers.get("seconds"), "directional_s": report.data["directional"]["seconds"],
+                       "manual": report.data["three_way"]["manual"]["available"], "passed": report.passed}
         print(f"[bench] {name}: {costs[name]}", flush=True)
     return costs
 

@@ -2,15 +2,19 @@
 
     from backprop_suite import assert_gradients, check_gradients
     report = check_gradients(model, x, y)          # any built Keras model; float64 by default
-    print(report)                                  # per-tensor table; report.passed, report.save("out/")
-    assert_gradients(model, x, y, training=True)   # in a pytest test: AssertionError naming the worst entry
+    print(report)                                  # per-layer and per-tensor tables; report.passed, .save("out/")
+    assert_gradients(model, x, y, training=True)   # in a pytest test: AssertionError naming the first failing layer
 
-Three methods, compared per weight tensor and along random directions over all parameters:
-the framework's autodiff (the reference the user trusts), float64 central differences (derivative-free,
-kink-aware), forward mode (a second autodiff), and, where every layer has a formula in
-backprop_suite/manual/, the hand-derived backward (otherwise the report names the layers without one).
+Three methods: the framework's autodiff (the reference the user trusts), float64 central differences
+(derivative-free, kink-aware), forward mode (a second autodiff), and the hand-derived backward where a layer has a
+formula in backprop_suite/manual/ (otherwise the report names the layers without one). Compared, first, for each
+layer call alone at the batch's activations (layer_check.py: a wrong gradient names its layer, at a layer's cost);
+then for the whole model: manual against autodiff per weight tensor, central differences of the whole model on the
+tensors no layer's check covers (or every tensor, given fd_entries), and random directions over all parameters,
+which check the composition (the chain rule across layers, the loss and model.losses).
 """
 import contextlib
+import time
 
 import keras
 import numpy as np
@@ -21,6 +25,7 @@ from backprop_suite.errors import SuiteError
 from backprop_suite.gradcheck import TOLERANCES, directional_check, float64_gradients, three_way_check
 from backprop_suite.gradient_report import GradientReport
 from backprop_suite.keras_graph import io_names, layer_graph
+from backprop_suite.layer_check import check_layers
 from backprop_suite.provenance import environment
 from backprop_suite.reference import (
     BUILD_IT_YOURSELF,
@@ -41,8 +46,10 @@ DTYPES = ("float64", "float32")
 
 
 def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_masks: dict | None = None,
-                    training: bool = False, fd_entries: int = 32, directions: int = 5, seed: int = 0) -> GradientReport:
-    """Compare the model's gradients of `loss` on the batch (x, y) three ways, per tensor and along directions.
+                    training: bool = False, fd_entries: int | None = None, directions: int = 5, seed: int = 0,
+                    layers: bool = True, layer_entries: int = 4, progress: bool = True) -> GradientReport:
+    """Compare the model's gradients of `loss` on the batch (x, y) three ways: layer by layer, per tensor and along
+    directions.
 
     loss: a Keras loss name or object, a list (one per output), or a callable (y_true, y_pred) -> per-sample
         loss; None: the model's compiled loss, else the one paired with the output activation.
@@ -50,11 +57,17 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     training: check the training-mode function (BatchNormalization on batch statistics; Dropout applies
         `dropout_masks`, {layer name: 0/1 mask}, or masks drawn with `seed`). The model's variables,
         its moving statistics included, are never changed.
-    fd_entries: entries per tensor checked by central differences; directions: random directions over all
+    layers: check every layer call alone at the activations the batch gives it (layer_check.py), so that a wrong
+        gradient names its layer; layer_entries: entries of each of its inputs and weights checked there by central
+        differences of the layer alone (besides one random direction each).
+    fd_entries: entries per tensor checked by central differences of the whole model; None: 32, for the tensors
+        that no layer's own check covers (a subclassed model's: all). directions: random directions over all
         parameters checked by finite differences and forward mode.
+    progress: show the layer-by-layer progress on stderr (on a terminal, after the first seconds).
     """
+    start = time.perf_counter()
     x, y = in_model_order(model, x, "inputs", "x"), in_model_order(model, y, "outputs", "y")
-    _validate(model, x, y, dtype, fd_entries, directions, seed)
+    _validate(model, x, y, dtype, fd_entries, directions, seed, layer_entries)
     _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
     # One copy for both checks (each would make its own), and the model's own loss: Keras re-makes a copy's
     # compiled loss from its config, which loses options (Huber(delta=0.5) comes back with delta=1).
@@ -64,8 +77,12 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         raise SuiteError(f"{model.name} is compiled without a loss and adds none (add_loss, regularizers): there is "
                          "no loss to differentiate; pass loss=... (--loss NAME), or compile it with one")
     with float64_model(model, dtype) as (model64, cast_in_place_because):
-        report = _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed)
+        report = _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed,
+                        layer_entries if layers else None, progress)
     report.data["cast_in_place"] = cast_in_place_because
+    report.data["cost"]["seconds"] = round(time.perf_counter() - start, 2)
+    report.data["cost"]["passes"] = round(report.data["cost"]["seconds"] /
+                                          report.data["cost"]["forward_backward_seconds"], 1)
     return report
 
 
@@ -97,10 +114,17 @@ def float64_model(model, dtype: str):
                          ) from None
 
 
-def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed) -> GradientReport:
-    computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for both checks
+def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed,
+           layer_entries, progress) -> GradientReport:
+    computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for every check
+    forward_backward = min(_seconds(computed.problem.tape) for _ in range(2))  # compiled, steady: the cost's unit
+    layers = NOT_LAYER_BY_LAYER if layer_entries is None else check_layers(
+        model64, computed.problem.x, training, computed.dropout_masks, layer_entries, seed, progress)
+    fd_tensors = None if fd_entries is not None else \
+        [name for name in computed.problem.params if name not in set(layers["covered"])]
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
-                                fd_entries=fd_entries, seed=seed, loss=loss, training=training, computed=computed)
+                                fd_entries=fd_entries or FD_ENTRIES, seed=seed, loss=loss, training=training,
+                                computed=computed, fd_tensors=fd_tensors)
     if not np.isfinite(three_way["tape_loss"]):
         raise SuiteError(f"{model.name}: the loss at these weights and this batch is {three_way['tape_loss']}, so no "
                          "gradient there can be checked; check the targets suit the loss (e.g. 0/1 for a "
@@ -114,10 +138,22 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
         "dropout_masks": three_way["dropout_masks"], "tolerances": TOLERANCES, "seed": seed,
         "three_way": three_way, "directional": directional, "environment": environment(),
         "below_float64": parts_below_float64(model) if dtype == "float64" else [],
-        "autodiff_not_the_derivative": autodiff_not_the_derivative(y, loss) if not _tape_agrees_with_fd(three_way)
-        else [],
-        "kinks_crossed": kinks_crossed(computed.problem, three_way, directional),
-        "passed": three_way["passed"] and directional["passed"]})
+        "autodiff_not_the_derivative": autodiff_not_the_derivative(y, loss)
+        if not _tape_agrees_with_fd(three_way, directional) else [],
+        "kinks_crossed": kinks_crossed(computed.problem, three_way, directional), "layers": layers,
+        "cost": {"forward_backward_seconds": round(forward_backward, 4)},
+        "passed": layers["passed"] and three_way["passed"] and directional["passed"]})
+
+
+def _seconds(run) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+FD_ENTRIES = 32  # entries per tensor that central differences of the whole model sample, where they run
+NOT_LAYER_BY_LAYER = {"available": False, "reason": "layers=False", "calls": [], "passed": True, "covered": [],
+                      "first_failure": None}
 
 
 def kinks_crossed(problem, three_way: dict, directional: dict) -> dict:
@@ -139,8 +175,9 @@ def kinks_crossed(problem, three_way: dict, directional: dict) -> dict:
             for layer, count in sorted(entries.items(), key=lambda item: -item[1])}
 
 
-def _tape_agrees_with_fd(three_way: dict) -> bool:
-    return all(c["passed"] for c in three_way["comparisons"] if c["methods"] == "tape_vs_finite_differences")
+def _tape_agrees_with_fd(three_way: dict, directional: dict) -> bool:
+    return all(c["passed"] for c in three_way["comparisons"] if c["methods"] == "tape_vs_finite_differences") and \
+        directional["checks"]["tape_vs_finite_differences"]["passed"]
 
 
 def autodiff_not_the_derivative(y, losses) -> list[str]:
@@ -242,7 +279,7 @@ def _has_inputs(model) -> bool:
         return False
 
 
-def _validate(model, x, y, dtype, fd_entries, directions, seed):
+def _validate(model, x, y, dtype, fd_entries, directions, seed, layer_entries):
     if not hasattr(model, "trainable_variables") or not getattr(model, "built", False):
         raise SuiteError("model must be a built Keras model (call it once, or build it, before checking)")
     if not model.trainable_variables:
@@ -254,8 +291,11 @@ def _validate(model, x, y, dtype, fd_entries, directions, seed):
     if dtype not in DTYPES:
         raise SuiteError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
     for name, value in (("fd_entries", fd_entries), ("directions", directions)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
+        if not (value is None and name == "fd_entries") and (not isinstance(value, (int, np.integer)) or value < 1):
             raise SuiteError(f"{name}={value!r}: give a positive whole number")
+    if not isinstance(layer_entries, (int, np.integer)) or layer_entries < 0:
+        raise SuiteError(f"layer_entries={layer_entries!r}: give a whole number, 0 or more (0: one random direction "
+                         "per input and weight of each layer, no sampled entries)")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise SuiteError(f"seed={seed!r}: give a whole number in [0, 2**32)")
     for argument, value, side in (("x", x, "inputs"), ("y", y, "outputs")):

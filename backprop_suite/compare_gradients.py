@@ -61,7 +61,7 @@ def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray
     return x, t, draw_dropout_masks(model.layers, batch_size, rng), data
 
 
-def gradient_check_report(model_name: str, dtype: str, batch_size=8, fd_entries=32, directions=5, seed=0) -> dict:
+def gradient_check_report(model_name: str, dtype: str, batch_size=8, fd_entries=None, directions=5, seed=0) -> dict:
     """A registry model's check on one batch (dropout with drawn masks), as JSON-ready data."""
     rng = np.random.default_rng(seed)
     keras.utils.set_random_seed(seed)
@@ -164,7 +164,7 @@ def load_npz(path: Path) -> tuple:
 
 
 def compare_gradients(model_spec: str, dtype: str, out_dir: Path, data: Path | None = None, batch_size=8,
-                      fd_entries=32, directions=5, seed=0, training=False, loss=None, imports=()) -> GradientReport:
+                      fd_entries=None, directions=5, seed=0, training=False, loss=None, imports=()) -> GradientReport:
     """Check the model, print the table, write gradcheck.json and gradcheck.png into out_dir."""
     if model_spec in MODEL_BUILDERS and data is None and not training and loss is None:
         report = GradientReport(gradient_check_report(model_spec, dtype, batch_size, fd_entries, directions, seed))

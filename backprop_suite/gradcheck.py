@@ -1,5 +1,6 @@
 """Three gradients per weight tensor — manual backprop, the framework's autodiff (tf.GradientTape),
-central differences — compared, for any Keras model; and a directional check over all parameters.
+central differences — compared, for any Keras model; and a directional check over all parameters. (Each layer
+alone: layer_check.py, with these tolerances and this FiniteDifferences.)
 
 Agreement criterion per entry (numpy's allclose): |a − b| <= atol + rtol·max(|a|, |b|).
 Tolerances, and why:
@@ -11,7 +12,7 @@ Tolerances, and why:
   ~1e-13 and rounding error ~eps·|L|/h ~ 3e-10, so rtol 1e-5 and atol 1e-7 leave a 300× margin
   (PyTorch's gradcheck uses atol 1e-5, rtol 1e-3 for the same step). A float32 gradient against them
   is limited by its own rounding, so it gets the float32 tolerance above instead.
-Kinks, found without looking inside the model: an entry whose gradient disagrees with the central
+Kinks, first from the loss alone: an entry whose gradient disagrees with the central
 difference at h is measured again at h/10 and h/100. If it agrees there, the ±h interval straddled a
 point where the loss is not differentiable (a ReLU at 0, a max-pool's tie). If not, the point lies on such
 a kink when, at steps h and h/10 (or h/10 and h/100, or h/100 and h/1000, in case another kink lies
@@ -25,6 +26,9 @@ Either way the entry is reported as a kink and not counted; a wrong gradient at 
 agrees at no step and shows no steady jump. Rounding noise, from a model that computes partly in float32,
 moves the one-sided slopes at every step (by ~eps·|L|/h), so it is never taken for a kink; forward and
 reverse mode then disagree beyond float64 rounding, and the report says so (`below_float64`).
+Then inside the model, where the loss alone cannot show a kink that near: the inputs of its piecewise activations are
+recorded at w and at w ± h/100, and an entry whose smallest step moves one onto or across its kink is a kink too
+(kinks.py). A layer's own check (layer_check.py) uses the same detector on its layer alone.
 """
 import time
 from dataclasses import asdict, dataclass
@@ -85,6 +89,7 @@ def compare(tensor: str, methods: str, a, b, rtol: float, atol: float, kinks=Non
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         return Comparison(tensor, methods, int(b.size), np.inf, np.inf, np.inf, np.inf, 0, False)
+    atol = np.broadcast_to(np.asarray(atol, np.float64), a.shape)  # one for all entries, or one each
     smooth = np.ones(a.shape, bool) if kinks is None else ~np.asarray(kinks)
     diff, scale = np.abs(a - b), np.maximum(np.abs(a), np.abs(b))
     rel = diff / np.maximum(scale, TINY)
@@ -96,7 +101,7 @@ def compare(tensor: str, methods: str, a, b, rtol: float, atol: float, kinks=Non
                       float(diff.mean()) if diff.size else 0.0, worst, int((~smooth).sum()), bool(worst <= 1),
                       None if at is None else [int(i) for i in at],
                       None if at is None else [float(a[at]), float(b[at])],
-                      None if at is None else float(atol + rtol * scale[at]))
+                      None if at is None else float(atol[at] + rtol * scale[at]))
 
 
 def agree(a, b, rtol, atol) -> bool:
@@ -109,20 +114,30 @@ class FiniteDifferences:
     kink be seen inside the model where L alone cannot show it."""
 
     def __init__(self, loss_of, point: np.ndarray, step: float = FD_STEP, kink_probe: kinks.KinkProbe | None = None):
-        self.loss_of, self.point, self.step, self.cache = loss_of, point, step, {}
+        """loss_of(w) -> L, or (L, a bound on L's rounding error at w) where the caller can bound it (a layer's
+        check, layer_check.py); the bound widens the tolerance by what it allows the central difference."""
+        self.loss_of, self.point, self.step, self.cache, self.rounding = loss_of, point, step, {}, {}
         self.kink_probe, self.kinks_crossed = kink_probe, {}  # index -> {layer: inputs crossing a kink at step h/100}
+        self.probed = {}  # index -> whether its smallest step crosses a kink
 
     def loss(self, index, offset: float) -> float:
         key = (index, offset)
         if key not in self.cache:
             shifted = self.point.copy()
             shifted[index] += offset
-            self.cache[key] = float(self.loss_of(shifted))
+            value = self.loss_of(shifted)
+            value, self.rounding[key] = value if isinstance(value, tuple) else (value, 0.0)
+            self.cache[key] = float(value)
         return self.cache[key]
 
     def central(self, index, step: float | None = None) -> float:
         h = step or self.step
         return (self.loss(index, h) - self.loss(index, -h)) / (2 * h)
+
+    def rounding_error(self, index) -> float:
+        """A bound on the central difference's error from rounding L at w ± h, where loss_of gives one (else 0)."""
+        return (self.rounding.get((index, self.step), 0.0) + self.rounding.get((index, -self.step), 0.0)) / \
+            (2 * self.step)
 
     def slopes(self, index, h: float) -> tuple[float, float]:
         """The right and left one-sided slopes (L(w ± h·e) − L(w)) / ±h."""
@@ -143,6 +158,8 @@ class FiniteDifferences:
         kink: then no step here measures the derivative, and the layers crossed are kept in `kinks_crossed`."""
         if self.kink_probe is None:
             return False
+        if index in self.probed:  # an entry compared twice (manual and tape against the same differences)
+            return self.probed[index]
         stepped = []
         for offset in (self.step / 100, -self.step / 100):
             stepped.append(self.point.copy())
@@ -150,7 +167,8 @@ class FiniteDifferences:
         found = self.kink_probe.crossed(stepped)
         if found:
             self.kinks_crossed[index] = found
-        return bool(found)
+        self.probed[index] = bool(found)
+        return self.probed[index]
 
     def _jumps_steadily(self, index, h: float) -> bool:
         """One-sided slopes at h and at h/10, each side's slope steady (a kink's sides are smooth, while rounding
@@ -168,8 +186,10 @@ class FiniteDifferences:
         """`gradient` (entries at `indices`) against central differences, kink-aware."""
         fd = np.array([self.central(i) for i in indices])
         gradient = np.asarray(gradient, np.float64)
-        at_kinks = np.array([not agree(g, f, rtol, atol) and self.at_kink(i, g, rtol, atol)
-                             for i, g, f in zip(indices, gradient, fd, strict=True)], bool)
+        # atol per entry: widened by ROUNDING_MARGIN × the rounding bound, where loss_of gives one
+        atol = atol + ROUNDING_MARGIN * np.array([self.rounding_error(i) for i in indices])
+        at_kinks = np.array([not agree(g, f, rtol, a) and self.at_kink(i, g, rtol, a)
+                             for i, g, f, a in zip(indices, gradient, fd, atol, strict=True)], bool)
         result = compare(tensor, methods, gradient, fd, rtol, atol, at_kinks)
         result.kinks_crossed = kink_layers([self.kinks_crossed[i] for i in indices if i in self.kinks_crossed])
         if result.worst_entry is not None:  # a position among the sampled entries: name the tensor's own index
@@ -250,7 +270,7 @@ class GradientProblem:
         return kinks.KinkProbe(points, self._kinked_at_point, lambda w: self.kinked_inputs(values_at(w)))
 
     def tape(self) -> tuple[float, dict[str, np.ndarray]]:
-        value, grads = autodiff.value_and_gradients(self.loss, self.point)
+        value, grads = autodiff.value_and_gradients(self.loss, self.point, compile=True)
         return float(value), {name: ops.convert_to_numpy(grads[name]) for name in self.params}
 
 
@@ -304,10 +324,11 @@ def float64_gradients(model, x, t, dropout_masks=None, seed=0, loss=None, traini
 
 
 def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None,
-                    training=False, computed: Float64Gradients | None = None) -> dict:
+                    training=False, computed: Float64Gradients | None = None, fd_tensors=None) -> dict:
     """Manual vs tape (in `dtype`) and both vs float64 central differences, per weight tensor. Without a
     manual formula for every layer, tape vs central differences alone, and `manual` says what is missing.
-    computed: the float64 gradients of this model and batch, where the caller has them."""
+    computed: the float64 gradients of this model and batch, where the caller has them. fd_tensors: the tensors
+    whose entries central differences of the whole model sample (None: every one)."""
     rng = np.random.default_rng(seed)
     computed = computed or float64_gradients(model, x, t, dropout_masks, seed, loss, training)
     problem64, dropout_masks = computed.problem, computed.dropout_masks
@@ -328,6 +349,8 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
             atol *= float(np.abs(tape[name]).max(initial=0))
         if manual is not None:
             comparisons.append(compare(name, "manual_vs_tape", manual[name], tape[name], rtol, atol))
+        if fd_tensors is not None and name not in fd_tensors:
+            continue
         indices = sample_indices(problem64.point[name].shape, fd_entries, rng)
         fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name],
                                kink_probe=problem64.kink_probe(lambda w, name=name: {name: w}))

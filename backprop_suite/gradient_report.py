@@ -48,7 +48,28 @@ class GradientReport:
                        for key, c in self.data["directional"]["checks"].items()]
         return worst_first(self.data["three_way"]["comparisons"]) + worst_first(directional)
 
+    def failing_layers(self) -> list[dict]:
+        """The rows of the layers whose own check failed, in topological order (the first is the likeliest culprit:
+        a layer's check reads the activations above it, not the gradients from below)."""
+        return [row for row in self.data.get("layers", {}).get("calls", []) if not row["passed"]]
+
     def failure_message(self) -> str:
+        model = self._model_failure_message()
+        layers = self.failing_layers()
+        if not layers:
+            return model
+        others = f"; {len(layers) - 1} more failing layer(s): {', '.join(r['layer'] for r in layers[1:6])}" \
+            if len(layers) > 1 else "; no other layer's own check fails"
+        lines = [f"{self.data['model']}: gradient check FAILED; first failing layer: {layers[0]['failure']}{others}"]
+        if not self.passed_at_model_level():
+            lines.append("whole model (what the failing layer does to the gradients of the weights below it): " +
+                         model.removeprefix(f"{self.data['model']}: ").replace("\n", "\n  "))
+        return "\n".join(lines)
+
+    def passed_at_model_level(self) -> bool:
+        return bool(self.data["three_way"]["passed"] and self.data["directional"]["passed"])
+
+    def _model_failure_message(self) -> str:
         failed = self.failures()
         error = self.data["three_way"]["manual"].get("error")
         if error:
@@ -82,12 +103,13 @@ def format_table(report: dict) -> str:
               "tape~FD", "worst/tolerance", "FD kinks", "verdict")
     rows = []
     for name, pairs in by_tensor.items():
-        fd = pairs["tape_vs_finite_differences"]
+        fd = pairs.get("tape_vs_finite_differences")  # None: its layer's own check covers it (layers=True)
         backprop_vs_fd = pairs.get("manual_vs_finite_differences", fd)  # the book's: backprop vs numerical
         entries = pairs.get("manual_vs_tape", {}).get("entries", "")
-        rows.append((name, str(entries), str(fd["entries"]), f"{backprop_vs_fd['mean_abs_diff']:.1e}",
+        rows.append((name, str(entries), str(fd["entries"]) if fd else "layer",
+                     f"{backprop_vs_fd['mean_abs_diff']:.1e}" if fd else "—",
                      *(f"{pairs[m]['max_abs_error']:.1e}" if m in pairs else "—" for m in METHOD_PAIRS),
-                     f"{max(p['worst_over_tolerance'] for p in pairs.values()):.1e}", str(fd["kinks"]),
+                     f"{max(p['worst_over_tolerance'] for p in pairs.values()):.1e}", str(fd["kinks"]) if fd else "—",
                      "PASS" if all(p["passed"] for p in pairs.values()) else "FAIL"))
     batch = report["batch"]
     described = f" ({batch['description']})" if batch.get("description") else ""
@@ -111,7 +133,10 @@ def format_table(report: dict) -> str:
                      "ran without it")
     elif not three_way["manual"]["available"]:
         lines.append("manual: not available — " + "; ".join(three_way["manual"]["missing"]))
-    lines += ["", artifacts.text_table(header, rows)]
+    lines += layer_table(report.get("layers") or {})
+    if rows:
+        lines += ["", "Whole model, per weight tensor (FD entries \"layer\": its entries are checked by its layer's "
+                  "own check above, at a layer's cost):", artifacts.text_table(header, rows)]
     d = report["directional"]
     checks = ", ".join(f"{k} {v['max_rel_error']:.1e} (worst/tolerance {v['worst_over_tolerance']:.1e})"
                        for k, v in d["checks"].items())
@@ -148,8 +173,45 @@ def format_table(report: dict) -> str:
                      "at trained or randomised weights (biases and β off 0) to measure them.")
     for finding in report.get("autodiff_not_the_derivative", []):
         lines.append(f"tape: {finding}.")
-    lines.append(f"verdict: {'PASS' if report['passed'] else 'FAIL'}")
+    cost = report.get("cost") or {}
+    if "passes" in cost:
+        lines.append(f"cost: {cost['seconds']} s, {cost['passes']} forward+backward passes of the model (one took "
+                     f"{cost['forward_backward_seconds']} s in float64 here)")
+    first = (report.get("layers") or {}).get("first_failure")
+    lines.append(f"verdict: {'PASS' if report['passed'] else 'FAIL'}" + (f" — first failing layer: {first}"
+                                                                        if first else ""))
     return "\n".join(lines)
+
+
+LAYER_ROWS_SHOWN = 30  # a longer model's table shows its failing layers and its worst passing ones
+
+
+def layer_table(layers: dict) -> list[str]:
+    """The layer-by-layer rows (layer_check.py): verdict, worst/tolerance, kinks and the methods that ran."""
+    if not layers.get("available"):
+        return ["", f"layer by layer: not run ({layers['reason']}); per tensor below"] if layers.get("reason") else []
+    calls = [row for row in layers["calls"] if row["checked"]]
+    shown = calls
+    if len(calls) > LAYER_ROWS_SHOWN:
+        worst = sorted((r for r in calls if r["passed"]), key=lambda r: -r["worst_over_tolerance"])
+        keep = {id(r) for r in [r for r in calls if not r["passed"]] + worst[:LAYER_ROWS_SHOWN // 2]}
+        shown = [r for r in calls if id(r) in keep]
+    rows = [(r["layer"], r["class"], ", ".join(METHOD_NAMES[m] for m in r["methods"]), r["manual"].split(" (")[0],
+             f"{r['worst_over_tolerance']:.1e}", str(r["kinks"]), "PASS" if r["passed"] else "FAIL") for r in shown]
+    more = f" ({len(calls) - len(shown)} more layers pass, each below its tolerance; the JSON has every row)" \
+        if len(shown) < len(calls) else ""
+    lines = ["", f"Layer by layer: {len(calls)} layer calls, each alone at the activations of this batch: its "
+             "vector-Jacobian product by the tape against central differences of its own forward and forward mode "
+             f"(a random direction per input and weight, and {layers['entries']} sampled entries of each), and "
+             f"against its manual formula where it has one; in topological order{more}.",
+             artifacts.text_table(("layer", "class", "methods vs tape", "manual", "worst/tolerance", "FD kinks",
+                                   "verdict"), rows)]
+    if layers.get("first_failure"):
+        lines.append(f"first failing layer: {layers['first_failure']}")
+    return lines
+
+
+METHOD_NAMES = {"tape_vs_finite_differences": "FD", "jvp_vs_tape": "forward mode", "manual_vs_tape": "manual"}
 
 
 def plot_errors(report: dict, path: Path) -> None:
@@ -161,12 +223,24 @@ def plot_errors(report: dict, path: Path) -> None:
     tensors = list(dict.fromkeys(c["tensor"] for c in comparisons))
     pairs = [m for m in METHOD_PAIRS if any(c["methods"] == m for c in comparisons)]
     directional = report["directional"]["checks"]
-    figure, (axes, side) = plt.subplots(1, 2, figsize=(max(6, 1.1 * len(tensors) + 2) + 3, 4.5), dpi=100,
-                                        gridspec_kw={"width_ratios": [max(3, len(tensors)), 2]}, sharey=True)
-    width = 0.8 / len(pairs)
+    layers = [row for row in (report.get("layers") or {}).get("calls", []) if row["checked"]]
+    width_in = min(max(6, 1.1 * len(tensors) + 2) + 3, 24)
+    if layers:
+        figure = plt.figure(figsize=(width_in, 9), dpi=100, layout="constrained")
+        top, bottom = figure.subfigures(2, 1)
+        _plot_layers(top.subplots(), layers, report)
+        axes, side = bottom.subplots(1, 2, gridspec_kw={"width_ratios": [max(3, len(tensors)), 2]}, sharey=True)
+    else:
+        figure, (axes, side) = plt.subplots(1, 2, figsize=(width_in, 4.5), dpi=100,
+                                            gridspec_kw={"width_ratios": [max(3, len(tensors)), 2]}, sharey=True)
+    if not pairs:  # no formula, and every tensor's entries checked in its layer: nothing per tensor to draw
+        axes.text(0.5, 0.5, "no per-tensor comparisons:\nno manual formula for every layer, and every tensor's\n"
+                  "entries checked against finite differences in its layer (above)", ha="center", va="center",
+                  transform=axes.transAxes, fontsize=9)
+    width = 0.8 / max(len(pairs), 1)
     for k, methods in enumerate(pairs):
-        ratios = [next(c["worst_over_tolerance"] for c in comparisons if c["tensor"] == t and c["methods"] == methods)
-                  for t in tensors]
+        ratios = [next((c["worst_over_tolerance"] for c in comparisons if c["tensor"] == t and c["methods"] == methods),
+                       0.0) for t in tensors]
         axes.bar(np.arange(len(tensors)) + (k - (len(pairs) - 1) / 2) * width, np.maximum(ratios, 1e-12), width,
                  label=methods, color=PAIR_COLORS[methods])
     names = list(directional)
@@ -182,7 +256,23 @@ def plot_errors(report: dict, path: Path) -> None:
     side.set_xticks(np.arange(len(names)), [n.replace("_vs_", " vs\n").replace("_", " ") for n in names],
                     fontsize=8)
     side.set_title(f"directional, all {report['directional']['parameters']:,}\nparameters (float64)", fontsize=10)
-    artifacts.save_figure(figure, path)
+    if len(tensors) > 40:  # an ImageNet model's hundreds of tensors: the bars tell, the names would overprint
+        axes.set_xticks([])
+    artifacts.save_figure(figure, path, tight=not layers)
+
+
+def _plot_layers(axes, layers: list[dict], report: dict) -> None:
+    """Each layer call's worst |a − b| / tolerance over its own checks, in topological order; failing ones red."""
+    ratios = [max(row["worst_over_tolerance"], 1e-12) for row in layers]
+    axes.bar(np.arange(len(layers)), ratios, 0.8, color=["tab:red" if not row["passed"] else "tab:green"
+                                                         for row in layers])
+    axes.axhline(1.0, color="red", linestyle="--", linewidth=1, label="tolerance (PASS below)")
+    axes.set(yscale="log", ylabel="worst |a − b| / tolerance", xlabel="layer calls, inputs first",
+             title=f"{report['model']}: layer by layer ({len(layers)} layer calls, each checked alone)")
+    named = range(len(layers)) if len(layers) <= 40 else [k for k, row in enumerate(layers) if not row["passed"]]
+    axes.set_xticks(list(named), [layers[k]["layer"] for k in named], rotation=30, ha="right", fontsize=7)
+    axes.grid(alpha=0.3, axis="y")
+    axes.legend(fontsize=7)
 
 
 PAIR_COLORS = {"manual_vs_tape": "tab:blue", "manual_vs_finite_differences": "tab:orange",

@@ -41,13 +41,20 @@ def _layer_kinks(layer) -> tuple[str, tuple]:
     return "activation", activation_kinks(getattr(layer, "activation", None))
 
 
+def _layers_in(model, include_self: bool) -> list:
+    """The model's layers, nested ones included (and the model itself, a single layer checked alone, if
+    `include_self`); none for a keras.ops operation."""
+    flatten = getattr(model, "_flatten_layers", None)
+    return list(flatten(include_self=include_self)) if flatten is not None else []
+
+
 @contextlib.contextmanager
-def recording_kinked_inputs(model):
+def recording_kinked_inputs(model, include_self: bool = False):
     """Within it, every call of a piecewise activation in the model (a ReLU layer, a Dense's relu, a recurrent cell's
     …) appends its input to the yielded {layer name: [arrays]}; the layers are restored on leaving."""
     recorded: dict[str, list] = {}
     patched = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _layers_in(model, include_self):
         attribute, points = _layer_kinks(layer)
         if not points:
             continue
@@ -69,19 +76,19 @@ def recording_kinked_inputs(model):
                 object.__delattr__(layer, attribute)
 
 
-def kink_points(model) -> dict[str, tuple]:
+def kink_points(model, include_self: bool = False) -> dict[str, tuple]:
     """{layer name: its kinks} for the model's piecewise activations."""
     found = {}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _layers_in(model, include_self):
         points = _layer_kinks(layer)[1]
         if points:
             found[layer.name] = points
     return found
 
 
-def kinked_inputs(model, forward) -> dict[str, list[np.ndarray]]:
+def kinked_inputs(model, forward, include_self: bool = False) -> dict[str, list[np.ndarray]]:
     """The inputs of the model's piecewise activations during `forward()` (a call that runs the model once)."""
-    with recording_kinked_inputs(model) as recorded:
+    with recording_kinked_inputs(model, include_self) as recorded:
         forward()
     readable = {}
     for name, arrays in recorded.items():

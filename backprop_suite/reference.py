@@ -411,17 +411,12 @@ def _forward(model, x, training, dropout_masks, values, graph=None, adders=None)
             outputs = as_list(model(x, training=training))
         else:
             def call_node(node, args, kwargs):
-                layer = node.layer
-                mask = (dropout_masks or {}).get(layer.name) if takes_dropout_mask(layer) else None
-                if mask is not None:
-                    return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
-                if getattr(layer, "_call_has_training_arg", False):
-                    kwargs = {**kwargs, "training": training}
                 before = len(added)
-                result = layer(*args, **kwargs)
+                result = call_layer(node.layer, args, kwargs, training, dropout_masks)
                 collect_added()
-                if adders is not None and len(added) > before and getattr(layer, "activity_regularizer", None) is None:
-                    adders.append(layer.name)
+                if adders is not None and len(added) > before and \
+                        getattr(node.layer, "activity_regularizer", None) is None:
+                    adders.append(node.layer.name)
                 return result
 
             outputs = run_graph(graph, as_list(x), call_node)
@@ -431,6 +426,17 @@ def _forward(model, x, training, dropout_masks, values, graph=None, adders=None)
             adders.append(model.name)
         penalties = [_weight_penalty(model, name, v) for name, v in named.items() if v.regularizer is not None]
     return outputs, [ops.sum(loss) for loss in added.values()] + penalties
+
+
+def call_layer(layer, args, kwargs, training: bool, dropout_masks: dict | None):
+    """One layer call as every check computes it: a Dropout named in `dropout_masks` applies that 0/1 mask (inverted
+    dropout), any other layer runs with `training` where its call takes it."""
+    mask = (dropout_masks or {}).get(layer.name) if takes_dropout_mask(layer) else None
+    if mask is not None:
+        return args[0] * ops.cast(mask, args[0].dtype) / (1 - layer.rate)
+    if getattr(layer, "_call_has_training_arg", False):
+        kwargs = {**kwargs, "training": training}
+    return layer(*args, **kwargs)
 
 
 def _weight_penalty(model, name: str, variable):

@@ -1,5 +1,6 @@
 """Check a model's gradients three ways: hand-derived backward formulas, the framework's autodiff and
-float64 central differences, per weight tensor, plus a directional check over all parameters.
+float64 central differences, layer by layer (each layer alone at the batch's activations), per weight tensor, plus a
+directional check over all parameters.
 
 --model takes a registry name (the suite's models; their reports are the reference results in results/),
 a PATH.keras saved with model.save, or package.module:function returning a built Keras model."""
@@ -80,8 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="of the manual and autodiff gradients; finite differences are always float64")
     parser.add_argument("--batch-size", type=cli.positive_int, default=8)
-    parser.add_argument("--fd-entries", type=cli.positive_int, default=32,
-                        help="finite-difference entries sampled per tensor")
+    parser.add_argument("--fd-entries", type=cli.positive_int, default=None,
+                        help="entries per tensor sampled by finite differences of the whole model (default: 32 for "
+                             "the tensors no layer's own check covers; every layer is checked alone first)")
     parser.add_argument("--directions", type=cli.positive_int, default=5,
                         help="random directions of the directional check")
     parser.add_argument("--seed", type=cli.seed, default=0)

@@ -43,9 +43,15 @@ def test_every_zoo_model_passes_the_full_check(name):
     assert report.data["three_way"]["manual"]["available"] == (entry.manual and not known_difference)
     if known_difference:
         assert "keras-team/keras#18452" in str(report)
-    methods = {c["methods"] for c in report.data["three_way"]["comparisons"]}
+    comparisons = report.data["three_way"]["comparisons"]
+    methods = {c["methods"] for c in comparisons}
     assert ("manual_vs_tape" in methods) == (entry.manual and not known_difference)
-    assert "tape_vs_finite_differences" in methods
+    layers = report.data["layers"]
+    assert layers["available"] == (name != "subclassed_mlp")  # a subclassed model has no graph to follow
+    checked = [row for row in layers["calls"] if row["checked"]]
+    assert all("tape_vs_finite_differences" in row["methods"] and "jvp_vs_tape" in row["methods"] for row in checked)
+    by_the_whole_model = {c["tensor"] for c in comparisons if c["methods"] == "tape_vs_finite_differences"}
+    assert by_the_whole_model | set(layers["covered"]) == {c["tensor"] for c in comparisons}  # every tensor, by one
     assert not report.data["directional"]["below_float64"]
     assert report.data["directional"]["parameters"] == model.count_params() - sum(
         int(np.prod(v.shape)) for v in model.non_trainable_weights)
@@ -70,13 +76,16 @@ def test_a_layer_without_a_formula_is_named_and_the_model_still_checked():
 
 
 @pytest.mark.any_backend
-def test_assert_gradients_names_the_worst_tensor_entry_both_values_and_the_tolerance():
+def test_assert_gradients_names_the_failing_layer_then_the_worst_tensor_entry_both_values_and_the_tolerance():
     model = model_with_sine(broken=True)
     x, y = random_batch(model, 4)
     with pytest.raises(AssertionError) as raised:
-        assert_gradients(model, x, y)
+        assert_gradients(model, x, y, fd_entries=32)  # the whole model's entries too, as before layer by layer
     message = str(raised.value)
-    report = check_gradients(model, x, y)
+    report = check_gradients(model, x, y, fd_entries=32)
+    assert message.startswith(f"{model.name}: gradient check FAILED; first failing layer: layer sine (Sine): its "
+                              "gradient with respect to its input 0 disagrees with finite differences of its forward")
+    assert [row["layer"] for row in report.failing_layers()] == ["sine"]
     worst = report.failures()[0]
     assert worst["tensor"].startswith("before/")  # upstream of the broken layer; `after` is still right
     assert worst["tensor"] in message and str(tuple(worst["worst_entry"])) in message
@@ -101,9 +110,13 @@ def test_a_formula_that_raises_fails_the_manual_method_naming_its_layer_and_the_
     message = report.failure_message()
     assert "probabilities (Softmax): the formula Softmax.backward raised ValueError: a shape this formula" in message
     assert "manual: FAILED" in str(report)
-    methods = {c["methods"] for c in report.data["three_way"]["comparisons"]}
-    assert methods == {"tape_vs_finite_differences"} and all(c["passed"] for c in report.data["three_way"]
-                                                             ["comparisons"])
+    rows = {row["layer"]: row for row in report.data["layers"]["calls"]}
+    assert [name for name, row in rows.items() if not row["passed"]] == ["probabilities"]
+    assert rows["probabilities"]["manual"].startswith("FAILED: probabilities (Softmax): the formula Softmax.backward")
+    assert {c["methods"] for c in rows["probabilities"]["comparisons"]} == {"tape_vs_finite_differences",
+                                                                            "jvp_vs_tape"}
+    assert all(c["passed"] for c in rows["probabilities"]["comparisons"])  # tape, FD and forward mode still agree
+    assert report.data["three_way"]["comparisons"] == []  # no manual gradient; every tensor's FD ran in its layer
     assert report.data["directional"]["checks"]["jvp_vs_tape"]["passed"]
 
 
@@ -297,11 +310,13 @@ def test_a_model_computing_partly_in_float32_fails_with_the_reason_and_no_noise_
                               TanhInFloat32(dtype="float64", name="tanh32"),
                               keras.layers.Dense(3, activation="softmax", dtype="float64", name="head")])
     x, y = random_batch(model, 4)
-    report = check_gradients(model, x, y)
+    report = check_gradients(model, x, y, fd_entries=32)  # the whole model's entries too
     assert not report.passed
     fd = [c for c in report.data["three_way"]["comparisons"] if c["methods"] == "tape_vs_finite_differences"]
     assert sum(c["kinks"] for c in fd) == 0
     assert not next(c for c in fd if c["tensor"] == "first/kernel")["passed"]
+    assert [row["layer"] for row in report.failing_layers()] == ["tanh32"]  # layer by layer: the culprit, alone
+    assert report.failing_layers()[0]["kinks"] == 0
     if report.data["directional"]["forward_mode"]["available"]:
         assert report.data["directional"]["below_float64"]
         assert "part of the model most likely computes below float64" in str(report)

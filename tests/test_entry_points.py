@@ -26,6 +26,7 @@ SCRIPTS = REPO_ROOT / "scripts"
     ("bench.py", ["--out", "{file}/bench.json"], "--out"),
     ("bench.py", ["--batch-sizes", "32", "100000"], "--batch-sizes 100000"),
     ("bench_gradcheck.py", ["--out", "{file}/bench.json"], "--out"),
+    ("bench_gradcheck.py", ["--models", "zoo,ResNet5O"], "--models: ResNet5O is not a benchmarked model"),
     ("profile_manual_layers.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--precisions", "float16"], "--precisions"),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from backprop_suite import autodiff
+from backprop_suite import autodiff, layer_check
 from backprop_suite.check import random_batch
-from backprop_suite.gradcheck import three_way_check
+from backprop_suite.gradcheck import cast_batch, dropout_masks_for, three_way_check
 from backprop_suite.manual import (
     attention,
     conv,
@@ -23,6 +23,7 @@ from backprop_suite.manual import (
     wrappers,
 )
 from backprop_suite.models.zoo import ZOO
+from backprop_suite.reference import checked_in
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 
 pytestmark = pytest.mark.any_backend
@@ -133,6 +134,12 @@ BELOW_THE_LSTM = {"embedding/embeddings"} | {f"{layer}/{weight}" for layer in ("
                                             for weight in ("kernel", "recurrent_kernel", "bias")}
 # bidirectional_text_classifier: embedding → bi_gru (sequences, summed) → per_step (TimeDistributed Dense) → bi_lstm
 BIDIRECTIONAL = "bidirectional_text_classifier/"
+
+# Slips that no layer's own check can see, checked in the model's walk alone (manual vs tape per tensor): the sum of
+# a shared layer's calls, the losses and penalties (not layers), and a layer's several outputs (return_state).
+MODEL_WALK_ONLY = {"shared_layer_keeps_one_calls_gradient", "l2_penalty_gradient_without_the_factor_2",
+                   "l1_penalty_gradient_without_the_sign", "activity_penalty_gradient_not_divided_by_the_batch",
+                   "mean_squared_error_without_the_factor_2", "returned_states_gradients_swapped"}
 
 MUTATIONS = {
     # name: (zoo model, loss (None: the zoo's), (class or module, attribute, replacement), tensors that must fail)
@@ -326,6 +333,45 @@ MUTATIONS = {
 }
 
 
+def layers_named(model, x, training, monkeypatch, owner, attribute, replacement) -> tuple[list[str], set[str]]:
+    """The layer-by-layer check with the slip in place: the layers it names as failing, in topological order, and the
+    layers whose own check ran the slipped code (recorded by wrapping it)."""
+    checking, ran = {}, set()
+    if callable(replacement) and not isinstance(replacement, type):
+        def slipped(*args, **kwargs):
+            ran.add(checking["layer"])
+            return replacement(*args, **kwargs)
+        monkeypatch.setattr(owner, attribute, slipped)
+    else:
+        monkeypatch.setattr(owner, attribute, replacement)
+        ran = None  # not a function: which layers read it is not recorded
+
+    def check_recording(call, *args, **kwargs):
+        checking["layer"] = call.name
+        return check_one_layer(call, *args, **kwargs)
+
+    monkeypatch.setattr(layer_check, "check_layer", check_recording)
+    model64 = checked_in(model, "float64")
+    x64, _ = cast_batch(x, x, "float64")
+    masks = dropout_masks_for(model64, x64, training, None, 0)
+    rows = layer_check.check_layers(model64, x64, training, masks, progress=False)["calls"]
+    return [row["layer"] for row in rows if not row["passed"]], ran
+
+
+check_one_layer = layer_check.check_layer
+
+
+def assert_the_slip_is_named_by_its_layer(failed: list[str], ran: set[str] | None, mutation: str):
+    """Layer by layer, the slip fails a layer that ran it, and no other; where it is only reached through a Keras mask
+    or several outputs (the formulas there are checked in the model's walk alone), no layer is named."""
+    if mutation in MODEL_WALK_ONLY:
+        assert failed == [], failed
+        return
+    assert failed, "no layer named"
+    if ran is not None:
+        assert set(failed) <= ran, (failed, ran)
+
+
 def check_of_the_zoo_model(model_name: str, loss=None) -> dict:
     entry = ZOO[model_name]
     loss = loss or entry.loss
@@ -366,6 +412,11 @@ def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, mon
     failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
     assert failed == expected
     assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
+    keras.utils.set_random_seed(0)
+    model = ZOO[model_name].build()
+    x, _ = random_batch(model, 6, loss or ZOO[model_name].loss, seed=3)
+    assert_the_slip_is_named_by_its_layer(*layers_named(model, x, ZOO[model_name].training, monkeypatch, owner,
+                                                        attribute, replacement), mutation)
 
 
 def test_a_gelu_derivative_without_its_x_phi_term_fails_the_check_at_its_layer(monkeypatch):
@@ -467,3 +518,5 @@ def test_a_slip_in_a_formula_for_real_models_fails_the_check_at_exactly_the_corr
     failed = {c["tensor"] for c in report["comparisons"] if c["methods"] == "manual_vs_tape" and not c["passed"]}
     assert failed == expected
     assert all(c["passed"] for c in report["comparisons"] if c["methods"] == "tape_vs_finite_differences")
+    assert_the_slip_is_named_by_its_layer(*layers_named(model, x, False, monkeypatch, owner, attribute, replacement),
+                                          slip)

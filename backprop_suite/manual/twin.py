@@ -73,10 +73,7 @@ class ManualTwin:
         graph = layer_graph(model)
         if graph is None:
             raise ManualUnavailable([f"{type(model).__name__} is a subclassed model (no layer graph to follow)"])
-        # A base model inside the model is followed layer by layer, unless its Dropout would draw Keras's own masks
-        # (a check's masks are applied to the outer model's Dropout layers only) or it regularizes its own output.
-        self.model, self.graph = model, data_flow(inline_nested_models(
-            graph, keep=lambda nested: nested.activity_regularizer is not None or training and _has_dropout(nested)))
+        self.model, self.graph = model, data_flow(followed_graph(graph, training))
         self.params = parameters(model)
         self.param_name = {id(v): name for name, v in self.params.items()}
         self.dtype = model.trainable_variables[0].dtype if model.trainable_variables else "float32"
@@ -162,7 +159,7 @@ class ManualTwin:
 
     def _weights(self, layer, step, values: dict) -> dict:
         own = weights_by_name(layer)
-        return {name: self._value(own[name], values) for name in step.weights if name in own}
+        return {name: self._value(own[name], values) for name in getattr(step, "weights", ()) if name in own}
 
     def _value(self, variable, values: dict | None):
         """The variable's value, or the one `values` gives for its parameter name (a frozen weight has none)."""
@@ -184,15 +181,7 @@ class ManualTwin:
             keras_mask = keras_masks.get(node.inputs[0]) if len(inputs) == 1 else None  # passed on unless followed
             for step in steps:
                 follows = {"mask": keras_mask} if getattr(step, "follows_masks", False) else {}
-                with naming_the_formula(node.layer, step, "forward"):
-                    if isinstance(step, manual.Dropout):
-                        mask = dropout_masks(step, y) if callable(dropout_masks) else \
-                            (dropout_masks or {}).get(node.layer.name)
-                        y = step.forward(y, mask)
-                    elif getattr(step, "weights", ()):
-                        y = step.forward(y, **follows, **self._weights(node.layer, step, values))
-                    else:
-                        y = step.forward(y, **follows)
+                y = step_forward(node.layer, step, y, self._weights(node.layer, step, values), dropout_masks, follows)
                 if follows:
                     keras_mask = step.output_mask
             env.update(zip(node.outputs, y if len(node.outputs) > 1 else [y], strict=True))
@@ -259,6 +248,37 @@ class ManualTwin:
                                                    for name, g in zip(self.params, grads, strict=True)}
 
 
+def step_forward(layer, step, y, weights: dict, dropout_masks=None, follows: dict | None = None):
+    """One manual step's forward on y, with its weights {name the step reads it by: value}; a Dropout step applies
+    its layer's mask from `dropout_masks` (ManualTwin.forward), a step that follows Keras masks reads `follows`."""
+    with naming_the_formula(layer, step, "forward"):
+        if isinstance(step, manual.Dropout):
+            mask = dropout_masks(step, y) if callable(dropout_masks) else (dropout_masks or {}).get(layer.name)
+            return step.forward(y, mask)
+        if getattr(step, "weights", ()):
+            return step.forward(y, **(follows or {}), **weights)
+        return step.forward(y, **(follows or {}))
+
+
+def formula_vjp(layer, steps: list, inputs: list, weights: dict, dout, dropout_masks=None, mask=None) -> tuple:
+    """A layer's formulas alone, at its inputs and weights ({name the steps read it by: value}), with the Keras mask
+    arriving at its input: its output, and what `dout` at that output sends back to each input and weight,
+    ([input gradients], {weight name: gradient})."""
+    y = inputs if len(inputs) > 1 else inputs[0]
+    for step in steps:
+        follows = {"mask": mask} if getattr(step, "follows_masks", False) else {}
+        y = step_forward(layer, step, y, {n: weights[n] for n in getattr(step, "weights", ()) if n in weights},
+                         dropout_masks, follows)
+        mask = step.output_mask if follows else mask
+    grads: dict = {}
+    for step in reversed(steps):
+        with naming_the_formula(layer, step, "backward"):
+            dout = step.backward(dout)
+        for name, grad in getattr(step, "grads", {}).items():
+            manual.accumulate(grads, name, grad)
+    return y, (list(dout) if len(inputs) > 1 else [dout]), grads
+
+
 @contextlib.contextmanager
 def naming_the_formula(layer, step, phase: str):
     """An exception inside a formula's forward or backward becomes a FormulaError naming the layer and the step."""
@@ -266,6 +286,14 @@ def naming_the_formula(layer, step, phase: str):
         yield
     except Exception as error:
         raise FormulaError(layer, step, phase, error) from error
+
+
+def followed_graph(graph, training: bool):
+    """The layer graph the checks follow: a base model inside the model is followed layer by layer, unless its
+    Dropout would draw Keras's own masks (a check's masks are applied to the outer model's Dropout layers only) or it
+    regularizes its own output; then it is one node."""
+    return inline_nested_models(
+        graph, keep=lambda nested: nested.activity_regularizer is not None or training and _has_dropout(nested))
 
 
 def _has_dropout(model) -> bool:
