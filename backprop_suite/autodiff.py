@@ -173,8 +173,9 @@ class ForwardModeUnavailable(Exception):
 
 
 def jvp(fn, values: dict, tangents: dict) -> tuple[object, object]:
-    """fn(values) and its forward-mode directional derivative along `tangents`. (Eager on TensorFlow: its
-    ForwardAccumulator cannot pass a recurrent layer's while_loop inside a tf.function, and compiling saves little.)"""
+    """fn(values) and its forward-mode directional derivative along `tangents`. Eager on TensorFlow: its
+    ForwardAccumulator cannot pass a recurrent layer's while_loop inside a tf.function, and tracing it costs more than
+    a check's few calls save (ResNet50: 8.3 s to trace, then 0.8 s a call, against 3 s eager)."""
     try:
         return _jvp(fn, values, tangents)
     except (TypeError, RuntimeError, NotImplementedError) as error:

@@ -47,7 +47,7 @@ DTYPES = ("float64", "float32")
 
 def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_masks: dict | None = None,
                     training: bool = False, fd_entries: int | None = None, directions: int = 5, seed: int = 0,
-                    layers: bool = True, layer_entries: int = 4, progress: bool = True) -> GradientReport:
+                    layers: bool = True, layer_entries: int = 2, progress: bool = True) -> GradientReport:
     """Compare the model's gradients of `loss` on the batch (x, y) three ways: layer by layer, per tensor and along
     directions.
 

@@ -48,6 +48,7 @@ from backprop_suite.manual.twin import FormulaError, followed_graph, formula_vjp
 from backprop_suite.reference import as_list, call_layer, floatx, parameters
 
 EPS = float(np.finfo(np.float64).eps)
+COMPILE_AFTER_S = 0.2  # a layer whose first eager call takes longer is compiled for its finite differences
 WHAT_DISAGREES = {"tape_vs_finite_differences": "disagrees with finite differences of its forward",
                   "jvp_vs_tape": "by reverse mode disagrees with forward mode",
                   "manual_vs_tape": "by the manual formula disagrees with the tape"}
@@ -123,11 +124,18 @@ class LocalProblem:
         self.call, self.training, self.masks = call, training, dropout_masks
         self.point = {f"input {k}": ops.convert_to_numpy(call.values[key]) for k, key in enumerate(call.inputs)}
         self.point.update({name: ops.convert_to_numpy(v.value) for name, v in call.weights.items()})
-        self.outputs_at_point = [ops.convert_to_numpy(y) for y in self.outputs(self.point)]
+        self.point_tensors = {name: ops.convert_to_tensor(value) for name, value in self.point.items()}
+        started = time.perf_counter()
+        self.outputs_at_point = [ops.convert_to_numpy(y) for y in self.outputs(self.point_tensors)]
+        # Finite differences call the layer some twenty times: compiled once where one eager call is slow (Keras on
+        # TensorFlow runs a grouped convolution through a tf.function it makes anew, and compiles, at every call).
+        self.evaluate = autodiff.compiled(self.outputs) if time.perf_counter() - started > COMPILE_AFTER_S \
+            else self.outputs
         self.cotangents = [rng.standard_normal(y.shape) for y in self.outputs_at_point]
+        self._sizes = [(np.abs(u), np.abs(y0)) for u, y0 in zip(self.cotangents, self.outputs_at_point, strict=True)]
 
     def outputs(self, blocks: dict) -> list:
-        """The call's float outputs with `blocks` in place of its inputs and weights."""
+        """The call's float outputs with `blocks` (tensors) in place of its inputs and weights."""
         filled = dict(self.call.values)
         filled.update({key: _with_mask_of(self.call.values[key], blocks[f"input {k}"])
                        for k, key in enumerate(self.call.inputs)})
@@ -143,17 +151,23 @@ class LocalProblem:
                    for u, y in zip(self.cotangents, self.outputs(blocks), strict=True))
 
     def moved(self, blocks: dict) -> tuple[float, float]:
-        """Σ u·(f(p) − f(point)) and a bound on its rounding error: what central differences take."""
+        """Σ u·(f(p) − f(point)) and a bound on its rounding error, eps·Σ|u|·(|f(p)| + |f(point)|) over the outputs
+        that moved: what central differences take."""
         total, rounding = 0.0, 0.0
-        for u, y, y0 in zip(self.cotangents, self.outputs(blocks), self.outputs_at_point, strict=True):
+        for u, y, y0, (size_u, size_y0) in zip(self.cotangents, self.evaluate(blocks), self.outputs_at_point,
+                                               self._sizes, strict=True):
             y = ops.convert_to_numpy(y)
             change = y - y0
-            total += float(np.sum(u * change))
-            rounding += EPS * float(np.sum(np.abs(u) * (np.abs(y) + np.abs(y0)) * (change != 0)))
+            total += float(np.vdot(u, change))
+            size = np.abs(y)
+            size += size_y0
+            size *= change != 0
+            rounding += EPS * float(np.vdot(size_u, size))
         return total, rounding
 
     def with_block(self, name: str, value) -> dict:
-        return {**self.point, name: value}
+        """The point's blocks (tensors) with one replaced: the others are converted once, not at every call."""
+        return {**self.point_tensors, name: ops.convert_to_tensor(value)}
 
     def kink_probe(self, blocks_at) -> kinks.KinkProbe | None:
         """The inputs of the layer's own piecewise activations at the blocks `blocks_at(w)`, for FiniteDifferences."""
@@ -165,11 +179,11 @@ class LocalProblem:
         def inputs_at(blocks):
             return kinks.kinked_inputs(layer, lambda: self.outputs(blocks), include_self=True)
         if not hasattr(self, "_kinked_at_point"):  # one forward for every block's probe
-            self._kinked_at_point = inputs_at(self.point)
+            self._kinked_at_point = inputs_at(self.point_tensors)
         return kinks.KinkProbe(points, self._kinked_at_point, lambda w: inputs_at(blocks_at(w)))
 
 
-def check_layer(call: LayerCall, training=False, dropout_masks=None, entries: int = 4, seed: int = 0) -> dict:
+def check_layer(call: LayerCall, training=False, dropout_masks=None, entries: int = 2, seed: int = 0) -> dict:
     """One layer call checked alone (module docstring): its comparisons, verdict and the first failure, described."""
     start = time.perf_counter()
     rng = np.random.default_rng([seed, 2])
@@ -316,7 +330,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def check_layers(model, x, training=False, dropout_masks=None, entries: int = 4, seed: int = 0,
+def check_layers(model, x, training=False, dropout_masks=None, entries: int = 2, seed: int = 0,
                  progress: bool = True) -> dict:
     """Every layer call of the model checked alone (module docstring), in topological order: the rows, the verdict,
     the first failing layer, and which parameters the local checks covered (their weights' gradients checked against
