@@ -49,6 +49,9 @@ def test_a_keras_application_gets_the_full_check_and_passes(name):
     rng = np.random.default_rng(0)
     model, size = build(name)
     report = check_gradients(at_a_generic_point(model, rng), rng.standard_normal((2, size, size, 3)),
-                             np.eye(3)[[0, 2]], fd_entries=2, directions=2)
+                             np.eye(3)[[0, 2]], directions=2, progress=False)
     assert report.data["three_way"]["manual"]["available"], report.data["three_way"]["manual"]["missing"]
     assert report.passed, report.failure_message()
+    rows = [row for row in report.data["layers"]["calls"] if row["checked"]]
+    assert rows and all("tape_vs_finite_differences" in row["methods"] for row in rows)
+    assert set(report.data["layers"]["covered"]) == {c["tensor"] for c in report.data["three_way"]["comparisons"]}
