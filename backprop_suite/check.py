@@ -58,8 +58,9 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         `dropout_masks`, {layer name: 0/1 mask}, or masks drawn with `seed`). The model's variables,
         its moving statistics included, are never changed.
     layers: check every layer call alone at the activations the batch gives it (layer_check.py), so that a wrong
-        gradient names its layer; layer_entries: entries of each of its inputs and weights checked there by central
-        differences of the layer alone (besides one random direction each).
+        gradient names its layer; layer_entries: entries of each of its weights (and of an input whose random
+        direction met a kink) checked there by central differences of the layer alone, besides one random direction
+        per input and weight.
     fd_entries: entries per tensor checked by central differences of the whole model; None: 32, for the tensors
         that no layer's own check covers (a subclassed model's: all). directions: random directions over all
         parameters checked by finite differences and forward mode.
