@@ -118,6 +118,7 @@ def float64_model(model, dtype: str):
 def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed,
            layer_entries, progress) -> GradientReport:
     computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for every check
+    _refuse_a_loss_not_finite(model, computed.tape_loss)  # before any check spends time on it
     forward_backward = min(_seconds(computed.problem.tape) for _ in range(2))  # compiled, steady: the cost's unit
     layers = NOT_LAYER_BY_LAYER if layer_entries is None else check_layers(
         model64, computed.problem.x, training, computed.dropout_masks, layer_entries, seed, progress)
@@ -126,12 +127,13 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
                                 fd_entries=fd_entries or FD_ENTRIES, seed=seed, loss=loss, training=training,
                                 computed=computed, fd_tensors=fd_tensors)
-    if not np.isfinite(three_way["tape_loss"]):
-        raise SuiteError(f"{model.name}: the loss at these weights and this batch is {three_way['tape_loss']}, so no "
-                         "gradient there can be checked; check the targets suit the loss (e.g. 0/1 for a "
-                         "cross-entropy) and the weights are finite")
+    _refuse_a_loss_not_finite(model, three_way["tape_loss"])  # in `dtype`, where it differs from float64
+    # Forward mode along one direction of the whole model where every layer's forward mode was checked alone: the
+    # composition is checked along every direction by finite differences.
     directional = directional_check(model64, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
-                                    training=training, computed=computed)
+                                    training=training, computed=computed,
+                                    forward_directions=1 if any("jvp_vs_tape" in row["methods"]
+                                                                for row in layers["calls"]) else None)
     return GradientReport({
         "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
@@ -144,6 +146,13 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
         "kinks_crossed": kinks_crossed(computed.problem, three_way, directional), "layers": layers,
         "cost": {"forward_backward_seconds": round(forward_backward, 4)},
         "passed": layers["passed"] and three_way["passed"] and directional["passed"]})
+
+
+def _refuse_a_loss_not_finite(model, loss: float) -> None:
+    if not np.isfinite(loss):
+        raise SuiteError(f"{model.name}: the loss at these weights and this batch is {loss}, so no gradient there can "
+                         "be checked; check the targets suit the loss (e.g. 0/1 for a cross-entropy) and the weights "
+                         "are finite")
 
 
 def _seconds(run) -> float:

@@ -371,10 +371,13 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
 
 
 def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, seed=0, loss=None,
-                      training=False, computed: Float64Gradients | None = None) -> dict:
+                      training=False, computed: Float64Gradients | None = None,
+                      forward_directions: int | None = None) -> dict:
     """Full coverage at the cost of a few forwards: for random unit directions v over all parameters,
     vᵀ∇L from the tape and the manual twin against (L(w + hv) − L(w − hv)) / 2h and against the
-    forward-mode JVP. float64. computed: the float64 gradients of this model and batch, where the caller has them."""
+    forward-mode JVP. float64. computed: the float64 gradients of this model and batch, where the caller has them.
+    forward_directions: how many of the directions (the first) forward mode takes (None: all); an uncompiled JVP of
+    a large model costs several compiled forwards, and each layer's forward mode is checked alone (layer_check.py)."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     computed = computed or float64_gradients(model, x, t, dropout_masks, seed, loss, training)
@@ -383,7 +386,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
     rows, on_kinks = [], []
     forward_mode = {"available": True, "method": autodiff.FORWARD_MODE.get(autodiff.BACKEND)}
     rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
-    for _ in range(directions):
+    for k in range(directions):
         v = {name: rng.standard_normal(w.shape) for name, w in problem.point.items()}
         norm = np.sqrt(sum(np.sum(d**2) for d in v.values()))
         v = {name: d / norm for name, d in v.items()}
@@ -392,7 +395,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
         along = FiniteDifferences(lambda s: problem.loss_value(moved(s)), np.zeros(()), step,
                                   kink_probe=problem.kink_probe(moved))
         row = {"tape": float(sum(np.sum(v[n] * tape[n]) for n in v)), "finite_differences": along.central(())}
-        if forward_mode["available"]:
+        if forward_mode["available"] and (forward_directions is None or k < forward_directions):
             try:
                 row["forward_mode_jvp"] = float(autodiff.jvp(problem.loss, problem.point, v)[1])
             except autodiff.ForwardModeUnavailable as unavailable:
@@ -406,11 +409,12 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
         rows.append(row)
         on_kinks.append(row["kink"])
     rtol, atol = TOLERANCES["manual_vs_tape/float64"]
-    column = {key: [row[key] for row in rows] for key in rows[0]}
+    column = {key: [row[key] for row in rows if key in row] for key in rows[0]}
     checks = {"tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", column["tape"],
                                                     column["finite_differences"], rtol_fd, atol_fd, on_kinks)}
     if forward_mode["available"]:
-        checks = {"jvp_vs_tape": compare("all", "jvp_vs_tape", column["forward_mode_jvp"], column["tape"], rtol, atol),
+        tape_along_jvp = column["tape"][:len(column["forward_mode_jvp"])]
+        checks = {"jvp_vs_tape": compare("all", "jvp_vs_tape", column["forward_mode_jvp"], tape_along_jvp, rtol, atol),
                   **checks}
     if manual is not None:
         checks = {"manual_vs_tape": compare("all", "manual_vs_tape", column["manual"], column["tape"], rtol, atol),
