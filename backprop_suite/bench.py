@@ -424,10 +424,11 @@ def bench_model(name: str, batch_size: int = 8):
     return model, *random_batch(model, batch_size, entry.loss, SEED), entry.loss, entry.training
 
 
-def verifier_costs(names) -> dict:
+def verifier_costs(names, measured=lambda costs: None) -> dict:
     """check_gradients with its defaults on each model, once, as a user runs it (tracing included): its seconds, one
     float64 forward+backward of the model (compiled, steady state, measured by the check in the same process) and
-    their ratio, its layer calls and its verdict."""
+    their ratio, its layer calls and its verdict. measured(costs so far) is called after each model: a long run
+    interrupted keeps the models it measured."""
     from backprop_suite.check import check_gradients
 
     costs = {}
@@ -442,6 +443,7 @@ def verifier_costs(names) -> dict:
                        "layers_s": layers.get("seconds"), "directional_s": report.data["directional"]["seconds"],
                        "manual": report.data["three_way"]["manual"]["available"], "passed": report.passed}
         print(f"[bench] {name}: {costs[name]}", flush=True)
+        measured(costs)
     return costs
 
 

@@ -45,16 +45,20 @@ def main(argv=None) -> int:
     earlier = _earlier_runs(args.out)
     from backprop_suite.provenance import environment
 
-    costs = bench.verifier_costs(names)
+    command = f"KERAS_BACKEND={backend} python scripts/bench_gradcheck.py --models {args.models}"
+
+    def write(costs):  # after each model: an interrupted run keeps what it measured
+        artifacts.write_json(args.out, {
+            "question": "What does the full gradient check of a model cost, in forward+backward passes of that model?",
+            "runs": {**earlier, backend: {"command": command, "costs": costs, "complete": len(costs) == len(names),
+                                          "environment": environment()}}})
+
+    costs = bench.verifier_costs(names, write)
     rows = [(name, f"{c['parameters']:,}", str(c["layer_calls"]), f"{c['check_s']:.1f}",
              f"{c['forward_backward_s']:.3f}", f"{c['passes']:.0f}", "PASS" if c["passed"] else "FAIL")
             for name, c in costs.items()]
     print(artifacts.text_table(("model", "parameters", "layer calls", "check, s", "fwd+bwd, s", "passes", "verdict"),
                                rows))
-    command = f"KERAS_BACKEND={backend} python scripts/bench_gradcheck.py --models {args.models}"
-    artifacts.write_json(args.out, {
-        "question": "What does the full gradient check of a model cost, in forward+backward passes of that model?",
-        "runs": {**earlier, backend: {"command": command, "costs": costs, "environment": environment()}}})
     print(f"wrote {args.out}")
     return 0 if all(c["passed"] for c in costs.values()) else 1
 
