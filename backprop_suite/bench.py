@@ -497,7 +497,7 @@ def headline_ratios(measured: dict, flops_per_sample: float) -> dict:
 
 
 def markdown_table(bench: dict) -> str:
-    """The README's table: one row per configuration, samples/s and share of the limit per batch size."""
+    """docs/benchmarks.md's table: one row per configuration, samples/s and share of the limit per batch size."""
     batches = list(bench["throughput"])
     header = "| configuration | " + " | ".join(f"batch {b}: samples/s (% of limit, time ÷ tape step)" for b in batches)
     lines = [header + " | memory rise while training, MiB (batch " + ", ".join(batches) + ") |",

@@ -63,7 +63,8 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         per input and weight.
     fd_entries: entries per tensor checked by central differences of the whole model; None: 32, for the tensors
         that no layer's own check covers (a subclassed model's: all). directions: random directions over all
-        parameters checked by finite differences and forward mode.
+        parameters checked by finite differences, and by forward mode (along the first only where every layer's
+        forward mode was checked alone).
     progress: show the layer-by-layer progress on stderr (on a terminal, after the first seconds).
     """
     start = time.perf_counter()
