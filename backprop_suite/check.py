@@ -131,10 +131,11 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
     _refuse_a_loss_not_finite(model, three_way["tape_loss"])  # in `dtype`, where it differs from float64
     # Forward mode along one direction of the whole model where every layer's forward mode was checked alone: the
     # composition is checked along every direction by finite differences.
+    checked = [row for row in layers["calls"] if row["checked"]]
+    every_layer_forward = bool(checked) and all("jvp_vs_tape" in row["methods"] for row in checked)
     directional = directional_check(model64, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
                                     training=training, computed=computed,
-                                    forward_directions=1 if any("jvp_vs_tape" in row["methods"]
-                                                                for row in layers["calls"]) else None)
+                                    forward_directions=1 if every_layer_forward else None)
     return GradientReport({
         "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
