@@ -196,20 +196,40 @@ def sole_writer(folder: Path, lock_name: str = ".lock"):
 def require_writable_folder(folder: Path, option: str) -> None:
     """Write a probe file in `folder` (making it and its missing parents for the probe, and removing what the
     probe made): a SuiteError naming it (and `option`, the way to choose another) now, before any work,
-    instead of a traceback after an epoch of training."""
+    instead of a traceback after an epoch of training. Processes that probe one new folder at once (the workers of
+    a cluster, started together) do not fail each other: a folder another one made is used, and a probe whose
+    folder another one removed again is tried again."""
     folder = Path(folder)
+    for attempt in range(PROBE_ATTEMPTS):
+        try:
+            _probe(folder)
+            return
+        except FileNotFoundError as error:  # another process removed the folder it had made for its own probe
+            if attempt + 1 < PROBE_ATTEMPTS:
+                continue
+            failure = error
+        except OSError as error:
+            failure = error
+        raise SuiteError(f"{folder}: cannot write results there ({failure.strerror or failure}); "
+                         f"choose a writable folder with {option}") from None
+
+
+PROBE_ATTEMPTS = 5
+
+
+def _probe(folder: Path) -> None:
     made = []
     try:
         for missing in reversed([f for f in (folder, *folder.parents) if not f.exists()]):
-            missing.mkdir()
+            try:
+                missing.mkdir()
+            except FileExistsError:  # made by another process at the same moment: not ours to remove
+                continue
             made.append(missing)
         if not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except OSError as error:
-        raise SuiteError(f"{folder}: cannot write results there ({error.strerror or error}); "
-                         f"choose a writable folder with {option}") from None
     finally:
         for created in reversed(made):
             with contextlib.suppress(OSError):
