@@ -18,78 +18,24 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from backprop_suite.errors import SuiteError  # noqa: E402
+from gradcheck.errors import InputError  # noqa: E402
+
+# The verifier's atomic writes, which the suite's result folders build on.
+from gradcheck.files import (  # noqa: E402, F401
+    _UMASK,
+    TEMPORARY_PREFIX,
+    WriteError,
+    _existing_ancestor,
+    atomic_path,
+    save_figure,
+    text_table,
+    translated_write_errors,
+    write_error,
+    write_json,
+    write_text,
+)
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
-TEMPORARY_PREFIX = ".tmp-"  # a file being written; one left behind by a killed writer is removed by the next
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-# What a write can meet that the user, not the suite, must fix: a full disk or quota, a read-only place.
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
-class WriteError(SuiteError):
-    """A file could not be written: the disk is full, or the place is not writable."""
-
-
-def write_error(path: Path, error: OSError, remedy: str = "") -> WriteError | OSError:
-    """The one-line error for an OSError met while writing `path` (the error itself when it is not the user's
-    to fix): what happened, the space left where it is the disk, and the remedy."""
-    path = Path(path)
-    if error.errno in _FULL:
-        try:
-            free = shutil.disk_usage(_existing_ancestor(path)).free
-            left = f", {free / 2**20:.1f} MiB left there"
-        except OSError:
-            left = ""
-        return WriteError(f"{path}: cannot write it, the disk is full ({error.strerror}{left}); free some space "
-                          f"(df -h {_existing_ancestor(path)}) and run the same command again{remedy}")
-    if error.errno in _NOT_WRITABLE:
-        return WriteError(f"{path}: cannot write it ({error.strerror}); make {_existing_ancestor(path)} writable, "
-                          f"or write elsewhere{remedy}")
-    return error
-
-
-def _existing_ancestor(path: Path) -> Path:
-    for folder in (path, *path.parents):
-        if folder.exists():
-            return folder
-    return Path("/")
-
-
-@contextlib.contextmanager
-def translated_write_errors(path: Path, remedy: str = ""):
-    """Within the block, a full disk or an unwritable place is a WriteError naming `path` (see write_error)."""
-    try:
-        yield
-    except OSError as error:
-        raise write_error(path, error, remedy) from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path beside `path` (same suffix); move it into place if the block succeeds. A full
-    disk or an unwritable folder is a WriteError naming `path`; the old file is then untouched."""
-    path = Path(path)
-    with translated_write_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Some writers require the suffix (Keras's `.weights.h5`, matplotlib's format from `.png`).
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.",
-                                   suffix="".join(path.suffixes))
-        os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
-    try:
-        with translated_write_errors(path):
-            yield Path(tmp)
-            with open(tmp, "rb+") as stream:
-                os.fsync(stream.fileno())
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---- a result folder, replaced whole ------------------------------------------------------------------------
@@ -166,7 +112,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 @contextlib.contextmanager
 def sole_writer(folder: Path, lock_name: str = ".lock"):
-    """Hold an exclusive lock on `folder` while writing it: a second writer gets a SuiteError naming the first.
+    """Hold an exclusive lock on `folder` while writing it: a second writer gets an InputError naming the first.
 
     flock(2) is released by the kernel when its holder dies, so a lock left by a killed run is simply taken
     over. Holding it, the temporary files a killed writer left in the folder are removed.
@@ -181,7 +127,7 @@ def sole_writer(folder: Path, lock_name: str = ".lock"):
     except BlockingIOError:
         holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise SuiteError(f"{folder}: {holder} is writing these results; wait for it to finish (or stop it), "
+        raise InputError(f"{folder}: {holder} is writing these results; wait for it to finish (or stop it), "
                          "then run again") from None
     try:
         os.ftruncate(fd, 0)
@@ -195,7 +141,7 @@ def sole_writer(folder: Path, lock_name: str = ".lock"):
 
 def require_writable_folder(folder: Path, option: str) -> None:
     """Write a probe file in `folder` (making it and its missing parents for the probe, and removing what the
-    probe made): a SuiteError naming it (and `option`, the way to choose another) now, before any work,
+    probe made): an InputError naming it (and `option`, the way to choose another) now, before any work,
     instead of a traceback after an epoch of training. Processes that probe one new folder at once (the workers of
     a cluster, started together) do not fail each other: a folder another one made is used, and a probe whose
     folder another one removed again is tried again."""
@@ -210,7 +156,7 @@ def require_writable_folder(folder: Path, option: str) -> None:
             failure = error
         except OSError as error:
             failure = error
-        raise SuiteError(f"{folder}: cannot write results there ({failure.strerror or failure}); "
+        raise InputError(f"{folder}: cannot write results there ({failure.strerror or failure}); "
                          f"choose a writable folder with {option}") from None
 
 
@@ -240,7 +186,7 @@ def require_writable_file(path: Path, option: str) -> None:
     """`path` can be written as a file: not a folder, and its folder writable (require_writable_folder)."""
     path = Path(path)
     if path.is_dir():
-        raise SuiteError(f"{option} {path}: it is a folder; give a file name")
+        raise InputError(f"{option} {path}: it is a folder; give a file name")
     require_writable_folder(path.parent, option)
 
 
@@ -256,11 +202,6 @@ def result_folder(folder: Path):
         if not existed and folder.is_dir() and all(e.name.startswith(".lock") for e in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
         raise
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def write_text_if_changed(path: Path, text: str) -> bool:
@@ -279,25 +220,12 @@ def counted(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
-def write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def print_json(data: dict, also_to: Path | None = None) -> None:
     """A profile's output: the JSON on stdout and, given a path, in that file too (untouched if it holds it)."""
     text = json.dumps(data, indent=1)
     if also_to is not None:
         write_text_if_changed(also_to, text + "\n")
     print(text)
-
-
-def text_table(header: tuple, rows: list[tuple]) -> str:
-    """Left-aligned columns under a header and a dashed rule, for terminal output."""
-    cells = [tuple(str(cell) for cell in row) for row in (header, *rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def write_history_csv(path: Path, rows: list[dict]) -> None:
@@ -326,15 +254,6 @@ def plot_curves(rows: list[dict], metric: str, path: Path, title: str, test_valu
     axes.grid(alpha=0.3)
     axes.legend()
     save_figure(figure, path)
-
-
-def save_figure(figure, path: Path, tight: bool = True) -> None:
-    """Write a matplotlib figure atomically (format from the suffix) and free it."""
-    if tight:
-        figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp)
-    plt.close(figure)
 
 
 def draw_model(model, out_dir: Path) -> str:

@@ -35,9 +35,9 @@ import tensorflow as tf
 
 from backprop_suite.cli import BENCH_CONFIGS
 from backprop_suite.datasets import load_dataset, to_model_inputs
-from backprop_suite.errors import SuiteError
 from backprop_suite.models import build_model
 from backprop_suite.steps import manual_step, tape_step
+from gradcheck.errors import InputError
 
 CONFIGS = BENCH_CONFIGS
 TRAINING_OVER_FORWARD = 3
@@ -318,7 +318,7 @@ def check_batch_sizes(batch_sizes, samples: int, option: str) -> None:
     largest = samples // 2
     for batch_size in batch_sizes:
         if batch_size > largest:
-            raise SuiteError(f"{option} {batch_size}: the bench trains on {samples:,} digits (mnist-5k's training "
+            raise InputError(f"{option} {batch_size}: the bench trains on {samples:,} digits (mnist-5k's training "
                              f"split); give a batch size of at most {largest:,}")
 
 
@@ -385,8 +385,8 @@ def _probe(config: str, batch_size: int, steps: int) -> None:
 def gradient_costs(repeats: int) -> dict:
     """C000-2, C001-1, C002-2 and the CNN's full-coverage check, by the suite's own experiments' code."""
     from backprop_suite.compare_gradients import gradient_batch, gradient_model
-    from backprop_suite.gradcheck import directional_check
     from backprop_suite.worked_examples.gradient_cost import gradient_cost
+    from gradcheck.methods import directional_check
 
     cost = gradient_cost(repeats=repeats).metrics
     rng = np.random.default_rng(SEED)
@@ -408,8 +408,8 @@ IMAGENET_MODELS = ("ResNet50", "MobileNetV2", "EfficientNetB0", "DenseNet121", "
 def bench_model(name: str, batch_size: int = 8):
     """(model, x, y, loss, training) for a benchmarked check: a keras.applications architecture (weights=None, at
     224×224, batch 2, the ImageNet case) or a zoo model (its own loss and mode, batch `batch_size`)."""
-    from backprop_suite.check import random_batch
     from backprop_suite.models.zoo import ZOO
+    from gradcheck.check import random_batch
 
     keras.utils.set_random_seed(SEED)
     if name in IMAGENET_MODELS:
@@ -429,7 +429,7 @@ def verifier_costs(names, measured=lambda costs: None) -> dict:
     float64 forward+backward of the model (compiled, steady state, measured by the check in the same process) and
     their ratio, its layer calls and its verdict. measured(costs so far) is called after each model: a long run
     interrupted keeps the models it measured."""
-    from backprop_suite.check import check_gradients
+    from gradcheck.check import check_gradients
 
     costs = {}
     for name in names:

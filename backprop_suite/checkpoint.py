@@ -18,12 +18,12 @@ import keras
 import numpy as np
 
 from backprop_suite.artifacts import HISTORY_COLUMNS, atomic_path, write_json
-from backprop_suite.errors import SuiteError
+from gradcheck.errors import InputError
 
 STATE_KEYS = ("fingerprint", "epochs_done", "weights", "rows", "seconds", "rng_states")
 
 
-class ResumeStateError(SuiteError):
+class ResumeStateError(InputError):
     """An interrupted run's state cannot be resumed: unreadable, incomplete, or from another spec or data."""
 
 
@@ -112,7 +112,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         previous = (state or {}).get("previous")
         if previous and previous["epochs_done"] == epochs_done:
             return {**previous, "rows": state["rows"][:epochs_done]}
-        raise SuiteError(f"{self.state_dir}: the cluster resumes after epoch {epochs_done}, but this worker holds "
+        raise InputError(f"{self.state_dir}: the cluster resumes after epoch {epochs_done}, but this worker holds "
                          f"epoch {(state or {}).get('epochs_done', 0)} only; rerun every worker with --restart")
 
     def on_epoch_begin(self, epoch, logs=None):

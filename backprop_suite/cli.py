@@ -31,18 +31,18 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 def select_backend(requested: str | None) -> str:
     """Keras's backend for this process, set before Keras loads: --backend, else $KERAS_BACKEND, else TensorFlow.
     Refused, before any work, when it is unknown or its package is not installed."""
-    from backprop_suite.errors import SuiteError
+    from gradcheck.errors import InputError
 
     backend = requested or os.environ.get("KERAS_BACKEND") or DEFAULT_BACKEND
     source = "--backend" if requested else "KERAS_BACKEND"
     if backend not in BACKENDS:
-        raise SuiteError(f"{source}={backend!r}: not a Keras backend this suite runs on; use one of "
+        raise InputError(f"{source}={backend!r}: not a Keras backend this suite runs on; use one of "
                          f"{', '.join(BACKENDS)}")
     if importlib.util.find_spec(backend) is None:
-        raise SuiteError(f"{source}={backend}: the {backend} package is not installed; bash scripts/setup.sh installs "
+        raise InputError(f"{source}={backend}: the {backend} package is not installed; bash scripts/setup.sh installs "
                          "the pinned one (requirements.txt)")
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
-        raise SuiteError(f"{source}={backend}: Keras already runs on {sys.modules['keras'].backend.backend()} in this "
+        raise InputError(f"{source}={backend}: Keras already runs on {sys.modules['keras'].backend.backend()} in this "
                          "process; set KERAS_BACKEND before Python starts")
     os.environ["KERAS_BACKEND"] = backend
     return backend

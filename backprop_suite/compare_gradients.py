@@ -12,13 +12,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from backprop_suite.check import check_gradients, random_batch
 from backprop_suite.datasets import load_dataset, read_npz, to_model_inputs
-from backprop_suite.errors import SuiteError
-from backprop_suite.gradient_report import GradientReport
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.net_222 import NET_222_PARAMETERS
-from backprop_suite.reference import draw_dropout_masks, output_activation
+from gradcheck.check import check_gradients, random_batch
+from gradcheck.errors import InputError
+from gradcheck.gradient_report import GradientReport
+from gradcheck.reference import draw_dropout_masks, output_activation
 
 BIAS_STD = 0.1
 CHECK_POINT = f"Keras's initial weights with biases drawn from N(0, {BIAS_STD}²) (off the ReLU kinks)"
@@ -49,7 +49,7 @@ def gradient_batch(model: keras.Model, batch_size: int, rng) -> tuple[np.ndarray
         dataset = load_dataset("mnist-5k")
         x, t = to_model_inputs(dataset.train, input_shape)
         if batch_size > len(x):
-            raise SuiteError(f"--batch-size {batch_size}: the check draws its batch from {dataset.name}'s {len(x):,} "
+            raise InputError(f"--batch-size {batch_size}: the check draws its batch from {dataset.name}'s {len(x):,} "
                              f"training digits; give at most {len(x)}")
         picked = rng.choice(len(x), batch_size, replace=False)
         x, t = x[picked].astype(np.float64), t[picked].astype(np.float64)
@@ -84,26 +84,26 @@ def resolve_model(spec: str, imports=()) -> keras.Model:
         try:
             return keras.saving.load_model(path)
         except Exception as error:  # Keras raises many kinds for a bad or custom-object file
-            raise SuiteError(f"--model {spec}: Keras cannot load it ({type(error).__name__}: "
+            raise InputError(f"--model {spec}: Keras cannot load it ({type(error).__name__}: "
                              f"{str(error).splitlines()[0][:300]}); if it uses custom layers, name the module that "
                              "registers them with --import MODULE") from None
     if ":" in spec:
         module_name, function_name = spec.split(":", 1)
         function = getattr(_import(module_name, "--model"), function_name, None)
         if not callable(function):
-            raise SuiteError(f"--model {spec}: {module_name} has no function {function_name!r}")
+            raise InputError(f"--model {spec}: {module_name} has no function {function_name!r}")
         required = _required_parameters(function)
         if required:
-            raise SuiteError(f"--model {spec}: {function_name} needs {', '.join(required)}; give a function that "
+            raise InputError(f"--model {spec}: {function_name} needs {', '.join(required)}; give a function that "
                              f"builds the model with no arguments (def build(): return {function_name}(...))")
         try:
             model = function()
         except (Exception, SystemExit) as error:  # the user's code: named by its own file and line, not ours
-            raise SuiteError(f"--model {spec}: {function_name}() failed: {users_error(error)}") from None
+            raise InputError(f"--model {spec}: {function_name}() failed: {users_error(error)}") from None
         if not isinstance(model, keras.Model):
-            raise SuiteError(f"--model {spec}: returned {type(model).__name__}, not a keras.Model")
+            raise InputError(f"--model {spec}: returned {type(model).__name__}, not a keras.Model")
         return model
-    raise SuiteError(f"--model {spec!r}: not a registry model ({', '.join(MODEL_BUILDERS)}), a PATH.keras file "
+    raise InputError(f"--model {spec!r}: not a registry model ({', '.join(MODEL_BUILDERS)}), a PATH.keras file "
                      "or package.module:function")
 
 
@@ -113,11 +113,11 @@ def _import(module_name: str, option: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name) and module_name[len(error.name):][:1] in ("", "."):
-            raise SuiteError(f"{option} {module_name}: cannot import it ({error}); run from the folder that holds "
+            raise InputError(f"{option} {module_name}: cannot import it ({error}); run from the folder that holds "
                              "it or add that folder to PYTHONPATH") from None
-        raise SuiteError(f"{option} {module_name}: importing it failed: {users_error(error)}") from None
+        raise InputError(f"{option} {module_name}: importing it failed: {users_error(error)}") from None
     except (Exception, SystemExit) as error:  # a syntax error, or its own code raising, at import
-        raise SuiteError(f"{option} {module_name}: importing it failed: {users_error(error)}") from None
+        raise InputError(f"{option} {module_name}: importing it failed: {users_error(error)}") from None
     finally:
         sys.path.pop(0)
 
@@ -158,7 +158,7 @@ def load_npz(path: Path) -> tuple:
         elif numbered:
             found.append([data[k] for k in numbered])
         else:
-            raise SuiteError(f"--data {path}: no array {name!r} (it has {', '.join(sorted(data)) or 'none'}); "
+            raise InputError(f"--data {path}: no array {name!r} (it has {', '.join(sorted(data)) or 'none'}); "
                              "save it with numpy.savez(path, x=inputs, y=targets)")
     return tuple(found)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backprop_suite.errors import SuiteError
+from gradcheck.errors import InputError
 
 CHILD_TIMEOUT_S = 600
 
@@ -32,9 +32,9 @@ def build_named(name: str):
 def gradients_here(name: str, weights: list, x, t, masks: dict | None) -> dict:
     """On this process's backend, in float64: the loss and every gradient by the backend's autodiff, and by the
     manual formulas where every layer has one (else `manual_missing` names what lacks one)."""
-    from backprop_suite import autodiff
-    from backprop_suite.gradcheck import cast_batch, manual_or_reason, tape_gradients
-    from backprop_suite.reference import with_dtype
+    from gradcheck import autodiff
+    from gradcheck.methods import cast_batch, manual_or_reason, tape_gradients
+    from gradcheck.reference import with_dtype
 
     model, loss = build_named(name)
     model.set_weights(weights)
@@ -125,11 +125,11 @@ def run_on_backend(backend: str, jobs: dict, timeout: float = CHILD_TIMEOUT_S) -
             done = subprocess.run([sys.executable, "-m", "backprop_suite.cross_backend", str(job_file), str(out_file)],
                                   env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise SuiteError(f"the {backend} backend did not finish the cross-backend gradients in {timeout:.0f} s") \
+            raise InputError(f"the {backend} backend did not finish the cross-backend gradients in {timeout:.0f} s") \
                 from None
         if done.returncode != 0:
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-            raise SuiteError(f"the {backend} backend failed on the cross-backend gradients (exit {done.returncode}):"
+            raise InputError(f"the {backend} backend failed on the cross-backend gradients (exit {done.returncode}):"
                              f"\n{tail}")
         return _load_results(out_file)
 

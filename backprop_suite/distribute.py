@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite.cli import STRATEGIES
-from backprop_suite.errors import SuiteError
+from gradcheck.errors import InputError
 
 COLLECTIVE_TIMEOUT_S = 60  # a collective that waits longer for a peer fails instead of hanging
 PROGRESS_S = 10  # a "waiting for worker ..." line this often meanwhile
@@ -41,18 +41,18 @@ def has_gpus() -> bool:
 def split_cpu(count: int) -> None:
     """Present the CPU as `count` logical devices (for mirrored training without GPUs); before any TF op."""
     if count < 1:
-        raise SuiteError(f"--cpu-devices must be at least 1, not {count}")
+        raise InputError(f"--cpu-devices must be at least 1, not {count}")
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
     except RuntimeError as error:
-        raise SuiteError(f"cannot split the CPU into {count} devices after TensorFlow started: {error}") from None
+        raise InputError(f"cannot split the CPU into {count} devices after TensorFlow started: {error}") from None
 
 
 def check_tf_config(text: str | None) -> dict:
-    """TF_CONFIG as a dict, or SuiteError saying what is wrong with it."""
+    """TF_CONFIG as a dict, or InputError saying what is wrong with it."""
     if not text:
-        raise SuiteError("--strategy multiworker needs TF_CONFIG, e.g. "
+        raise InputError("--strategy multiworker needs TF_CONFIG, e.g. "
                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
                          '"index": 0}} (the same cluster on every machine, each with its own index)')
     try:
@@ -60,16 +60,16 @@ def check_tf_config(text: str | None) -> dict:
         workers, task = config["cluster"]["worker"], config["task"]
         index = int(task["index"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise SuiteError(f"TF_CONFIG is not a cluster spec with cluster.worker and task.index: {error}") from None
+        raise InputError(f"TF_CONFIG is not a cluster spec with cluster.worker and task.index: {error}") from None
     if not isinstance(workers, list) or not workers:
-        raise SuiteError(f"TF_CONFIG cluster.worker must be a list of \"host:port\" addresses, one per worker; got "
+        raise InputError(f"TF_CONFIG cluster.worker must be a list of \"host:port\" addresses, one per worker; got "
                          f"{workers!r}")
     for address in workers:
         host, _, port = str(address).rpartition(":")
         if not isinstance(address, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SuiteError(f"TF_CONFIG cluster.worker: {address!r} is not \"host:port\" with a port in 1-65535")
+            raise InputError(f"TF_CONFIG cluster.worker: {address!r} is not \"host:port\" with a port in 1-65535")
     if task.get("type") != "worker" or not 0 <= index < len(workers):
-        raise SuiteError(f"TF_CONFIG task {task} is not one of the {len(workers)} workers in cluster.worker")
+        raise InputError(f"TF_CONFIG task {task} is not one of the {len(workers)} workers in cluster.worker")
     return config
 
 
@@ -77,7 +77,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy; for `multiworker`, the cluster of TF_CONFIG (run under supervise_worker, which bounds the
     wait for it)."""
     if name not in STRATEGIES:
-        raise SuiteError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+        raise InputError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -244,7 +244,7 @@ def evaluate_locally(model, x, y, batch_size: int = 256) -> tuple[float, float]:
     return total_loss / len(x), correct / len(x)
 
 
-class ClusterError(SuiteError):
+class ClusterError(InputError):
     """A worker of the cluster failed or cannot be reached."""
 
 

@@ -1,28 +1,27 @@
-"""Errors caused by the user's input: scripts print them as one line, without a traceback."""
+"""The suite's kinds of bad input (the verifier's InputError, for data and specs), and how its scripts show them:
+one line, without a traceback."""
 import functools
 import sys
 
-
-class SuiteError(Exception):
-    """Bad input (a file, an argument, a spec): the message names it and says what is wrong."""
+from gradcheck.errors import InputError
 
 
-class DataError(SuiteError):
+class DataError(InputError):
     """A data file is missing, malformed or inconsistent."""
 
 
-class SpecError(SuiteError):
+class SpecError(InputError):
     """An experiment spec is missing, malformed or names something unknown."""
 
 
-def exit_cleanly_on_suite_error(main):
-    """Decorate a script's main(): a SuiteError becomes `error: ...` on stderr and exit status 2."""
+def exit_cleanly_on_input_error(main):
+    """Decorate a script's main(): an InputError becomes `error: ...` on stderr and exit status 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except SuiteError as error:
+        except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

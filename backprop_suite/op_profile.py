@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from backprop_suite.bench import TRAINING_OVER_FORWARD, forward_flops_per_sample
-from backprop_suite.errors import SuiteError
+from gradcheck.errors import InputError
 
 # An executed op's trace event is named "scope/op_name:OpType"; the executor's own events contain "::"
 # (ExecutorState::Process) or spaces, and ParallelFor shards no colon at all.
@@ -34,7 +34,7 @@ def _xplane_module():
     try:
         from tensorflow.tsl.profiler.protobuf import xplane_pb2
     except ImportError as error:
-        raise SuiteError(f"this TensorFlow ({tf.__version__}) has no tsl.profiler.protobuf.xplane_pb2 to read its "
+        raise InputError(f"this TensorFlow ({tf.__version__}) has no tsl.profiler.protobuf.xplane_pb2 to read its "
                          f"profiler trace with ({error}); install the pinned one: bash scripts/setup.sh") from None
     return xplane_pb2
 

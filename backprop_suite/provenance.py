@@ -1,11 +1,10 @@
 """What a result was made with: library versions, machine, code revision, and a checksum of the code."""
 import functools
 import hashlib
-import os
-import platform
 import subprocess
-import sys
 from pathlib import Path
+
+import gradcheck.environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Modules that present results, schedule runs or benchmark, but never change what an experiment measures;
@@ -16,63 +15,8 @@ NOT_EXPERIMENT_CODE = ("backprop_suite/report.py", "backprop_suite/reproduce.py"
 
 
 def environment() -> dict:
-    import keras
-    import numpy
-
-    from backprop_suite import autodiff
-
-    accelerators = autodiff.devices()
-    return {
-        "python": platform.python_version(),
-        "keras_backend": autodiff.BACKEND,
-        **{package: _version(package) for package in ("tensorflow", "jax", "torch") if _version(package)},
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        **cpu(),
-        "memory_gib": _memory_gib(),
-        "gpus": len(accelerators),
-        "accelerators": accelerators,
-        "code_revision": CODE_REVISION,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-    }
-
-
-def _version(package: str) -> str | None:
-    """An installed package's version, without importing it (None: not installed)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu() -> dict:
-    """The CPU's model name and the instruction-set flags that decide its speed here (Linux /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            fields = dict(line.split(":", 1) for line in cpuinfo.read().splitlines() if ":" in line)
-    except OSError:
-        return {"cpu_model": platform.processor() or None, "cpu_flags": []}
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return {"cpu_model": fields.get("model name"), "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
-
-
-def _memory_gib() -> float | None:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            kib = int(meminfo.readline().split()[1])
-        return round(kib / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        return None
+    """The verifier's record of the machine and versions, with the revision of the suite's code."""
+    return {**gradcheck.environment.environment(), "code_revision": CODE_REVISION}
 
 
 def _git_revision() -> str | None:
@@ -94,9 +38,11 @@ CODE_REVISION = _git_revision()
 
 @functools.cache
 def code_sha256() -> str:
-    """SHA-256 over the code that computes results (models/, backprop_suite/ but NOT_EXPERIMENT_CODE) and the
-    pinned requirements: a result whose stored checksum differs was made by other code."""
-    files = sorted(path for folder in ("models", "backprop_suite") for path in (REPO_ROOT / folder).rglob("*.py")
+    """SHA-256 over the code that computes results (models/, backprop_suite/ but NOT_EXPERIMENT_CODE, the verifier
+    in verifier/gradcheck/) and the pinned requirements: a result whose stored checksum differs was made by other
+    code."""
+    folders = ("models", "backprop_suite", "verifier/gradcheck")
+    files = sorted(path for folder in folders for path in (REPO_ROOT / folder).rglob("*.py")
                    if path.relative_to(REPO_ROOT).as_posix() not in NOT_EXPERIMENT_CODE)
     digest = hashlib.sha256()
     for path in [*files, REPO_ROOT / "requirements.txt"]:

@@ -9,8 +9,8 @@ tf.random, or applies the given ones (a dict by layer name) so that both can be 
 import keras
 import tensorflow as tf
 
-from backprop_suite.manual.twin import ManualTwin
-from backprop_suite.reference import parameters
+from gradcheck.manual.twin import ManualTwin
+from gradcheck.reference import parameters
 
 
 def tape_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):

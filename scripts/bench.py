@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from backprop_suite import artifacts, cli
-from backprop_suite.errors import exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-sizes", type=cli.positive_int, nargs="+", default=[32, 128])

@@ -12,12 +12,13 @@ import json
 from pathlib import Path
 
 from backprop_suite import cli
-from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
+from gradcheck.errors import InputError
 
 GROUPS = ("imagenet", "zoo")
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="imagenet,zoo",
@@ -37,11 +38,11 @@ def main(argv=None) -> int:
         group = {"imagenet": list(bench.IMAGENET_MODELS), "zoo": list(ZOO)}.get(item, [item])
         unknown = [name for name in group if name not in bench.IMAGENET_MODELS and name not in ZOO]
         if unknown:
-            raise SuiteError(f"--models: {', '.join(unknown)} is not a benchmarked model; give {', '.join(GROUPS)} or "
+            raise InputError(f"--models: {', '.join(unknown)} is not a benchmarked model; give {', '.join(GROUPS)} or "
                              f"names among {', '.join(bench.IMAGENET_MODELS)}, {', '.join(ZOO)}")
         names += [name for name in group if name not in names]
     if not names:
-        raise SuiteError("--models: no model named; give imagenet, zoo or model names, comma-separated")
+        raise InputError("--models: no model named; give imagenet, zoo or model names, comma-separated")
     earlier = _earlier_runs(args.out)
     from backprop_suite.provenance import environment
 

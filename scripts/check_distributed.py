@@ -5,10 +5,11 @@ import argparse
 from pathlib import Path
 
 from backprop_suite import cli
-from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
+from gradcheck.errors import InputError
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=2, help="logical CPU devices (default: %(default)s)")
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", type=Path, default=cli.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.devices < 2 or args.batch_size % args.devices or args.steps < 1:
-        raise SuiteError("--devices must be ≥ 2 and divide --batch-size; --steps must be ≥ 1")
+        raise InputError("--devices must be ≥ 2 and divide --batch-size; --steps must be ≥ 1")
     cli.load_tensorflow_quietly()
     from backprop_suite import distribute
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from backprop_suite import cli
 from backprop_suite.artifacts import require_writable_folder
 from backprop_suite.cli import REGISTRY
-from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
+from gradcheck.errors import InputError
 
 VARIED = ("dtype", "batch_size", "fd_entries", "directions", "seed", "training", "loss", "imports")
 
@@ -22,20 +23,20 @@ def validate(args, backend: str, defaults: dict) -> Path:
     folder named after what differs, results/<model>+dtype=float32+seed=7/, so it never replaces the reference."""
     model = args.model
     if model not in REGISTRY and not model.endswith(".keras") and ":" not in model:
-        raise SuiteError(f"--model {model!r}: give a registry name ({', '.join(REGISTRY)}), a PATH.keras file "
+        raise InputError(f"--model {model!r}: give a registry name ({', '.join(REGISTRY)}), a PATH.keras file "
                          "or package.module:function")
     if model.endswith(".keras"):
         check_keras_file(Path(model))
     if args.data is not None and not args.data.is_file():
-        raise SuiteError(f"--data {args.data}: file not found; save one with numpy.savez(path, x=inputs, y=targets)")
+        raise InputError(f"--data {args.data}: file not found; save one with numpy.savez(path, x=inputs, y=targets)")
     if args.out is None and model not in REGISTRY:
-        raise SuiteError(f"--model {model}: say where the report goes with --out DIR (a user's check never writes "
+        raise InputError(f"--model {model}: say where the report goes with --out DIR (a user's check never writes "
                          "into the suite's results/)")
     out = args.out if args.out is not None else args.results_dir / variation_name(args, backend, defaults)
     for folder in (out, *out.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise SuiteError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
+                raise InputError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
             break
     require_writable_folder(out, "--out")
     return out
@@ -56,11 +57,11 @@ def variation_name(args, backend: str, defaults: dict) -> str:
 def check_keras_file(path: Path) -> None:
     """A .keras file is a zip archive (model.save writes one): anything else is named here, not by Keras."""
     if not path.is_file():
-        raise SuiteError(f"--model {path}: file not found")
+        raise InputError(f"--model {path}: file not found")
     with open(path, "rb") as stream:
         start = stream.read(4)
     if start != b"PK\x03\x04":
-        raise SuiteError(f"--model {path}: not a Keras .keras archive (it starts with {start!r}, not a zip header); "
+        raise InputError(f"--model {path}: not a Keras .keras archive (it starts with {start!r}, not a zip header); "
                          "save the model with model.save('name.keras')")
 
 
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     return run(args, {key: parser.get_default(key) for key in VARIED})
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def run(args, defaults: dict) -> int:
     backend = cli.select_backend(args.backend)
     out = validate(args, backend, defaults)

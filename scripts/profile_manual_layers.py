@@ -1,7 +1,7 @@
 """Which manual formula makes the manual-backprop step slower than the tape on this CPU (issue 13, item 4)?
 
 For each layer of the C003-1 CNN, as the step trains it (float32, the layer's own input shape at the batch
-size): the compiled manual forward + backward (backprop_suite/manual/) against the compiled tape of the Keras
+size): the compiled manual forward + backward (verifier/gradcheck/manual/) against the compiled tape of the Keras
 layer's forward and its gradient with respect to its input and weights, for the same upstream gradient. Median
 of 30 calls after a warm-up, the two timed in alternation; JSON on stdout (and --out), a table on stderr.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backprop_suite import cli
 from backprop_suite.artifacts import print_json, require_writable_folder
-from backprop_suite.errors import exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
 
 
 def compiled_pair(layer, steps, x, dout, mask):
@@ -51,7 +51,7 @@ def compiled_pair(layer, steps, x, dout, mask):
     return by_hand, by_tape
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=cli.positive_int, nargs="+", default=[32, 128])
@@ -65,9 +65,9 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from backprop_suite.manual.table import manual_steps
     from backprop_suite.models import build_model
     from backprop_suite.provenance import environment
+    from gradcheck.manual.table import manual_steps
 
     keras.utils.set_random_seed(0)
     model = build_model("mnist_cnn")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from backprop_suite import cli
 from backprop_suite.artifacts import print_json, require_writable_folder, text_table
-from backprop_suite.errors import exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
 
 TIMED_STEPS = 20  # steps per timing, each precision in turn
 
@@ -49,7 +49,7 @@ def print_table(precision: str, summary: dict) -> None:
                       for owner, t in summary["by_layer"].items() if sum(t.values()) >= 0.05]), file=sys.stderr)
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
     from backprop_suite import bench, op_profile
     from backprop_suite.models import build_model
     from backprop_suite.provenance import environment
-    from backprop_suite.reference import global_dtype_policy
     from backprop_suite.steps import tape_step
+    from gradcheck.reference import global_dtype_policy
 
     x, y, data = bench.training_data()
     bench.check_batch_sizes([args.batch_size], len(x), "--batch-size")

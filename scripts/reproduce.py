@@ -6,11 +6,12 @@ from pathlib import Path
 
 from backprop_suite import cli
 from backprop_suite.artifacts import require_writable_folder
-from backprop_suite.errors import SuiteError, exit_cleanly_on_suite_error
+from backprop_suite.errors import exit_cleanly_on_input_error
 from backprop_suite.experiment import select_specs
+from gradcheck.errors import InputError
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--full", action="store_true",
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
     require_writable_folder(args.results_dir, "--results-dir")
     select_specs(args.full, args.only, args.data_path, registries=False)  # a spec's typo: before TensorFlow loads
     if cli.select_backend(None) != cli.DEFAULT_BACKEND:
-        raise SuiteError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}: the reference results are made on TensorFlow "
+        raise InputError(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}: the reference results are made on TensorFlow "
                          "(the cross-backend experiment runs the other backends itself); unset KERAS_BACKEND, or train "
                          "one experiment on another backend with scripts/train.py NAME --backend NAME")
     cli.load_tensorflow_quietly()

@@ -2,7 +2,7 @@
 # Idempotent set-up, shared by the README's two commands: a .venv with the pinned requirements and
 # this suite installed in it; when root, Debian's graphviz (for model.png), Fashion-MNIST files,
 # chromium (the test that report.html renders) and a Japanese font (the notes' quotes in the report).
-# Quick when nothing changed: pip runs only when requirements.txt or pyproject.toml did.
+# Quick when nothing changed: pip runs only when requirements.txt or a pyproject.toml did.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
@@ -15,12 +15,13 @@ if ! "$python" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (
 fi
 
 stamp="$venv/.installed-from"
-wanted="$(cat "$repo/requirements.txt" "$repo/pyproject.toml" | sha256sum | cut -d' ' -f1) $repo"
+wanted="$(cat "$repo/requirements.txt" "$repo/pyproject.toml" "$repo/verifier/pyproject.toml" | sha256sum | cut -d' ' -f1) $repo"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "setup: installing the pinned requirements into $venv (about a minute the first time)"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$repo/requirements.txt"
-  "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e "$repo"
+  # The verifier first (verifier/: keras-gradcheck, import gradcheck), then the suite that depends on it.
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e "$repo/verifier" -e "$repo"
   echo "$wanted" > "$stamp"
 fi
 

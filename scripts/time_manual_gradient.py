@@ -19,14 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backprop_suite.manual.twin import ManualTwin
 from backprop_suite.models import build_model
+from gradcheck.manual.twin import ManualTwin
 
 try:
-    from backprop_suite.reference import parameters, reference_loss
+    from gradcheck.reference import parameters, reference_loss
     TWIN_ARGS = ()
 except ImportError:  # revisions before the Keras reference moved out of the twin's module (and the twin took a dtype)
-    from backprop_suite.manual.twin import parameters, reference_loss
+    from gradcheck.manual.twin import parameters, reference_loss
     TWIN_ARGS = ("float32",)
 
 

@@ -11,7 +11,7 @@ import sys
 from backprop_suite import cli
 from backprop_suite.artifacts import require_writable_file, require_writable_folder
 from backprop_suite.datasets import DATA_PATH_DATASET, DATASET_NAMES
-from backprop_suite.errors import SpecError, exit_cleanly_on_suite_error
+from backprop_suite.errors import SpecError, exit_cleanly_on_input_error
 from backprop_suite.experiment import load_spec, with_overrides
 
 
@@ -48,7 +48,7 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-@exit_cleanly_on_suite_error
+@exit_cleanly_on_input_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.peer_timeout > 0:

@@ -1,6 +1,10 @@
 import gzip
+import shutil
 import struct
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -13,9 +17,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"  # the original of experiments/CLAIMS.md
 
 
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", dest="all_tiers",
+                     help="run every test, the tests marked full too (about 40 minutes on 2 cores); without it the "
+                          "everyday tier runs (about 5 minutes)")
+
+
 def pytest_collection_modifyitems(config, items):
-    """On JAX or PyTorch (KERAS_BACKEND), the tests marked any_backend run; the rest test TensorFlow's own paths
-    (tf.distribute, tf.data, TensorFlow's logs, the reference results) and are skipped, saying so."""
+    """Without --all, the tests marked full are deselected: the everyday tier. On JAX or PyTorch (KERAS_BACKEND),
+    the tests marked any_backend run; the rest test TensorFlow's own paths (tf.distribute, tf.data, TensorFlow's
+    logs, the reference results) and are skipped, saying so."""
+    if not config.getoption("all_tiers"):
+        deselected = [item for item in items if "full" in item.keywords]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if "full" not in item.keywords]
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return
@@ -111,3 +127,28 @@ def sine_layer_source(package: str) -> str:
             def get_config(self):
                 return {{**super().get_config(), "broken": self.broken}}
         """)
+
+
+def wheel_of(project: Path, out: Path) -> Path:
+    """The wheel pip builds from a copy of `project` (a build/ folder left in the work tree by an earlier build
+    would add files the project no longer has)."""
+    source = out / "source"
+    shutil.copytree(project, source, ignore=shutil.ignore_patterns("build", ".venv", "results", ".git", "*.egg-info",
+                                                                    "__pycache__", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    [wheel] = out.glob("*.whl")
+    return wheel
+
+
+def run_child(command, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run whose time limit is a safety net against a hang, set far above the child's usual time: when it
+    is hit, the test fails saying so, with how long the child ran, not with a TimeoutExpired traceback."""
+    start = time.monotonic()
+    try:
+        return subprocess.run(command, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired:
+        shown = " ".join(Path(str(part)).name if i < 2 else str(part) for i, part in enumerate(command))
+        pytest.fail(f"`{shown}` was still running after {time.monotonic() - start:.0f} s and was stopped at its "
+                    f"safety limit of {timeout:.0f} s, far above its usual time: it hangs, or this machine is much "
+                    "slower or busier than usual; run this test alone to tell which", pytrace=False)

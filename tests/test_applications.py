@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from backprop_suite import autodiff, check_gradients
+from gradcheck import autodiff, check_gradients
 
 ARCHITECTURES = {  # name: input size
     "MobileNetV3Small": 32, "EfficientNetB0": 32,  # the default run

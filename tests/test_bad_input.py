@@ -2,12 +2,11 @@
 module that fails, a batch larger than the data, an output that cannot be written, a TensorBoard folder that is a
 file, an empty test split, a damaged resume state. Exit 1 is kept for a gradient that disagrees or a failed verdict."""
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_spec
+from conftest import REPO_ROOT, run_child, tiny_spec
 from test_faults import interrupted, script  # noqa: F401  (interrupted: a fixture)
 
 from backprop_suite.reproduce import run_experiments
@@ -102,10 +101,10 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, s
     (tmp_path / "a_folder.weights.h5").mkdir()
     args = [a.replace("{file}", str(tmp_path / "a_file")).replace("{folder}", str(tmp_path / "a_folder"))
             .replace("{out}", str(tmp_path / "out")) for a in args]
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script_name), *args,
-                           *(["--results-dir", str(tmp_path / "results")] if script_name == "train.py" else [])],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "BACKPROP_SUITE_OFFLINE": "1"})
+    done = run_child([sys.executable, str(REPO_ROOT / "scripts" / script_name), *args,
+                      *(["--results-dir", str(tmp_path / "results")] if script_name == "train.py" else [])],
+                     capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                     env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "BACKPROP_SUITE_OFFLINE": "1"})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
     assert named in done.stderr.strip().splitlines()[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_file.keras", "a_folder.weights.h5"]

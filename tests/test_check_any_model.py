@@ -1,24 +1,23 @@
 """The verifier on models the suite does not know: the zoo, a user's custom layer, a saved .keras file."""
 import importlib.util
 import json
-import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, sine_layer_source
+from conftest import REPO_ROOT, run_child, sine_layer_source
 
-from backprop_suite import GradientReport, assert_gradients, autodiff, check_gradients
-from backprop_suite.check import random_batch
 from backprop_suite.compare_gradients import gradient_batch
-from backprop_suite.errors import SuiteError
-from backprop_suite.gradcheck import dropout_masks_for
-from backprop_suite.manual import layers as manual
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
-from backprop_suite.reference import parameters, reference_outputs, with_dtype
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
+from gradcheck import GradientReport, assert_gradients, autodiff, check_gradients
+from gradcheck.check import random_batch
+from gradcheck.errors import InputError
+from gradcheck.manual import layers as manual
+from gradcheck.methods import dropout_masks_for
+from gradcheck.reference import parameters, reference_outputs, with_dtype
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
 
@@ -162,7 +161,7 @@ def test_the_report_prints_saves_and_reloads(tmp_path):
 
 
 def run(args, cwd=None):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return run_child([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 USER_SCRIPT = """
@@ -177,7 +176,7 @@ model.save("user_model.keras")
 def test_cli_checks_a_model_saved_by_a_users_own_script(tmp_path, broken, exit_code, verdict):
     (tmp_path / "mylayers.py").write_text(sine_layer_source("mylayers"))
     (tmp_path / "save_model.py").write_text(USER_SCRIPT.replace("BROKEN", str(broken)))
-    subprocess.run([sys.executable, "save_model.py"], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    run_child([sys.executable, "save_model.py"], cwd=tmp_path, check=True, capture_output=True, timeout=300)
     done = run(["--model", "user_model.keras", "--import", "mylayers", "--out", "checked"], cwd=tmp_path)
     assert done.returncode == exit_code, done.stderr[-2000:]
     report = json.loads((tmp_path / "checked" / "gradcheck.json").read_text())
@@ -405,7 +404,7 @@ def test_a_one_filter_convolution_is_checked_or_pytorchs_defect_named_in_one_lin
     if autodiff.BACKEND != "torch":
         assert check_gradients(model, x, y, fd_entries=8, directions=2).passed
         return
-    with pytest.raises(SuiteError, match=r"torch.autograd.grad cannot differentiate this model: slow_conv2d: "
+    with pytest.raises(InputError, match=r"torch.autograd.grad cannot differentiate this model: slow_conv2d: "
                                          r"grad_weight must be contiguous\. .*KERAS_BACKEND=tensorflow or jax"):
         check_gradients(model, x, y, fd_entries=8, directions=2)
 
@@ -414,7 +413,7 @@ def test_a_one_filter_convolution_is_checked_or_pytorchs_defect_named_in_one_lin
 def test_every_activation_with_a_formula_agrees_with_each_backends_autodiff():
     """Each activation the formulas know, in one MLP, on this backend: manual vs the backend's autodiff and central
     differences (the zoo has no GELU: TensorFlow's casts 1/√2 through float32, so backends' losses differ by 4e-9)."""
-    from backprop_suite.manual.layers import ACTIVATIONS
+    from gradcheck.manual.layers import ACTIVATIONS
     keras.utils.set_random_seed(0)
     below = {"torch": ("hard_sigmoid",)}.get(autodiff.BACKEND, ())  # the test below: a gradient off by 3e-8
     stack = [keras.layers.Dense(6, activation=name, name=name) for name in ACTIVATIONS
@@ -430,7 +429,7 @@ def test_pytorchs_hard_sigmoid_gradient_rounds_one_sixth_through_float32_and_the
     """Measured: PyTorch's hardsigmoid backward multiplies by 1.0f/6.0f even in float64 (0.1666666716…), so its
     gradient is off by 3e-8 relative and a float64 check of a model with hard_sigmoid fails there, truly; the
     forward, and TensorFlow's and JAX's gradients, use 1/6. The formula's is 1/6 on every backend."""
-    from backprop_suite.manual.layers import HardSigmoid
+    from gradcheck.manual.layers import HardSigmoid
     autodiff.enable_float64()
     x = {"x": keras.ops.convert_to_tensor(np.array([1.0, -1.0]))}
     _, tape = autodiff.value_and_gradients(lambda v: keras.ops.sum(keras.activations.hard_sigmoid(v["x"])), x)

@@ -1,13 +1,13 @@
 """What check_gradients takes as Keras's own fit takes it (dicts keyed by input and output name, a loss's
-reduction, a model already in float64) and what it refuses: one SuiteError naming the argument and a remedy."""
+reduction, a model already in float64) and what it refuses: one InputError naming the argument and a remedy."""
 import keras
 import numpy as np
 import pytest
 
-from backprop_suite import check_gradients
-from backprop_suite.check import random_batch
-from backprop_suite.errors import SuiteError
 from backprop_suite.models.zoo import ZOO
+from gradcheck import check_gradients
+from gradcheck.check import random_batch
+from gradcheck.errors import InputError
 
 
 def with_two_dropouts() -> keras.Sequential:
@@ -34,7 +34,7 @@ def test_check_gradients_refuses_a_bad_argument_naming_it(options, named):
     model = with_two_dropouts()
     x, y = random_batch(model, 4)
     arguments = {"x": x, "y": y, "training": True, **options}
-    with pytest.raises(SuiteError) as error:
+    with pytest.raises(InputError) as error:
         check_gradients(model, **arguments)
     assert named in str(error.value)
 
@@ -43,11 +43,11 @@ def test_check_gradients_refuses_nan_weights_and_a_loss_that_is_not_finite():
     model = with_two_dropouts()
     x, y = random_batch(model, 4)
     model.get_layer("head").kernel.assign(np.full(model.get_layer("head").kernel.shape, np.nan))
-    with pytest.raises(SuiteError, match="weight .*head/kernel holds NaN or infinite values"):
+    with pytest.raises(InputError, match="weight .*head/kernel holds NaN or infinite values"):
         check_gradients(model, x, y)
     relu_head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu",
                                                                          kernel_initializer="zeros")], name="dead_relu")
-    with pytest.raises(SuiteError, match="the loss at these weights and this batch is nan"):  # 0 · log(0/0)
+    with pytest.raises(InputError, match="the loss at these weights and this batch is nan"):  # 0 · log(0/0)
         check_gradients(relu_head, np.ones((2, 4)), np.eye(3)[:2], loss="categorical_crossentropy")
 
 
@@ -74,7 +74,7 @@ def test_a_model_built_on_dicts_takes_inputs_targets_and_losses_as_dicts_as_fit_
 
 def test_check_gradients_refuses_masks_for_a_subclassed_model():
     model = ZOO["subclassed_mlp"].build()
-    with pytest.raises(SuiteError, match="dropout masks need a Sequential or Functional model"):
+    with pytest.raises(InputError, match="dropout masks need a Sequential or Functional model"):
         check_gradients(model, np.zeros((2, 8)), np.eye(4)[:2], dropout_masks={"dense1": np.ones((2, 16))})
 
 
@@ -118,7 +118,7 @@ def test_a_summed_loss_is_checked_as_keras_sums_it_and_an_unreduced_one_refused(
     assert report.passed, str(report)
     assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-6)
     assert "reduction='sum': the formulas average over the batch" in str(report)  # no formula for a sum: named
-    with pytest.raises(SuiteError, match=r"reduction=None\) gives one loss per sample"):
+    with pytest.raises(InputError, match=r"reduction=None\) gives one loss per sample"):
         check_gradients(model, x, y, loss=keras.losses.MeanSquaredError(reduction=None))
 
 
@@ -128,7 +128,7 @@ def test_a_penalty_keras_cannot_compute_in_float64_is_named_with_a_remedy():
         4, kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.1), name="hidden")], name="orthogonal")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("JAX and PyTorch promote the float32 factor to float64")
-    with pytest.raises(SuiteError, match=r"orthogonal: its OrthogonalRegularizer penalty on hidden/kernel cannot "
+    with pytest.raises(InputError, match=r"orthogonal: its OrthogonalRegularizer penalty on hidden/kernel cannot "
                                          r"be computed in float64 .* check a copy without it"):
         check_gradients(model, np.ones((3, 5)), np.zeros((3, 4)))
 

@@ -12,7 +12,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_spec
+from conftest import REPO_ROOT, run_child, tiny_spec
 
 TRAIN = str(REPO_ROOT / "scripts" / "train.py")
 CHECK = str(REPO_ROOT / "scripts" / "check_distributed.py")
@@ -21,7 +21,7 @@ WORKER_TIME_LIMIT_S = 300
 
 
 def run(args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+    return run_child([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 def test_two_devices_compute_the_one_device_gradient_and_the_same_sgd_steps(tmp_path):
@@ -188,8 +188,8 @@ def test_bad_tf_config_is_one_line_naming_what_is_wrong(tmp_path, tf_config, mes
     env = {key: value for key, value in ENV.items() if key != "TF_CONFIG"}
     if tf_config is not None:
         env["TF_CONFIG"] = tf_config
-    done = subprocess.run([sys.executable, TRAIN, str(spec_file(tmp_path, epochs=1)), "--strategy", "multiworker"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    done = run_child([sys.executable, TRAIN, str(spec_file(tmp_path, epochs=1)), "--strategy", "multiworker"],
+                     capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr[-1500:]
 
 
@@ -208,12 +208,12 @@ def test_a_killed_mirrored_run_with_adam_resumes_when_run_again(tmp_path):
         time.sleep(0.1)
     process.kill()
     process.wait()
-    resumed = subprocess.run([*command, "--results-dir", str(tmp_path / "killed")], env=ENV, capture_output=True,
-                             text=True, timeout=WORKER_TIME_LIMIT_S)
+    resumed = run_child([*command, "--results-dir", str(tmp_path / "killed")], env=ENV, capture_output=True,
+                        text=True, timeout=WORKER_TIME_LIMIT_S)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch" in resumed.stdout
-    alone = subprocess.run([*command, "--results-dir", str(tmp_path / "alone")], env=ENV, capture_output=True,
-                           text=True, timeout=WORKER_TIME_LIMIT_S)
+    alone = run_child([*command, "--results-dir", str(tmp_path / "alone")], env=ENV, capture_output=True,
+                      text=True, timeout=WORKER_TIME_LIMIT_S)
     assert alone.returncode == 0, alone.stderr[-2000:]
     rows = [(tmp_path / run_ / "mirrored" / "history.csv").read_text().splitlines() for run_ in ("killed", "alone")]
     assert len(rows[0]) == len(rows[1]) == 13

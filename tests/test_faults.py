@@ -11,9 +11,9 @@ import pytest
 from conftest import REPO_ROOT, tiny_spec
 
 from backprop_suite import checkpoint as checkpoint_module
-from backprop_suite.errors import SuiteError
 from backprop_suite.reproduce import out_of_date_reason, run_experiments
 from backprop_suite.training import train_experiment
+from gradcheck.errors import InputError
 
 
 def script(name):
@@ -103,7 +103,7 @@ def test_a_second_writer_is_refused_with_the_first_named_and_a_dead_writers_lock
     try:
         assert holder.stdout.readline().strip() == "locked"
         (out / ".tmp-metrics.json.abc123.json").write_text("{")  # what a killed writer leaves
-        with pytest.raises(SuiteError, match=f"process {holder.pid} on .* is writing these results"):
+        with pytest.raises(InputError, match=f"process {holder.pid} on .* is writing these results"):
             train_experiment(spec, tmp_path / "results")
         assert not (out / "metrics.json").exists()
     finally:
@@ -117,7 +117,7 @@ def test_a_results_location_that_cannot_be_written_fails_before_training(tmp_pat
     (tmp_path / "results").write_text("a file where the folder should be")
     spec = tiny_spec(tmp_path, epochs=1)
     monkeypatch.setattr("backprop_suite.training.load_dataset", lambda *a: pytest.fail("training began"))
-    with pytest.raises(SuiteError, match="cannot write results there.*--results-dir"):
+    with pytest.raises(InputError, match="cannot write results there.*--results-dir"):
         train_experiment(spec, tmp_path / "results")
 
 

@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 
 from backprop_suite.compare_gradients import compare_gradients
-from backprop_suite.gradcheck import TOLERANCES, FiniteDifferences, compare, directional_check, three_way_check
-from backprop_suite.manual import conv, losses
-from backprop_suite.manual import layers as manual
 from backprop_suite.models import build_model
 from backprop_suite.models.net_222 import NET_222_PARAMETERS
 from backprop_suite.worked_examples.whole_batch_softmax import WholeBatchSoftmaxWithLoss
+from gradcheck.manual import conv, losses
+from gradcheck.manual import layers as manual
+from gradcheck.methods import TOLERANCES, FiniteDifferences, compare, directional_check, three_way_check
 
 
 def cnn_batch(rng, n=2):

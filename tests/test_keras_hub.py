@@ -6,7 +6,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from backprop_suite import check_gradients
+from gradcheck import check_gradients
 
 SEQUENCE, VOCABULARY = 6, 30
 TINY = {"num_layers": 1, "num_heads": 2, "hidden_dim": 8}

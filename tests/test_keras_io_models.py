@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from backprop_suite import autodiff, check_gradients
-from backprop_suite.manual.layers import Add, Maximum, Multiply, Subtract
+from gradcheck import autodiff, check_gradients
+from gradcheck.manual.layers import Add, Maximum, Multiply, Subtract
 
 pytestmark = pytest.mark.any_backend
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import sine_layer_source
 from keras import layers
 
-from backprop_suite import autodiff, check_gradients, kinks
+from gradcheck import autodiff, check_gradients, kinks
 
 pytestmark = pytest.mark.any_backend
 

@@ -1,5 +1,5 @@
 """Layer by layer: each layer call is checked alone at the activations the batch gives it, so that a wrong gradient is
-named by its layer and no layer above or below it is blamed (backprop_suite/layer_check.py)."""
+named by its layer and no layer above or below it is blamed (verifier/gradcheck/layer_check.py)."""
 import io
 
 import keras
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from backprop_suite import assert_gradients, check_gradients
-from backprop_suite.check import random_batch
-from backprop_suite.gradcheck import cast_batch
-from backprop_suite.layer_check import Progress, check_layers, layer_calls
-from backprop_suite.reference import checked_in
+from gradcheck import assert_gradients, check_gradients
+from gradcheck.check import random_batch
+from gradcheck.layer_check import Progress, check_layers, layer_calls
+from gradcheck.methods import cast_batch
+from gradcheck.reference import checked_in
 
 pytestmark = pytest.mark.any_backend
 
@@ -202,8 +202,8 @@ def test_progress_is_one_line_updated_in_place_on_a_terminal_and_silent_when_ask
 
 
 def test_bad_layer_entries_is_refused_before_any_computation():
-    from backprop_suite.errors import SuiteError
+    from gradcheck.errors import InputError
 
     model = model_with_cubic()
-    with pytest.raises(SuiteError, match=r"layer_entries=-1: give a whole number, 0 or more"):
+    with pytest.raises(InputError, match=r"layer_entries=-1: give a whole number, 0 or more"):
         check_gradients(model, *random_batch(model, 4), layer_entries=-1)

@@ -11,10 +11,10 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from keras.src.applications import convnext, inception_resnet_v2
 
-from backprop_suite.gradcheck import TOLERANCES, central_differences, sample_indices
-from backprop_suite.manual import conv, losses
-from backprop_suite.manual import layers as manual
-from backprop_suite.manual.table import MANUAL_LAYERS, Unsupported, manual_steps, weights_by_name
+from gradcheck.manual import conv, losses
+from gradcheck.manual import layers as manual
+from gradcheck.manual.table import MANUAL_LAYERS, Unsupported, manual_steps, weights_by_name
+from gradcheck.methods import TOLERANCES, central_differences, sample_indices
 
 FD_RTOL, FD_ATOL = TOLERANCES["vs_finite_differences"]
 EXACT = {"rtol": 1e-12, "atol": 1e-14}  # two exact float64 computations of the same value
@@ -440,7 +440,7 @@ def test_at_a_kink_the_formula_takes_the_side_the_backends_autodiff_takes(case):
     """No derivative exists at a kink, and the backends take different sides (a leaky ReLU at 0: the slope α on
     TensorFlow and PyTorch, 1 on JAX; a tie of Maximum's inputs: all to the first on TensorFlow, half each on JAX and
     PyTorch). The formulas take the backend's, so that a model sitting on a kink (two ReLU branches both 0) agrees."""
-    from backprop_suite import autodiff
+    from gradcheck import autodiff
     autodiff.enable_float64()
     layer, points = KINKS[case]
     xs = [np.array(p, np.float64)[None] for p in (points if isinstance(points[0], list) else [points])]
@@ -661,7 +661,7 @@ def test_manual_backprop_uses_no_autodiff():
     forbidden = {"GradientTape", "gradients", "gradient", "ForwardAccumulator", "custom_gradient", "jvp", "vjp",
                  "value_and_gradient", "grad", "value_and_grad", "autograd", "autodiff", "stop_gradient"}
     local_names = {"grad", "gradient", "gradients"}  # fine as variables: a bare call needs an import checked below
-    for path in (REPO_ROOT / "backprop_suite" / "manual").glob("*.py"):
+    for path in (REPO_ROOT / "verifier" / "gradcheck" / "manual").glob("*.py"):
         tree = ast.parse(path.read_text())
         attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
         names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} - local_names

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from keras import ops
 
-from backprop_suite import autodiff, layer_check
-from backprop_suite.check import random_batch
-from backprop_suite.gradcheck import cast_batch, dropout_masks_for, three_way_check
-from backprop_suite.manual import (
+from backprop_suite.models.zoo import ZOO
+from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
+from gradcheck import autodiff, layer_check
+from gradcheck.check import random_batch
+from gradcheck.manual import (
     attention,
     conv,
     layers,
@@ -22,9 +23,8 @@ from backprop_suite.manual import (
     table,
     wrappers,
 )
-from backprop_suite.models.zoo import ZOO
-from backprop_suite.reference import checked_in
-from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
+from gradcheck.methods import cast_batch, dropout_masks_for, three_way_check
+from gradcheck.reference import checked_in
 
 pytestmark = pytest.mark.any_backend
 

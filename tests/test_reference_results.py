@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_spec
+from conftest import REPO_ROOT, run_child, tiny_spec
 from test_faults import script
 
 from backprop_suite import artifacts
@@ -301,6 +301,6 @@ def test_a_spec_with_a_typo_is_refused_before_tensorflow_loads(tmp_path):
     probe = (f"import sys; sys.path.insert(0, {str(REPO_ROOT / 'scripts')!r}); import train\n"
              f"code = train.main([{str(spec)!r}, '--results-dir', {str(tmp_path / 'r')!r}])\n"
              "print('TENSORFLOW', 'tensorflow' in sys.modules); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", probe],
-                          capture_output=True, text=True, timeout=120)
+    done = run_child([sys.executable, "-c", probe],
+                     capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "epochz" in done.stderr and "TENSORFLOW False" in done.stdout, done.stderr[-800:]

@@ -3,11 +3,10 @@ import html
 import json
 import re
 import shutil
-import subprocess
 import time
 
 import pytest
-from conftest import SHARED_CLAIMS_FILE
+from conftest import SHARED_CLAIMS_FILE, run_child
 
 from backprop_suite.claims import CLAIMS_FILE, load_claims
 from backprop_suite.cli import RESULTS_DIR
@@ -149,7 +148,7 @@ def chromium_probe(page, tmp_path, measure: str) -> dict:
     command = [shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
                "--hide-scrollbars", "--window-size=1400,900", "--disable-background-networking",
                "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    dom = run_child(command, capture_output=True, text=True, timeout=120, check=True).stdout
     found = re.search(r'<body[^>]* data-probe="([^"]*)"', dom)
     assert found, f"the probe did not run; chromium printed: {dom[:300]}"
     return json.loads(html.unescape(found[1]))

@@ -80,7 +80,7 @@ def test_the_code_checksum_dates_results_when_training_code_changes_but_not_the_
 
     from backprop_suite import provenance
 
-    for folder in ("models", "backprop_suite"):
+    for folder in ("models", "backprop_suite", "verifier/gradcheck"):
         shutil.copytree(provenance.REPO_ROOT / folder, tmp_path / folder)
     shutil.copy(provenance.REPO_ROOT / "requirements.txt", tmp_path)
     monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
@@ -95,3 +95,7 @@ def test_the_code_checksum_dates_results_when_training_code_changes_but_not_the_
     with open(tmp_path / "backprop_suite" / "distribute.py", "a") as distribute:
         distribute.write("# the multi-worker training loop\n")  # multi-worker results depend on it
     assert checksum() != before
+    after_distribute = checksum()
+    with open(tmp_path / "verifier" / "gradcheck" / "methods.py", "a") as methods:
+        methods.write("# the gradient checks' tolerances\n")  # the verifier's code makes the gradient results
+    assert checksum() != after_distribute

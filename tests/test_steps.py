@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 
 from backprop_suite.bench import forward_flops_per_sample
-from backprop_suite.manual import conv
 from backprop_suite.models import build_model
-from backprop_suite.reference import parameters, reference_loss, with_dtype
 from backprop_suite.steps import manual_step, tape_step
+from gradcheck.manual import conv
+from gradcheck.reference import parameters, reference_loss, with_dtype
 
 
 def tape_step_with_masks(model, optimizer, masks):

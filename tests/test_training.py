@@ -9,7 +9,7 @@ import time
 
 import matplotlib.image
 import pytest
-from conftest import REPO_ROOT, tiny_spec
+from conftest import REPO_ROOT, run_child, tiny_spec
 
 from backprop_suite.artifacts import HISTORY_COLUMNS, draw_model
 from backprop_suite.experiment import load_spec
@@ -76,8 +76,8 @@ def test_same_seed_and_data_give_an_identical_history_csv(tmp_path, short_run):
 
 
 def run_train_script(*args, **kwargs):
-    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=600, **kwargs)
+    return run_child([sys.executable, str(TRAIN_SCRIPT), *map(str, args)], capture_output=True, text=True,
+                     timeout=600, **kwargs)
 
 
 def test_killed_run_resumes_to_the_history_of_an_uninterrupted_run(tmp_path):
@@ -150,7 +150,7 @@ def test_checkpoint_goes_back_one_epoch_when_a_cluster_agrees_on_it(tmp_path):
     import numpy as np
 
     from backprop_suite.checkpoint import EpochCheckpoint
-    from backprop_suite.errors import SuiteError
+    from gradcheck.errors import InputError
 
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 784)).astype("float32"), np.eye(10, dtype="float32")[rng.integers(0, 10, 64)]
@@ -167,7 +167,7 @@ def test_checkpoint_goes_back_one_epoch_when_a_cluster_agrees_on_it(tmp_path):
     assert [row["epoch"] for row in worker.rows] == [1, 2]
     fresh = compiled_two_layer_net()
     assert EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(fresh, agree=lambda mine: 0) == 0
-    with pytest.raises(SuiteError, match="resumes after epoch 1, but this worker holds epoch 3 only"):
+    with pytest.raises(InputError, match="resumes after epoch 1, but this worker holds epoch 3 only"):
         EpochCheckpoint(tmp_path / "state", {"spec": "s"}).restore(compiled_two_layer_net(), agree=lambda mine: 1)
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite import artifacts
-from backprop_suite.gradcheck import central_differences, sample_indices
-from backprop_suite.manual.table import manual_steps
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.manual.table import manual_steps
+from gradcheck.methods import central_differences, sample_indices
 
 
 def book_backward(x, gamma, dout, epsilon):

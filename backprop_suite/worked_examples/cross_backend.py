@@ -13,13 +13,14 @@ import functools
 import keras
 import numpy as np
 
-from backprop_suite import artifacts, autodiff
-from backprop_suite.check import random_batch
+from backprop_suite import artifacts
 from backprop_suite.compare_gradients import gradient_batch
 from backprop_suite.cross_backend import build_named, gradients_here, run_on_backend
-from backprop_suite.manual.table import TORCH_SAME_AVERAGE_POOLING
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck import autodiff
+from gradcheck.check import random_batch
+from gradcheck.manual.table import TORCH_SAME_AVERAGE_POOLING
 
 REFERENCE = "tensorflow"
 # Where Keras's own forward differs between backends: not a gradient error, the backends compute other functions.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backprop_suite import artifacts
 from backprop_suite.cli import BACKENDS, DEFAULT_BACKEND
-from backprop_suite.errors import SuiteError
+from gradcheck.errors import InputError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
 COLORS = {"tensorflow": "tab:blue", "jax": "tab:purple", "torch": "tab:orange"}
@@ -51,7 +51,7 @@ def _train(experiment: str, backend: str, results: Path) -> dict:
                            str(results)], env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode not in (0, 1):  # 1: a verdict of "failed", which the metrics below show
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        raise SuiteError(f"train.py {experiment} --backend {backend} failed (exit {done.returncode}):\n{tail}")
+        raise InputError(f"train.py {experiment} --backend {backend} failed (exit {done.returncode}):\n{tail}")
     name = Path(experiment).stem  # a name in experiments/ or a spec file's path: results go by the file's stem
     folder = results / (name if backend == DEFAULT_BACKEND else f"{name}+backend={backend}")
     with open(folder / "history.csv", newline="") as file:

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from backprop_suite import artifacts
 from backprop_suite.compare_gradients import gradient_check_report
-from backprop_suite.gradient_report import GRADCHECK_CAPTION, format_table, plot_errors
-from backprop_suite.manual import layers as manual
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.gradient_report import GRADCHECK_CAPTION, format_table, plot_errors
+from gradcheck.manual import layers as manual
 
 
 def gradient_check(model: str = "two_layer_net", dtype: str = "float64", batch_size: int = 8, fd_entries: int = 32,

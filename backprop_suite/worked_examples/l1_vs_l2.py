@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from backprop_suite import artifacts
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
-from backprop_suite.manual.regularizers import manual_penalty
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.manual.regularizers import manual_penalty
 
 REGULARIZERS = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}
 

@@ -6,9 +6,9 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite import artifacts
-from backprop_suite.gradcheck import central_differences
-from backprop_suite.manual import losses
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.manual import losses
+from gradcheck.methods import central_differences
 
 # pairing -> (the suite's fused layer, Keras's per-sample loss E_n(d, u) from the logits u, target kind)
 PAIRINGS = {

@@ -7,7 +7,7 @@ A wrapper's weights are its wrapped layers': TimeDistributed reads them by their
 """
 from keras import ops
 
-from backprop_suite.manual.layers import accumulate
+from gradcheck.manual.layers import accumulate
 
 DIRECTIONS = ("forward", "backward")  # a Bidirectional's forward_layer and backward_layer
 

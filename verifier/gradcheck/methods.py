@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from keras import ops
 
-from backprop_suite import autodiff, kinks
-from backprop_suite.keras_graph import layer_graph
-from backprop_suite.manual.twin import FormulaError, ManualTwin, ManualUnavailable
-from backprop_suite.reference import (
+from gradcheck import autodiff, kinks
+from gradcheck.keras_graph import layer_graph
+from gradcheck.manual.twin import FormulaError, ManualTwin, ManualUnavailable
+from gradcheck.reference import (
     as_list,
     checked_in,
     draw_dropout_masks,

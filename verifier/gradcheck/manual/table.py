@@ -13,8 +13,8 @@ import numpy as np
 from keras.src.applications import convnext, inception_resnet_v2
 from keras.src.ops import numpy as ops_numpy
 
-from backprop_suite.keras_graph import mask_arguments
-from backprop_suite.manual import attention, conv, layers, normalization, recurrent, wrappers
+from gradcheck.keras_graph import mask_arguments
+from gradcheck.manual import attention, conv, layers, normalization, recurrent, wrappers
 
 
 class Unsupported(Exception):

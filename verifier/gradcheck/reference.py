@@ -16,9 +16,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from backprop_suite import autodiff
-from backprop_suite.errors import SuiteError
-from backprop_suite.keras_graph import LayerGraph, io_names, layer_graph, run_graph
+from gradcheck import autodiff
+from gradcheck.errors import InputError
+from gradcheck.keras_graph import LayerGraph, io_names, layer_graph, run_graph
 
 
 def parameters(model: keras.Model) -> dict[str, keras.Variable]:
@@ -97,16 +97,16 @@ def with_dtype(model: keras.Model, dtype: str) -> keras.Model:
                 shapes = list(model._build_shapes_dict.values())  # a subclassed model: built by a call
                 copy(*(np.zeros([1 if n is None else n for n in shape], dtype) for shape in shapes))
     except Exception as error:  # a user's layer without get_config/from_config, or a model that cannot rebuild
-        raise SuiteError(f"{model.name}: cannot rebuild this model in {dtype} ({type(error).__name__}: {error}); "
+        raise InputError(f"{model.name}: cannot rebuild this model in {dtype} ({type(error).__name__}: {error}); "
                          f"{BUILD_IT_YOURSELF.format(dtype=dtype)}") from None
     if not computes_in(copy, dtype):
-        raise SuiteError(f"{model.name}: its {dtype} copy still computes in another dtype in "
+        raise InputError(f"{model.name}: its {dtype} copy still computes in another dtype in "
                          f"{', '.join(_layers_computing_otherwise(copy, dtype)) or 'its weights or inputs'}; "
                          f"{BUILD_IT_YOURSELF.format(dtype=dtype)}")
     # variables: the weights and the seed states of noise layers (GaussianNoise, SpatialDropout2D, ...), so that
     # every copy draws the same noise as the model, and tape and finite differences see one function.
     if len(copy.variables) != len(model.variables):
-        raise SuiteError(f"{model.name}: its {dtype} copy has {len(copy.variables)} variables, not "
+        raise InputError(f"{model.name}: its {dtype} copy has {len(copy.variables)} variables, not "
                          f"{len(model.variables)}; {BUILD_IT_YOURSELF.format(dtype=dtype)}")
     for source, target in zip(model.variables, copy.variables, strict=True):
         target.assign(ops.cast(source.value, target.dtype))
@@ -279,12 +279,12 @@ def as_loss(loss) -> Loss:
         try:
             fn = keras.losses.get(loss)
         except ValueError:
-            raise SuiteError(f"loss {loss!r} is not a Keras loss name; give e.g. 'categorical_crossentropy', "
+            raise InputError(f"loss {loss!r} is not a Keras loss name; give e.g. 'categorical_crossentropy', "
                              "'mse', 'half_squared_error', a keras.losses object or a function") from None
         return Loss(fn.__name__, fn)
     if isinstance(loss, keras.losses.Loss):
         if loss.reduction not in REDUCTIONS:
-            raise SuiteError(f"loss {type(loss).__name__}(reduction={loss.reduction!r}) gives one loss per sample; "
+            raise InputError(f"loss {type(loss).__name__}(reduction={loss.reduction!r}) gives one loss per sample; "
                              "check a scalar loss: reduction='sum_over_batch_size' (Keras's default) or 'sum'")
         reduction = REDUCTIONS[loss.reduction]
         if hasattr(loss, "fn") and hasattr(loss, "_fn_kwargs"):  # keras.losses.CategoricalCrossentropy(...) & co.
@@ -292,7 +292,7 @@ def as_loss(loss) -> Loss:
         return Loss(type(loss).__name__, loss.call, reduction=reduction)  # its own call(), without the float32 cast
     if callable(loss):
         return Loss(getattr(loss, "__name__", "custom"), loss)
-    raise SuiteError(f"loss must be a name, a keras.losses object or a callable; got {type(loss).__name__}")
+    raise InputError(f"loss must be a name, a keras.losses object or a callable; got {type(loss).__name__}")
 
 
 def output_activation(model: keras.Model, output: int = 0) -> str:
@@ -320,7 +320,7 @@ def resolve_losses(model: keras.Model, loss=None) -> list[Loss]:
     loss = in_model_order(model, loss, "outputs", "loss")
     if isinstance(loss, (list, tuple)):
         if len(loss) != count:
-            raise SuiteError(f"{model.name}: {len(loss)} losses for {count} outputs; give one per output")
+            raise InputError(f"{model.name}: {len(loss)} losses for {count} outputs; give one per output")
         losses = [as_loss(item) for item in loss]
     elif loss is not None:
         losses = [as_loss(loss)] * count
@@ -341,10 +341,10 @@ def in_model_order(model: keras.Model, value, side: str, argument: str):
         return value
     names = io_names(model, side)
     if names is None:
-        raise SuiteError(f"{argument}: a dict needs a Sequential or Functional model, whose {side} have names; "
+        raise InputError(f"{argument}: a dict needs a Sequential or Functional model, whose {side} have names; "
                          f"give {model.name}'s {side} as a list")
     if set(value) != set(names):
-        raise SuiteError(f"{argument}: its keys {sorted(value)} are not {model.name}'s {side} ({', '.join(names)}); "
+        raise InputError(f"{argument}: its keys {sorted(value)} are not {model.name}'s {side} ({', '.join(names)}); "
                          f"give one entry per {side[:-1]}, keyed by its name")
     ordered = [value[name] for name in names]
     return ordered if len(ordered) > 1 else ordered[0]
@@ -377,8 +377,8 @@ def draw_dropout_masks(layers, batch_size: int, rng) -> dict:
     return {name: rng.random(mask_shape(layer, batch_size)) >= layer.rate for name, layer in dropouts.items()}
 
 
-def masks_need_a_graph(model) -> SuiteError:
-    return SuiteError(f"{model.name}: dropout masks need a Sequential or Functional model; a subclassed model's "
+def masks_need_a_graph(model) -> InputError:
+    return InputError(f"{model.name}: dropout masks need a Sequential or Functional model; a subclassed model's "
                       "dropout runs with Keras's own seed (fixed during a check): pass dropout_masks=None")
 
 
@@ -444,7 +444,7 @@ def _weight_penalty(model, name: str, variable):
         return variable.regularizer(variable.value)
     except Exception as error:  # e.g. Keras's OrthogonalRegularizer multiplies by a float32 factor on TensorFlow
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise SuiteError(f"{model.name}: its {type(variable.regularizer).__name__} penalty on {name} cannot "
+        raise InputError(f"{model.name}: its {type(variable.regularizer).__name__} penalty on {name} cannot "
                          f"be computed in {variable.dtype} ({type(error).__name__}: {reason}); check a copy without "
                          "it (kernel_regularizer=None), or write the regularizer to cast its constants to the "
                          "weight's dtype (ops.cast(factor, x.dtype))") from None
@@ -471,7 +471,7 @@ def reference_loss(model, x, t, dropout_masks=None, loss=None, training=False, v
     outputs, penalties = _forward(model, x, training, dropout_masks, values)
     targets = as_list(t)
     if len(targets) != len(outputs):
-        raise SuiteError(f"{model.name}: {len(targets)} target arrays for {len(outputs)} outputs")
+        raise InputError(f"{model.name}: {len(targets)} target arrays for {len(outputs)} outputs")
     total = 0
     for fn, target, y in zip(losses, targets, outputs, strict=True):
         total = total + fn(ops.cast(target, y.dtype) if _is_float(target) else target, y)

@@ -31,8 +31,11 @@ import numpy as np
 from keras import ops
 from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
 
-from backprop_suite import autodiff, kinks
-from backprop_suite.gradcheck import (
+from gradcheck import autodiff, kinks
+from gradcheck.keras_graph import Node, data_flow, layer_graph, masks_made_by_keras, run_graph
+from gradcheck.manual.table import Unsupported, manual_steps, weights_by_name
+from gradcheck.manual.twin import FormulaError, followed_graph, formula_vjp
+from gradcheck.methods import (
     FD_STEP,
     ROUNDING_MARGIN,
     TOLERANCES,
@@ -42,10 +45,7 @@ from backprop_suite.gradcheck import (
     kink_layers,
     sample_indices,
 )
-from backprop_suite.keras_graph import Node, data_flow, layer_graph, masks_made_by_keras, run_graph
-from backprop_suite.manual.table import Unsupported, manual_steps, weights_by_name
-from backprop_suite.manual.twin import FormulaError, followed_graph, formula_vjp
-from backprop_suite.reference import as_list, call_layer, floatx, parameters
+from gradcheck.reference import as_list, call_layer, floatx, parameters
 
 EPS = float(np.finfo(np.float64).eps)
 COMPILE_AFTER_S = 0.2  # a layer whose first eager call takes longer is compiled for its finite differences

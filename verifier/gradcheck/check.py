@@ -1,13 +1,13 @@
 """Check any Keras model's gradients: `check_gradients` returns a report, `assert_gradients` raises.
 
-    from backprop_suite import assert_gradients, check_gradients
+    from gradcheck import assert_gradients, check_gradients
     report = check_gradients(model, x, y)          # any built Keras model; float64 by default
     print(report)                                  # per-layer and per-tensor tables; report.passed, .save("out/")
     assert_gradients(model, x, y, training=True)   # in a pytest test: AssertionError naming the first failing layer
 
 Three methods: the framework's autodiff (the reference the user trusts), float64 central differences
 (derivative-free, kink-aware), forward mode (a second autodiff), and the hand-derived backward where a layer has a
-formula in backprop_suite/manual/ (otherwise the report names the layers without one). Compared, first, for each
+formula in gradcheck/manual/ (otherwise the report names the layers without one). Compared, first, for each
 layer call alone at the batch's activations (layer_check.py: a wrong gradient names its layer, at a layer's cost);
 then for the whole model: manual against autodiff per weight tensor, central differences of the whole model on the
 tensors no layer's check covers (or every tensor, given fd_entries), and random directions over all parameters,
@@ -20,14 +20,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from backprop_suite import autodiff, kinks
-from backprop_suite.errors import SuiteError
-from backprop_suite.gradcheck import TOLERANCES, directional_check, float64_gradients, three_way_check
-from backprop_suite.gradient_report import GradientReport
-from backprop_suite.keras_graph import io_names, layer_graph
-from backprop_suite.layer_check import check_layers
-from backprop_suite.provenance import environment
-from backprop_suite.reference import (
+from gradcheck import autodiff, kinks
+from gradcheck.environment import environment
+from gradcheck.errors import InputError
+from gradcheck.gradient_report import GradientReport
+from gradcheck.keras_graph import io_names, layer_graph
+from gradcheck.layer_check import check_layers
+from gradcheck.methods import TOLERANCES, directional_check, float64_gradients, three_way_check
+from gradcheck.reference import (
     BUILD_IT_YOURSELF,
     NO_OUTPUT_LOSS,
     as_list,
@@ -76,7 +76,7 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
     loss = resolve_losses(model, loss)
     _validate_fit(model, x, y, loss)
     if all(fn is NO_OUTPUT_LOSS for fn in loss) and not penalty_terms(model, x, training, dropout_masks):
-        raise SuiteError(f"{model.name} is compiled without a loss and adds none (add_loss, regularizers): there is "
+        raise InputError(f"{model.name} is compiled without a loss and adds none (add_loss, regularizers): there is "
                          "no loss to differentiate; pass loss=... (--loss NAME), or compile it with one")
     with float64_model(model, dtype) as (model64, cast_in_place_because):
         report = _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed,
@@ -95,23 +95,23 @@ def float64_model(model, dtype: str):
     float64 for the block, why no copy could be made)."""
     try:
         copy = checked_in(model, "float64")
-    except SuiteError as no_copy:  # checked_in's only errors: the copy cannot be made, or computes otherwise
+    except InputError as no_copy:  # checked_in's only errors: the copy cannot be made, or computes otherwise
         said = " ".join(line.strip() for line in str(no_copy).splitlines() if line.strip())
         reason = said.split("; build the model")[0].removeprefix(f"{model.name}: ")
     else:
         yield copy, None  # what the check raises is its own: not taken for a failed copy
         return
     if dtype != "float64":
-        raise SuiteError(f"{model.name}: dtype={dtype!r} compares with a float64 copy of the model, which cannot be "
+        raise InputError(f"{model.name}: dtype={dtype!r} compares with a float64 copy of the model, which cannot be "
                          f"made ({reason}); check it with dtype='float64' (the default), which casts it in place")
     try:
         with cast_in_place(model, "float64") as model64:
             yield model64, reason
-    except SuiteError:
+    except InputError:
         raise
     except Exception as error:  # the user's code does not run in float64 (a constant cast to float32, ...)
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise SuiteError(f"{model.name}: no float64 copy can be made ({reason}), and the model cast to float64 in "
+        raise InputError(f"{model.name}: no float64 copy can be made ({reason}), and the model cast to float64 in "
                          f"place fails ({type(error).__name__}: {first}); {BUILD_IT_YOURSELF.format(dtype='float64')}"
                          ) from None
 
@@ -152,7 +152,7 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
 
 def _refuse_a_loss_not_finite(model, loss: float) -> None:
     if not np.isfinite(loss):
-        raise SuiteError(f"{model.name}: the loss at these weights and this batch is {loss}, so no gradient there can "
+        raise InputError(f"{model.name}: the loss at these weights and this batch is {loss}, so no gradient there can "
                          "be checked; check the targets suit the loss (e.g. 0/1 for a cross-entropy) and the weights "
                          "are finite")
 
@@ -228,7 +228,7 @@ def random_batch(model, batch_size: int = 8, loss=None, seed: int = 0):
     rng = np.random.default_rng(seed)
     shapes = [tuple(t.shape[1:]) for t in model.inputs] if _has_inputs(model) else None
     if shapes is None or any(None in s for s in shapes):
-        raise SuiteError(f"{model.name}: its input shape is not fully known; give the inputs and targets "
+        raise InputError(f"{model.name}: its input shape is not fully known; give the inputs and targets "
                          "(--data PATH.npz with arrays x and y)")
     xs = []
     for k, shape in enumerate(shapes):
@@ -278,7 +278,7 @@ def _token_count(model, k: int) -> int:
     readers = [] if graph is None else graph.consumers(graph.inputs[k])
     sizes = [node.layer.input_dim for node in readers if isinstance(node.layer, keras.layers.Embedding)]
     if not sizes:
-        raise SuiteError(f"{model.name}: its input {model.inputs[k].name} takes integers but feeds no Embedding, so "
+        raise InputError(f"{model.name}: its input {model.inputs[k].name} takes integers but feeds no Embedding, so "
                          "no range to draw them from is known; give the inputs and targets (--data PATH.npz with "
                          "arrays x and y)")
     return min(sizes)
@@ -293,40 +293,40 @@ def _has_inputs(model) -> bool:
 
 def _validate(model, x, y, dtype, fd_entries, directions, seed, layer_entries):
     if not hasattr(model, "trainable_variables") or not getattr(model, "built", False):
-        raise SuiteError("model must be a built Keras model (call it once, or build it, before checking)")
+        raise InputError("model must be a built Keras model (call it once, or build it, before checking)")
     if not model.trainable_variables:
-        raise SuiteError(f"{model.name} has no trainable weights: there is no gradient to check")
+        raise InputError(f"{model.name} has no trainable weights: there is no gradient to check")
     for variable in model.trainable_variables:
         if not np.isfinite(ops.convert_to_numpy(variable.value)).all():
-            raise SuiteError(f"{model.name}: weight {variable.path} holds NaN or infinite values; check the model "
+            raise InputError(f"{model.name}: weight {variable.path} holds NaN or infinite values; check the model "
                              "at finite weights (a diverged training run leaves NaN weights)")
     if dtype not in DTYPES:
-        raise SuiteError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        raise InputError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
     for name, value in (("fd_entries", fd_entries), ("directions", directions)):
         if not (value is None and name == "fd_entries") and (not isinstance(value, (int, np.integer)) or value < 1):
-            raise SuiteError(f"{name}={value!r}: give a positive whole number")
+            raise InputError(f"{name}={value!r}: give a positive whole number")
     if not isinstance(layer_entries, (int, np.integer)) or layer_entries < 0:
-        raise SuiteError(f"layer_entries={layer_entries!r}: give a whole number, 0 or more (0: one random direction "
+        raise InputError(f"layer_entries={layer_entries!r}: give a whole number, 0 or more (0: one random direction "
                          "per input and weight of each layer, no sampled entries)")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise SuiteError(f"seed={seed!r}: give a whole number in [0, 2**32)")
+        raise InputError(f"seed={seed!r}: give a whole number in [0, 2**32)")
     for argument, value, side in (("x", x, "inputs"), ("y", y, "outputs")):
         names = io_names(model, side)
         if names is not None and len(as_list(value)) != len(names):
             named = f"{len(names)} {side} ({', '.join(names)})" if len(names) > 1 else f"single {side[:-1]}"
-            raise SuiteError(f"{argument}: {len(as_list(value))} arrays for {model.name}'s {named}; give one NumPy "
+            raise InputError(f"{argument}: {len(as_list(value))} arrays for {model.name}'s {named}; give one NumPy "
                              f"array per {side[:-1]} (a Python list is read as one array per {side[:-1]}), or a dict "
                              "keyed by their names")
         for k, array in enumerate(as_list(value)):
             array = np.asarray(array)
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 where = f"{argument}[{k}]" if isinstance(value, (list, tuple)) else argument
-                raise SuiteError(f"{where} holds {np.size(array) - np.isfinite(array).sum()} NaN or infinite "
+                raise InputError(f"{where} holds {np.size(array) - np.isfinite(array).sum()} NaN or infinite "
                                  "values: a gradient there has no finite differences to check against; give finite "
                                  "inputs and targets")
     sizes = {len(a) for a in as_list(x) + as_list(y)}
     if len(sizes) != 1 or 0 in sizes:
-        raise SuiteError(f"x and y must hold the same, non-zero number of samples; got sizes {sorted(sizes)}")
+        raise InputError(f"x and y must hold the same, non-zero number of samples; got sizes {sorted(sizes)}")
 
 
 SPARSE_LOSSES = ("sparse_categorical_crossentropy",)  # integer labels: the output's shape without its class axis
@@ -341,7 +341,7 @@ def _validate_fit(model, x, y, losses) -> None:
             kind = np.asarray(array).dtype
             if kind.kind not in "biuf":
                 where = f"{argument}[{k}]" if isinstance(value, (list, tuple)) else argument
-                raise SuiteError(f"{where} holds {kind} values; give numbers (a float array, or integers for token "
+                raise InputError(f"{where} holds {kind} values; give numbers (a float array, or integers for token "
                                  "ids and sparse labels)")
     if not _has_inputs(model):
         return  # a subclassed model states no shapes: Keras says what does not fit
@@ -362,14 +362,14 @@ def _validate_fit(model, x, y, losses) -> None:
 
 def _require_shape(where: str, got: tuple, wanted: tuple, whose: str, hint: str = "") -> None:
     """`got` (with its batch axis) fits `wanted` (Keras's shape, None for any size; a trailing axis of 1 on either
-    side may be missing, as Keras's losses squeeze it): SuiteError naming both."""
+    side may be missing, as Keras's losses squeeze it): InputError naming both."""
     if len(got) + 1 == len(wanted) and wanted[-1] == 1:
         wanted = wanted[:-1]
     elif len(got) == len(wanted) + 1 and got[-1] == 1:
         got = got[:-1]
     if len(got) != len(wanted) or any(w is not None and g != w for g, w in zip(got[1:], wanted[1:], strict=True)):
         shown = "(N, " + ", ".join("any" if w is None else str(w) for w in wanted[1:]) + ")"
-        raise SuiteError(f"{where} has shape {got}, which does not fit {whose}, {shown}; give arrays of that shape"
+        raise InputError(f"{where} has shape {got}, which does not fit {whose}, {shown}; give arrays of that shape"
                          f"{hint}")
 
 
@@ -379,7 +379,7 @@ def _validate_dropout_masks(model, dropout_masks, batch_size: int):
     if dropout_masks is None:
         return
     if not isinstance(dropout_masks, dict):
-        raise SuiteError(f"dropout_masks must be a dict {{Dropout layer name: 0/1 mask}}, not "
+        raise InputError(f"dropout_masks must be a dict {{Dropout layer name: 0/1 mask}}, not "
                          f"{type(dropout_masks).__name__}")
     graph = layer_graph(model)
     if graph is None:
@@ -387,7 +387,7 @@ def _validate_dropout_masks(model, dropout_masks, batch_size: int):
     dropouts = {node.layer.name: node.layer for node in graph.nodes if takes_dropout_mask(node.layer)}
     for name, mask in dropout_masks.items():
         if name not in dropouts:
-            raise SuiteError(f"dropout_masks[{name!r}]: {model.name} has no Dropout layer of that name (its Dropout "
+            raise InputError(f"dropout_masks[{name!r}]: {model.name} has no Dropout layer of that name (its Dropout "
                              f"layers: {', '.join(dropouts) or 'none'}); other noise layers, such as SpatialDropout2D "
                              "or GaussianNoise, keep their own noise, fixed during the check")
         shape = (batch_size, *dropouts[name].output.shape[1:])
@@ -396,5 +396,5 @@ def _validate_dropout_masks(model, dropout_masks, batch_size: int):
         except ValueError:
             fits = False
         if not fits:
-            raise SuiteError(f"dropout_masks[{name!r}] has shape {np.shape(mask)}; give a 0/1 array of the layer's "
+            raise InputError(f"dropout_masks[{name!r}] has shape {np.shape(mask)}; give a 0/1 array of the layer's "
                              f"output shape for this batch, {shape}, or one that broadcasts to it")

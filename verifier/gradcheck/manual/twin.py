@@ -19,12 +19,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from backprop_suite.keras_graph import data_flow, inline_nested_models, layer_graph, masks_made_by_keras
-from backprop_suite.manual import layers as manual
-from backprop_suite.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
-from backprop_suite.manual.regularizers import ActivityPenalty, manual_penalty
-from backprop_suite.manual.table import Unsupported, manual_steps, output_masked, weights_by_name
-from backprop_suite.reference import as_list, parameters, resolve_losses, takes_dropout_mask
+from gradcheck.keras_graph import data_flow, inline_nested_models, layer_graph, masks_made_by_keras
+from gradcheck.manual import layers as manual
+from gradcheck.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
+from gradcheck.manual.regularizers import ActivityPenalty, manual_penalty
+from gradcheck.manual.table import Unsupported, manual_steps, output_masked, weights_by_name
+from gradcheck.reference import as_list, parameters, resolve_losses, takes_dropout_mask
 
 
 class ManualUnavailable(Exception):

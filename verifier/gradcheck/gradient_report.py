@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backprop_suite import artifacts
+from gradcheck import files
 
 METHOD_PAIRS = ("manual_vs_tape", "manual_vs_finite_differences", "tape_vs_finite_differences")
 
@@ -36,7 +36,7 @@ class GradientReport:
         directory = Path(directory)
         paths = directory / "gradcheck.json", directory / "gradcheck.png"
         self.plot(paths[1])
-        artifacts.write_json(paths[0], self.data)  # last: the record names a finished check
+        files.write_json(paths[0], self.data)  # last: the record names a finished check
         return paths
 
     def failures(self) -> list[dict]:
@@ -120,7 +120,7 @@ def format_table(report: dict) -> str:
              f"batch of {batch['size']}{described}, loss {' + '.join(three_way.get('losses', []))}{penalties}.",
              "FD: float64 central differences on sampled entries. mean |diff| vs FD: the book's measure, manual "
              "(else tape) against FD. PASS: every entry has |a − b| <= atol + rtol·max(|a|, |b|) "
-             "(backprop_suite/gradcheck.py), so worst/tolerance < 1; 1/(worst/tolerance) is the margin."]
+             "(gradcheck/methods.py), so worst/tolerance < 1; 1/(worst/tolerance) is the margin."]
     if report.get("cast_in_place"):
         lines.append(f"float64 in place: no float64 copy of this model can be made ({report['cast_in_place']}), so "
                      "its own layers and variables were cast to float64 for the check and restored after.")
@@ -136,7 +136,7 @@ def format_table(report: dict) -> str:
     lines += layer_table(report.get("layers") or {})
     if rows:
         lines += ["", "Whole model, per weight tensor (FD entries \"layer\": its entries are checked by its layer's "
-                  "own check above, at a layer's cost):", artifacts.text_table(header, rows)]
+                  "own check above, at a layer's cost):", files.text_table(header, rows)]
     d = report["directional"]
     checks = ", ".join(f"{k} {v['max_rel_error']:.1e} (worst/tolerance {v['worst_over_tolerance']:.1e})"
                        for k, v in d["checks"].items())
@@ -204,7 +204,7 @@ def layer_table(layers: dict) -> list[str]:
              "vector-Jacobian product by the tape against central differences of its own forward and forward mode "
              f"(a random direction per input and weight, and {layers['entries']} sampled entries of each), and "
              f"against its manual formula where it has one; in topological order{more}.",
-             artifacts.text_table(("layer", "class", "methods vs tape", "manual", "worst/tolerance", "FD kinks",
+             files.text_table(("layer", "class", "methods vs tape", "manual", "worst/tolerance", "FD kinks",
                                    "verdict"), rows)]
     if layers.get("first_failure"):
         lines.append(f"first failing layer: {layers['first_failure']}")
@@ -258,7 +258,7 @@ def plot_errors(report: dict, path: Path) -> None:
     side.set_title(f"directional, all {report['directional']['parameters']:,}\nparameters (float64)", fontsize=10)
     if len(tensors) > 40:  # an ImageNet model's hundreds of tensors: the bars tell, the names would overprint
         axes.set_xticks([])
-    artifacts.save_figure(figure, path, tight=not layers)
+    files.save_figure(figure, path, tight=not layers)
 
 
 def _plot_layers(axes, layers: list[dict], report: dict) -> None:

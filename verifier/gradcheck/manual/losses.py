@@ -89,7 +89,7 @@ class NoOutputLoss:
         return ops.zeros_like(self.y)
 
 
-# Keras loss function name -> the manual loss. Keys are what backprop_suite.reference.Loss.name holds.
+# Keras loss function name -> the manual loss. Keys are what gradcheck.reference.Loss.name holds.
 MANUAL_LOSSES = {
     "categorical_crossentropy": SoftmaxCrossEntropy,
     "sparse_categorical_crossentropy": SparseSoftmaxCrossEntropy,

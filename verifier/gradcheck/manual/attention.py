@@ -9,7 +9,7 @@ weights alike (kernel, bias), so the step reads them as "query/kernel", ..., "at
 """
 from keras import ops
 
-from backprop_suite.manual.layers import Softmax
+from gradcheck.manual.layers import Softmax
 
 PROJECTIONS = ("query", "key", "value", "attention_output")  # the sublayers' names, as Keras names them
 ROLES = ("query", "value", "key")  # the call's arguments, in Keras's order: layer(query, value, key=None)

@@ -20,7 +20,7 @@ import functools
 
 import keras
 
-from backprop_suite.errors import SuiteError
+from gradcheck.errors import InputError
 
 BACKEND = keras.backend.backend()
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -142,7 +142,7 @@ def value_and_gradients(fn, values: dict, compile: bool = False) -> tuple[object
     try:
         grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
     except RuntimeError as error:  # PyTorch's own kernels refusing; a traceback would blame the user's model
-        raise SuiteError(_torch_backward_failed(error)) from None
+        raise InputError(_torch_backward_failed(error)) from None
     return value.detach(), {name: torch.zeros_like(leaf) if grad is None else grad
                             for (name, leaf), grad in zip(leaves.items(), grads, strict=True)}
 
@@ -222,5 +222,5 @@ def _compiled_once(transform, fn):
 
 def _require_known_backend():
     if BACKEND not in BACKENDS:
-        raise SuiteError(f"KERAS_BACKEND={BACKEND}: the gradient checks run on {', '.join(BACKENDS)}; "
+        raise InputError(f"KERAS_BACKEND={BACKEND}: the gradient checks run on {', '.join(BACKENDS)}; "
                          "set KERAS_BACKEND to one of them")

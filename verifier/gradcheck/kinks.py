@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from backprop_suite.manual import layers as formulas
+from gradcheck.manual import layers as formulas
 
 ACTIVATION_KINKS = {name: step.KINKS for name, step in formulas.ACTIVATIONS.items() if getattr(step, "KINKS", ())}
 
