@@ -18,7 +18,8 @@ from backprop_suite.models.net_222 import NET_222_PARAMETERS
 from gradcheck.check import check_gradients, random_batch
 from gradcheck.errors import InputError
 from gradcheck.gradient_report import GradientReport
-from gradcheck.reference import draw_dropout_masks, output_activation
+from gradcheck.losses import output_activation
+from gradcheck.reference import draw_dropout_masks
 
 BIAS_STD = 0.1
 CHECK_POINT = f"Keras's initial weights with biases drawn from N(0, {BIAS_STD}²) (off the ReLU kinks)"

@@ -33,8 +33,8 @@ def gradients_here(name: str, weights: list, x, t, masks: dict | None) -> dict:
     """On this process's backend, in float64: the loss and every gradient by the backend's autodiff, and by the
     manual formulas where every layer has one (else `manual_missing` names what lacks one)."""
     from gradcheck import autodiff
+    from gradcheck.dtypes import with_dtype
     from gradcheck.methods import cast_batch, manual_or_reason, tape_gradients
-    from gradcheck.reference import with_dtype
 
     model, loss = build_named(name)
     model.set_weights(weights)

@@ -6,8 +6,10 @@ import tensorflow as tf
 
 from backprop_suite.compare_gradients import gradient_batch, gradient_model
 from backprop_suite.distribute import my_share, train_steps
+from gradcheck.dtypes import with_dtype
 from gradcheck.methods import tape_gradients
-from gradcheck.reference import parameters, reference_loss, with_dtype
+from gradcheck.parameters import parameters
+from gradcheck.reference import reference_loss
 
 
 def all_reduced_gradients(strategy, model, x, t, dropout_masks=None) -> list[np.ndarray]:

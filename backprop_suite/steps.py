@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from gradcheck.manual.twin import ManualTwin
-from gradcheck.reference import parameters
+from gradcheck.parameters import parameters
 
 
 def tape_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):

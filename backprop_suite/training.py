@@ -16,7 +16,7 @@ from backprop_suite.experiment import ExperimentSpec
 from backprop_suite.models import build_model
 from backprop_suite.provenance import environment
 from backprop_suite.verdict import evaluate_expectations, sealed, spec_header
-from gradcheck.reference import global_dtype_policy
+from gradcheck.dtypes import global_dtype_policy
 
 OPTIMIZERS = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
 

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from backprop_suite.models import build_model
     from backprop_suite.provenance import environment
     from backprop_suite.steps import tape_step
-    from gradcheck.reference import global_dtype_policy
+    from gradcheck.dtypes import global_dtype_policy
 
     x, y, data = bench.training_data()
     bench.check_batch_sizes([args.batch_size], len(x), "--batch-size")

@@ -23,7 +23,8 @@ from backprop_suite.models import build_model
 from gradcheck.manual.twin import ManualTwin
 
 try:
-    from gradcheck.reference import parameters, reference_loss
+    from gradcheck.parameters import parameters
+    from gradcheck.reference import reference_loss
     TWIN_ARGS = ()
 except ImportError:  # revisions before the Keras reference moved out of the twin's module (and the twin took a dtype)
     from gradcheck.manual.twin import parameters, reference_loss

@@ -14,10 +14,12 @@ from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 from gradcheck import GradientReport, assert_gradients, autodiff, check_gradients
 from gradcheck.check import random_batch
+from gradcheck.dtypes import with_dtype
 from gradcheck.errors import InputError
 from gradcheck.manual import layers as manual
 from gradcheck.methods import dropout_masks_for
-from gradcheck.reference import parameters, reference_outputs, with_dtype
+from gradcheck.parameters import parameters
+from gradcheck.reference import reference_outputs
 
 SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
 

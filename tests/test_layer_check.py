@@ -9,9 +9,9 @@ from keras import ops
 
 from gradcheck import assert_gradients, check_gradients
 from gradcheck.check import random_batch
+from gradcheck.dtypes import checked_in
 from gradcheck.layer_check import Progress, check_layers, layer_calls
 from gradcheck.methods import cast_batch
-from gradcheck.reference import checked_in
 
 pytestmark = pytest.mark.any_backend
 

@@ -12,6 +12,7 @@ from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
 from gradcheck import autodiff, layer_check
 from gradcheck.check import random_batch
+from gradcheck.dtypes import checked_in
 from gradcheck.manual import (
     attention,
     conv,
@@ -24,7 +25,6 @@ from gradcheck.manual import (
     wrappers,
 )
 from gradcheck.methods import cast_batch, dropout_masks_for, three_way_check
-from gradcheck.reference import checked_in
 
 pytestmark = pytest.mark.any_backend
 

@@ -7,8 +7,10 @@ import tensorflow as tf
 from backprop_suite.bench import forward_flops_per_sample
 from backprop_suite.models import build_model
 from backprop_suite.steps import manual_step, tape_step
+from gradcheck.dtypes import with_dtype
 from gradcheck.manual import conv
-from gradcheck.reference import parameters, reference_loss, with_dtype
+from gradcheck.parameters import parameters
+from gradcheck.reference import reference_loss
 
 
 def tape_step_with_masks(model, optimizer, masks):

@@ -106,3 +106,35 @@ def test_in_a_clean_venv_with_jax_and_no_tensorflow_the_verifier_passes_a_right_
     done = run_child([str(python), "-c", check], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "jax True False ['sine']"
+
+
+# The verifier's own marks on a user's model (a copy's parameter names; a model cast in place), not Keras's.
+OWN_ATTRIBUTES = {"_cast_in_place_to", "_names_of_the_copied_parameters"}
+
+
+def private_keras_names(path) -> set[str]:
+    """keras.src imports, and private attributes read or set on anything but the module's own objects (self, cls)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras.src"):
+            found.add(node.module)
+        elif isinstance(node, ast.Attribute) and re.match(r"_[a-z]", node.attr) and \
+                not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            found.add(node.attr)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr", "setattr") and \
+                isinstance(node.args[1], ast.Constant) and re.match(r"_[a-z]", str(node.args[1].value)) and \
+                getattr(node.args[0], "id", None) not in ("self", "cls"):
+            found.add(node.args[1].value)
+    return found - OWN_ATTRIBUTES
+
+
+def test_keras_private_apis_are_named_in_one_module_checked_on_the_pinned_keras():
+    internals = VERIFIER / "gradcheck" / "keras_internals.py"
+    assert {"_flatten_layers", "_nodes_by_depth", "keras.src.backend.common.masking"} <= private_keras_names(internals)
+    for path in sorted((VERIFIER / "gradcheck").rglob("*.py")):
+        if path != internals:
+            assert not private_keras_names(path), (path.relative_to(REPO_ROOT), private_keras_names(path))
+    from gradcheck.keras_internals import KERAS_VERSIONS_CHECKED
+
+    pinned = re.search(r"^keras==(\S+)", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
+    assert pinned in KERAS_VERSIONS_CHECKED, "a new Keras: check keras_internals.py's uses against it, then add it"

@@ -15,9 +15,11 @@ from backprop_suite import artifacts
 from backprop_suite.datasets import load_dataset, to_model_inputs
 from backprop_suite.models import build_model
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.dtypes import with_dtype
 from gradcheck.manual.twin import ManualTwin
 from gradcheck.methods import central_differences
-from gradcheck.reference import parameters, reference_loss, with_dtype
+from gradcheck.parameters import parameters
+from gradcheck.reference import reference_loss
 
 COST_MODELS = ("net_222", "two_layer_net", "mnist_cnn")  # 12, 39,760 and 600,810 parameters
 

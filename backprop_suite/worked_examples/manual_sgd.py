@@ -10,8 +10,9 @@ from backprop_suite import artifacts
 from backprop_suite.datasets import held_out_validation, load_dataset, to_model_inputs
 from backprop_suite.models import build_model
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.dtypes import with_dtype
 from gradcheck.manual.twin import ManualTwin
-from gradcheck.reference import parameters, with_dtype
+from gradcheck.parameters import parameters
 
 
 class PerStepLoss(keras.callbacks.Callback):

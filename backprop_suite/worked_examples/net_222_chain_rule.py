@@ -14,7 +14,7 @@ from backprop_suite.models.net_222 import NET_222_PARAMETERS, build_net_222, by_
 from backprop_suite.worked_examples.result import WorkedResult
 from gradcheck.manual.twin import ManualTwin
 from gradcheck.methods import tape_gradients
-from gradcheck.reference import parameters as model_variables
+from gradcheck.parameters import parameters as model_variables
 
 DEFAULT_PARAMETERS = {"w1": 0.15, "w2": 0.20, "w3": 0.25, "w4": 0.30, "w5": 0.40, "w6": 0.45, "w7": 0.50,
                       "w8": 0.55, "b1": 0.35, "b2": 0.35, "b3": 0.60, "b4": 0.60}

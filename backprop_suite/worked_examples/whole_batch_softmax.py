@@ -13,9 +13,10 @@ import tensorflow as tf
 from backprop_suite import artifacts
 from backprop_suite.models import build_model
 from backprop_suite.worked_examples.result import WorkedResult
+from gradcheck.dtypes import with_dtype
 from gradcheck.manual.twin import ManualTwin
 from gradcheck.methods import TOLERANCES, central_differences, compare, sample_indices
-from gradcheck.reference import parameters, with_dtype
+from gradcheck.parameters import parameters
 
 NOTE_TARGETS = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
 NOTE_LOSS = 2.1972294090761904

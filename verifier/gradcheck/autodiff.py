@@ -20,6 +20,7 @@ import functools
 
 import keras
 
+from gradcheck import keras_internals
 from gradcheck.errors import InputError
 
 BACKEND = keras.backend.backend()
@@ -49,9 +50,7 @@ def enable_float64():
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    from keras.src.backend.common import dtypes
-
-    dtypes.BIT64_TO_BIT32_DTYPE.pop("float64", None)  # what Keras does on TensorFlow
+    keras_internals.keep_float64_on_jax_and_torch()
 
 
 def variable_storage_in(value, dtype: str):

@@ -21,26 +21,15 @@ import numpy as np
 from keras import ops
 
 from gradcheck import autodiff, kinks
+from gradcheck.dtypes import BUILD_IT_YOURSELF, cast_in_place, checked_in, parts_below_float64
 from gradcheck.environment import environment
 from gradcheck.errors import InputError
 from gradcheck.gradient_report import GradientReport
 from gradcheck.keras_graph import io_names, layer_graph
 from gradcheck.layer_check import check_layers
+from gradcheck.losses import NO_OUTPUT_LOSS, in_model_order, resolve_losses
 from gradcheck.methods import TOLERANCES, directional_check, float64_gradients, three_way_check
-from gradcheck.reference import (
-    BUILD_IT_YOURSELF,
-    NO_OUTPUT_LOSS,
-    as_list,
-    cast_in_place,
-    checked_in,
-    in_model_order,
-    masks_need_a_graph,
-    parts_below_float64,
-    penalty_terms,
-    reference_outputs,
-    resolve_losses,
-    takes_dropout_mask,
-)
+from gradcheck.reference import as_list, masks_need_a_graph, penalty_terms, reference_outputs, takes_dropout_mask
 
 DTYPES = ("float64", "float32")
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 import keras
 
+from gradcheck import keras_internals
+
 
 @dataclass(frozen=True)
 class Node:
@@ -43,11 +45,12 @@ def layer_graph(model: keras.Model) -> LayerGraph | None:
     if isinstance(model, keras.Sequential):
         layers = model.layers
         return LayerGraph((0,), (len(layers),), tuple(Node(layer, (k,), (k + 1,)) for k, layer in enumerate(layers)))
-    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+    by_depth = keras_internals.nodes_by_depth(model) if isinstance(model, keras.Model) else None
+    if by_depth is None:
         return None
     nodes = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # deepest (nearest the inputs) first
-        for node in model._nodes_by_depth[depth]:
+    for depth in sorted(by_depth, reverse=True):  # deepest (nearest the inputs) first
+        for node in by_depth[depth]:
             if node.operation is None or node.is_input:
                 continue
             nodes.append(Node(node.operation, tuple(id(t) for t in node.input_tensors),
@@ -69,8 +72,7 @@ def masks_made_by_keras(arguments) -> bool:
     model is copied, Keras's own masks are explicit arguments like a caller's: only how they were made tells them
     apart.)"""
     def made_by_ops(mask):
-        history = getattr(mask, "_keras_history", None)
-        return history is not None and not isinstance(history.operation, (keras.Layer, type(None)))
+        return not isinstance(keras_internals.made_by(mask), (keras.Layer, type(None)))
     return all(made_by_ops(mask) for mask in mask_arguments(arguments).values())
 
 

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from gradcheck import keras_internals
 from gradcheck.manual import layers as formulas
 
 ACTIVATION_KINKS = {name: step.KINKS for name, step in formulas.ACTIVATIONS.items() if getattr(step, "KINKS", ())}
@@ -44,8 +45,7 @@ def _layer_kinks(layer) -> tuple[str, tuple]:
 def _layers_in(model, include_self: bool) -> list:
     """The model's layers, nested ones included (and the model itself, a single layer checked alone, if
     `include_self`); none for a keras.ops operation."""
-    flatten = getattr(model, "_flatten_layers", None)
-    return list(flatten(include_self=include_self)) if flatten is not None else []
+    return keras_internals.sublayers(model, include_self)
 
 
 @contextlib.contextmanager

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
 
-from gradcheck import autodiff, kinks
+from gradcheck import autodiff, keras_internals, kinks
+from gradcheck.dtypes import floatx
 from gradcheck.keras_graph import Node, data_flow, layer_graph, masks_made_by_keras, run_graph
 from gradcheck.manual.table import Unsupported, manual_steps, weights_by_name
 from gradcheck.manual.twin import FormulaError, followed_graph, formula_vjp
@@ -45,7 +45,8 @@ from gradcheck.methods import (
     kink_layers,
     sample_indices,
 )
-from gradcheck.reference import as_list, call_layer, floatx, parameters
+from gradcheck.parameters import parameters
+from gradcheck.reference import as_list, call_layer
 
 EPS = float(np.finfo(np.float64).eps)
 COMPILE_AFTER_S = 0.2  # a layer whose first eager call takes longer is compiled for its finite differences
@@ -106,9 +107,9 @@ def _with_mask_of(recorded, value):
     """`value` as a tensor carrying the Keras mask that the recorded input carried (a Sequential model passes a
     Masking layer's mask on the tensor itself, and the layer reads it there)."""
     tensor = ops.convert_to_tensor(value)
-    mask = get_keras_mask(recorded)
+    mask = keras_internals.get_keras_mask(recorded)
     if mask is not None:
-        set_keras_mask(tensor, mask)
+        keras_internals.set_keras_mask(tensor, mask)
     return tensor
 
 
@@ -140,7 +141,7 @@ class LocalProblem:
         filled.update({key: _with_mask_of(self.call.values[key], blocks[f"input {k}"])
                        for k, key in enumerate(self.call.inputs)})
         mapping = [(variable, blocks[name]) for name, variable in self.call.weights.items()]
-        with floatx(self.call.dtype), keras.StatelessScope(state_mapping=mapping):  # floatx: as reference._forward
+        with floatx(self.call.dtype), keras.StatelessScope(state_mapping=mapping):  # floatx: as reference's forward
             args, kwargs = self.call.node.call_arguments(filled)
             outputs = call_layer(self.call.node.layer, args, kwargs, self.training, self.masks)
         return [y for y in as_list(outputs) if _is_float(y)]
@@ -252,7 +253,8 @@ def _manual_gradients(call: LayerCall, problem: LocalProblem, training, dropout_
     # The Keras mask arriving, an argument in a Functional graph, on the tensor itself in a Sequential model: a formula
     # that follows masks takes it (as the manual twin gives it); any other layer a mask reaches is left to the twin,
     # which knows whether the layer computes with it.
-    masks = [call.values[key] for key in node.masks] or [get_keras_mask(call.values[key]) for key in node.inputs]
+    masks = [call.values[key] for key in node.masks] or \
+        [keras_internals.get_keras_mask(call.values[key]) for key in node.inputs]
     mask = next((m for m in masks if m is not None), None)
     follows = len(steps) == 1 and getattr(steps[0], "follows_masks", False)
     if mask is not None and not (follows and len(node.inputs) == 1 and masks_made_by_keras(node.arguments)):

@@ -37,17 +37,12 @@ import numpy as np
 from keras import ops
 
 from gradcheck import autodiff, kinks
+from gradcheck.dtypes import checked_in
 from gradcheck.keras_graph import layer_graph
+from gradcheck.losses import resolve_losses
 from gradcheck.manual.twin import FormulaError, ManualTwin, ManualUnavailable
-from gradcheck.reference import (
-    as_list,
-    checked_in,
-    draw_dropout_masks,
-    parameters,
-    penalty_terms,
-    reference_loss,
-    resolve_losses,
-)
+from gradcheck.parameters import parameters
+from gradcheck.reference import as_list, draw_dropout_masks, penalty_terms, reference_loss
 
 FD_STEP = 1e-6
 TINY = 1e-300  # floor of the relative error's denominator

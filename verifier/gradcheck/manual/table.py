@@ -10,9 +10,8 @@ import inspect
 
 import keras
 import numpy as np
-from keras.src.applications import convnext, inception_resnet_v2
-from keras.src.ops import numpy as ops_numpy
 
+from gradcheck import keras_internals
 from gradcheck.keras_graph import mask_arguments
 from gradcheck.manual import attention, conv, layers, normalization, recurrent, wrappers
 
@@ -41,8 +40,8 @@ def _activation_class(function):
 
 
 def _without_initial_state(layer):
-    _require(all(len(node.input_tensors) - len(mask_arguments(node.arguments)) == 1 for node in layer._inbound_nodes),
-             "an initial_state (the formulas start from zeros)")
+    _require(all(len(node.input_tensors) - len(mask_arguments(node.arguments)) == 1
+                 for node in keras_internals.inbound_nodes(layer)), "an initial_state (the formulas start from zeros)")
 
 
 def _recurrent(layer, training):
@@ -91,7 +90,7 @@ def _multi_head_attention(layer, training):
     _require(not any(getattr(sub, "lora_enabled", False) or getattr(sub, "quantization_mode", None)
                      for sub in _sublayers(layer).values()), "LoRA or quantization")
     calls = {(_attention_roles(node), bool(node.arguments.kwargs.get("use_causal_mask"))) for node in
-             layer._inbound_nodes}
+             keras_internals.inbound_nodes(layer)}
     _require(len(calls) <= 1, "calls that differ in how they pass query, value and key, or in use_causal_mask")
     roles, causal = next(iter(calls), (("query", "value"), False))
     return [attention.MultiHeadAttention(layer.key_dim, causal, roles)]
@@ -218,8 +217,8 @@ def _rank(layer) -> int:
     try:
         return len(layer.input.shape)
     except (AttributeError, ValueError):
-        return layer.input_spec.ndim if getattr(layer, "input_spec", None) is not None else layer._build_shapes_dict[
-            next(iter(layer._build_shapes_dict))].__len__()
+        return layer.input_spec.ndim if getattr(layer, "input_spec", None) is not None else \
+            len(keras_internals.build_shapes(layer)[0])
 
 
 def _batch_norm(layer, training):
@@ -256,7 +255,7 @@ def _relu_layer(layer, training):
 
 def _dot(layer, training):
     _require(not layer.normalize, "normalize=True")
-    ranks = {len(tensor.shape) for node in layer._inbound_nodes for tensor in node.input_tensors}
+    ranks = {len(tensor.shape) for node in keras_internals.inbound_nodes(layer) for tensor in node.input_tensors}
     _require(ranks <= {2} or ranks <= {3}, f"inputs of rank {sorted(ranks)} (the formula takes two of rank 2 or 3)")
     return [layers.Dot(layer.axes)]
 
@@ -322,15 +321,16 @@ MANUAL_LAYERS = {
     keras.layers.Masking: lambda layer, training: [layers.Masking(layer.mask_value)],
     keras.layers.RepeatVector: lambda layer, training: [layers.RepeatVector(layer.n)],
     # keras.applications' own layers (ConvNeXt, InceptionResNetV2): Keras's classes, not a user's
-    convnext.LayerScale: lambda layer, training: [conv.Renamed(layers.LayerScale(), {layer.gamma.name: "gamma"})],
-    inception_resnet_v2.CustomScaleLayer: lambda layer, training: [layers.ScaledSum(layer.scale)],
+    keras_internals.LayerScale:
+        lambda layer, training: [conv.Renamed(layers.LayerScale(), {layer.gamma.name: "gamma"})],
+    keras_internals.CustomScaleLayer: lambda layer, training: [layers.ScaledSum(layer.scale)],
 }
 
 
 # The keras.ops operations a Functional model records as nodes of their own (`x + y`, `x * y`, ops.subtract(x, y)):
 # the merge layers' formulas, when both operands are tensors of the graph.
-MANUAL_OPERATIONS = {ops_numpy.Add: layers.Add, ops_numpy.Subtract: layers.Subtract,
-                     ops_numpy.Multiply: layers.Multiply}
+MANUAL_OPERATIONS = {keras_internals.Add: layers.Add, keras_internals.Subtract: layers.Subtract,
+                     keras_internals.Multiply: layers.Multiply}
 
 
 def manual_steps(layer, training: bool, arguments=None) -> list:

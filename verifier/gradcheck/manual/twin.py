@@ -19,12 +19,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from gradcheck import keras_internals
 from gradcheck.keras_graph import data_flow, inline_nested_models, layer_graph, masks_made_by_keras
+from gradcheck.losses import resolve_losses
 from gradcheck.manual import layers as manual
 from gradcheck.manual.losses import MANUAL_LOSSES, SUPPORTED_LOSS_OPTIONS
 from gradcheck.manual.regularizers import ActivityPenalty, manual_penalty
 from gradcheck.manual.table import Unsupported, manual_steps, output_masked, weights_by_name
-from gradcheck.reference import as_list, parameters, resolve_losses, takes_dropout_mask
+from gradcheck.parameters import parameters
+from gradcheck.reference import as_list, takes_dropout_mask
 
 
 class ManualUnavailable(Exception):
@@ -297,4 +300,4 @@ def followed_graph(graph, training: bool):
 
 
 def _has_dropout(model) -> bool:
-    return any(takes_dropout_mask(layer) for layer in model._flatten_layers(include_self=False))
+    return any(takes_dropout_mask(layer) for layer in keras_internals.sublayers(model))
