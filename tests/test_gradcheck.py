@@ -75,12 +75,12 @@ def test_directional_check_covers_all_600810_cnn_parameters_and_passes():
     assert row["forward_mode_jvp"] == pytest.approx(row["tape"], rel=1e-9)
 
 
-def test_mutation_missing_transpose_in_affine_dx_fails_only_upstream_weights(monkeypatch):
+def test_mutation_missing_transpose_in_dense_dx_fails_only_upstream_weights(monkeypatch):
     def backward(self, dout):
         self.grads = {"kernel": tf.matmul(self.x, dout, transpose_a=True), "bias": tf.reduce_sum(dout, axis=0)}
         return tf.matmul(dout, self.W)  # should be dout·Wᵀ; W is 2×2 here, so the shapes still fit
 
-    monkeypatch.setattr(manual.Affine, "backward", backward)
+    monkeypatch.setattr(manual.Dense, "backward", backward)
     model, x, t, _ = CASES["net_222_identity"](np.random.default_rng(2))
     report = three_way_check(model, x, t, fd_entries=12)
     assert not report["passed"]

@@ -87,7 +87,7 @@ def batch_norm_gamma_gradient_without_xhat(self, dout, dx):
 
 
 def batch_norm_on_batch_statistics_even_when_frozen(layer, training):
-    return [normalization.BatchNorm(layer.epsilon, training)]  # should be `training and layer.trainable`
+    return [normalization.BatchNormalization(layer.epsilon, training)]  # should be `training and layer.trainable`
 
 
 def layer_norm_drops_the_variance_path(self, dout):
@@ -163,35 +163,39 @@ MUTATIONS = {
                                            wrap_backward(conv.Conv2D, conv_input_gradient_with_an_undilated_kernel)),
         {"conv0/kernel", "conv0/bias"}),  # the dilated conv's dx reaches conv0 only
     "max_pool_routes_to_the_transposed_window_position": (
-        "pooling_and_reshaping", None, (conv.MaxPool2D, "backward", max_pool_routes_to_the_transposed_window_position),
+        "pooling_and_reshaping", None,
+        (conv.MaxPooling2D, "backward", max_pool_routes_to_the_transposed_window_position),
         {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
     "max_pool_tiled_routes_to_the_transposed_window_position": (  # the tiled pools' 6-D view
         "cifar_convnet", None,
-        (conv.MaxPool2D, "_tiled_backward", max_pool_tiled_routes_to_the_transposed_window_position),
+        (conv.MaxPooling2D, "_tiled_backward", max_pool_tiled_routes_to_the_transposed_window_position),
         {"conv1/kernel", "conv1/bias", "conv2/kernel", "conv2/bias", "conv3/kernel", "conv3/bias", "conv4/kernel",
          "conv4/bias"}),  # every conv lies upstream of a pool; the dense layers after them are still right
     "avg_pool_divides_by_the_whole_window": (
-        "pooling_and_reshaping", None, (conv.AvgPool2D, "backward", avg_pool_divides_by_the_whole_window),
+        "pooling_and_reshaping", None, (conv.AveragePooling2D, "backward", avg_pool_divides_by_the_whole_window),
         {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
     "global_max_pool_spreads_like_a_mean": (
-        "pooling_and_reshaping", None, (conv.GlobalMaxPool2D, "forward", lambda self, x: (
+        "pooling_and_reshaping", None, (conv.GlobalMaxPooling2D, "forward", lambda self, x: (
             setattr(self, "share", ops.ones_like(x) / (x.shape[1] * x.shape[2])), ops.max(x, axis=(1, 2)))[1]),
         {"conv0/kernel", "conv0/bias", "dilated/kernel", "dilated/bias"}),
     "global_avg_pool_forgets_one_over_hw": (
-        "resnet_block", None, (conv.GlobalAvgPool2D, "backward", lambda self, dout: ops.broadcast_to(
+        "resnet_block", None, (conv.GlobalAveragePooling2D, "backward", lambda self, dout: ops.broadcast_to(
             ops.reshape(dout, (-1, 1, 1, self.shape[-1])), (dout.shape[0], *self.shape[1:]))),
         {"stem/kernel", "stem_bn/gamma", "stem_bn/beta", "conv_a/kernel", "bn_a/gamma", "bn_a/beta", "conv_b/kernel",
          "bn_b/gamma", "bn_b/beta"}),
     "batch_norm_treats_batch_statistics_as_constants": (
-        "resnet_block", None, (normalization.BatchNorm, "backward", batch_norm_treats_batch_statistics_as_constants),
+        "resnet_block", None,
+        (normalization.BatchNormalization, "backward", batch_norm_treats_batch_statistics_as_constants),
         # bn_b's own γ, β see the true dout (from the skip's Add); everything upstream of a BatchNorm is hit
         {"stem/kernel", "stem_bn/gamma", "stem_bn/beta", "conv_a/kernel", "bn_a/gamma", "bn_a/beta", "conv_b/kernel"}),
     "batch_norm_inference_gamma_gradient_without_xhat": (
-        "bn_inference_cnn", None, (normalization.BatchNorm, "backward",
-                                   wrap_backward(normalization.BatchNorm, batch_norm_gamma_gradient_without_xhat)),
+        "bn_inference_cnn", None,
+        (normalization.BatchNormalization, "backward",
+         wrap_backward(normalization.BatchNormalization, batch_norm_gamma_gradient_without_xhat)),
         {"bn/gamma"}),
     "layer_norm_drops_the_variance_path": (
-        "mlp_layernorm_dropout", None, (normalization.LayerNorm, "backward", layer_norm_drops_the_variance_path),
+        "mlp_layernorm_dropout", None,
+        (normalization.LayerNormalization, "backward", layer_norm_drops_the_variance_path),
         {"dense1/kernel", "dense1/bias", "norm1/gamma", "norm1/beta", "dense2/kernel", "dense2/bias"}),
     "softmax_jacobian_diagonal_only": (
         "pooling_and_reshaping", "mean_squared_error",  # mean squared error: the Softmax layer is not fused
@@ -305,7 +309,8 @@ MUTATIONS = {
         "recurrent_text_classifier", None, (recurrent.SimpleRNN, "_split", lambda self, t, dh: (dh, None)),
         {"rnn/kernel", "rnn/bias", "embedding/embeddings"}),  # the padding's h_{t−1} is 0: dU = Σ h_{t−1}ᵀ·dz stays
     "masked_average_shares_the_gradient_among_all_steps": (  # dL/dx_t = m_t·dout / Σ m, written dout / T
-        "recurrent_text_classifier", None, (conv.GlobalAvgPool1D, "backward", lambda self, dout: ops.broadcast_to(
+        "recurrent_text_classifier", None,
+        (conv.GlobalAveragePooling1D, "backward", lambda self, dout: ops.broadcast_to(
             ops.expand_dims(dout, 1) / self.shape[1], self.shape)),
         BELOW_THE_LSTM),
     "bidirectional_backward_share_left_in_time_order": (  # the backward direction's dout must be flipped back

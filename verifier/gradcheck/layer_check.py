@@ -256,7 +256,7 @@ def _manual_gradients(call: LayerCall, problem: LocalProblem, training, dropout_
     masks = [call.values[key] for key in node.masks] or \
         [keras_internals.get_keras_mask(call.values[key]) for key in node.inputs]
     mask = next((m for m in masks if m is not None), None)
-    follows = len(steps) == 1 and getattr(steps[0], "follows_masks", False)
+    follows = len(steps) == 1 and steps[0].follows_masks
     if mask is not None and not (follows and len(node.inputs) == 1 and masks_made_by_keras(node.arguments)):
         return None, "none (a Keras mask reaches it: its formula is checked in the model's walk)"
     by_id = {id(v): name for name, v in call.weights.items()}

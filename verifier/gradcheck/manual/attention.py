@@ -10,13 +10,14 @@ weights alike (kernel, bias), so the step reads them as "query/kernel", ..., "at
 from keras import ops
 
 from gradcheck.manual.layers import Softmax
+from gradcheck.manual.step import Step
 
 PROJECTIONS = ("query", "key", "value", "attention_output")  # the sublayers' names, as Keras names them
 ROLES = ("query", "value", "key")  # the call's arguments, in Keras's order: layer(query, value, key=None)
 LARGE_NEGATIVE = -1e9  # Keras's masked softmax adds (1 − mask)·(−1e9): exp underflows to exactly 0
 
 
-class _Projection:
+class _Projection(Step):
     """Keras's EinsumDense as the attention uses it, z = einsum(x, W) + b, W contracted with x's feature axes and b
     broadcast over the batch and steps (b, t): dW = einsum(x, dz) summed over (b, t), db = Σ_{b,t} dz, and
     dx = einsum(dz, W) summed over W's other axes. Subscripts: the query, key and value map "btd" by "dnh" to
@@ -37,7 +38,7 @@ class _Projection:
         return ops.einsum(f"{self.z_axes},{self.kernel_axes}->{self.x_axes}", dz, self.W)
 
 
-class MultiHeadAttention:
+class MultiHeadAttention(Step):
     """Per head: Q = x_q·W_q + b_q, K = x_k·W_k + b_k, V = x_v·W_v + b_v; scores S = (Q/√H)·Kᵀ (B, N, T, S), with
     use_causal_mask −∞ where s > t; P = softmax over s; A = P·V (B, T, N, H_v); y = Σ_{n,h} A·W_o + b_o.
     Backward, from y: dA = dy·W_oᵀ (and W_o's gradient); dP = dA·Vᵀ and dV = Pᵀ·dA; dS = P ⊙ (dP − Σ_s P ⊙ dP), the

@@ -10,6 +10,8 @@ import time
 import numpy as np
 from keras import ops
 
+from gradcheck.manual.step import Step
+
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     effective = (kernel - 1) * dilation + 1
@@ -116,7 +118,7 @@ def kernel_gradients_for(strides) -> list[str]:
     return [name for name in KERNEL_GRADIENTS if tuple(strides) == (1, 1) or name not in UNIT_STRIDE_ONLY]
 
 
-class _Convolution:
+class _Convolution(Step):
     """A kernel slid over the explicitly padded input xp with stride s and dilation d (Keras allows one of them > 1)."""
     weights = ("kernel", "bias")
 
@@ -235,7 +237,7 @@ class DepthwiseConv2D(_Convolution):
         return _crop(_route_back(routed, self.strides, self.xp.shape), self.pads, self.h, self.w)
 
 
-class Renamed:
+class Renamed(Step):
     """A step reading the layer's weights under other names (SeparableConv2D's depthwise_kernel is a DepthwiseConv2D's
     kernel, its pointwise_kernel and bias a 1×1 Conv2D's): `names` {Keras name: the step's name} lists all it reads."""
 
@@ -252,7 +254,7 @@ class Renamed:
         return dx
 
 
-class Conv2DTranspose:
+class Conv2DTranspose(Step):
     """y = Cᵀ(x) + b: the transpose (adjoint) of the convolution C(u) = conv(u, K) with the layer's stride and padding,
     mapping the larger output back to x's size (Keras's kernel (kh, kw, c_out, c_in) is C's kernel as it is). Since
     ⟨dout, Cᵀ_K(x)⟩ = ⟨C_K(dout), x⟩, the backward is the convolution's own formulas: dL/dx = C(dout), C's forward,
@@ -277,7 +279,7 @@ class Conv2DTranspose:
         return dx
 
 
-class _Pooling:
+class _Pooling(Step):
     """A pool window slid over the padded input: its entries forward, each output's gradient routed back."""
 
     def __init__(self, pool=(2, 2), strides=None, padding="valid"):
@@ -296,7 +298,7 @@ class _Pooling:
         return _crop(_route_back(routed, self.strides, self.padded_shape), self.pads, self.h, self.w)
 
 
-class MaxPool2D(_Pooling):
+class MaxPooling2D(_Pooling):
     """y = the maximum of each pool window (any pool, stride and padding; "same" pads with −∞).
 
     Two formulations of the same routing. Windows that tile the input (valid padding, stride = pool: the usual
@@ -358,7 +360,7 @@ class MaxPool2D(_Pooling):
         return ops.pad(dx, [[0, 0], [0, self.h - ho * ph], [0, self.w - wo * pw], [0, 0]])
 
 
-class AvgPool2D(_Pooling):
+class AveragePooling2D(_Pooling):
     """y = the mean of each pool window; with "same" padding the padded entries are not counted (TensorFlow's rule)."""
 
     def forward(self, x):
@@ -371,7 +373,7 @@ class AvgPool2D(_Pooling):
         return self._routed_back([((a, b), share) for a in range(self.pool[0]) for b in range(self.pool[1])])
 
 
-class GlobalAvgPool2D:
+class GlobalAveragePooling2D(Step):
     """y[n, c] = mean over (i, j) of x[n, i, j, c] (keepdims: shape (N, 1, 1, C))."""
 
     def __init__(self, keepdims=False):
@@ -387,7 +389,7 @@ class GlobalAvgPool2D:
         return ops.broadcast_to(dout / (h * w), (ops.shape(dout)[0], h, w, c))  # every entry gets 1/(H·W)
 
 
-class GlobalAvgPool1D:
+class GlobalAveragePooling1D(Step):
     """y[n, c] = Σ_t m[n, t]·x[n, t, c] / Σ_t m[n, t], the mean over the steps the Keras mask keeps (all of them
     without a mask; keepdims: shape (N, 1, C)). dL/dx[n, t, c] = m[n, t]·dout[n, c] / Σ_t m[n, t]: each kept step's
     share. The output has no mask (the steps are gone)."""
@@ -412,7 +414,7 @@ class GlobalAvgPool1D:
         return ops.broadcast_to(ops.reshape(dout, (-1, 1, c)) * self.share, (n, t, c))
 
 
-class GlobalMaxPool2D:
+class GlobalMaxPooling2D(Step):
     """y[n, c] = max over (i, j) of x[n, i, j, c] (keepdims: shape (N, 1, 1, C))."""
 
     def __init__(self, keepdims=False):
@@ -429,15 +431,13 @@ class GlobalMaxPool2D:
         return ops.reshape(dout, (-1, 1, 1, self.share.shape[-1])) * self.share
 
 
-class OnARow:
+class OnARow(Step):
     """A 1-D layer (Conv1D, MaxPooling1D, GlobalMaxPooling1D, ...) as its 2-D formula on images one row high:
     a sequence (N, L, C) is the image (N, 1, L, C) and a kernel (k, c_in, c_out) the kernel (1, k, c_in, c_out), which
     is how TensorFlow itself computes a 1-D convolution; the backward drops the row again."""
 
     def __init__(self, step):
-        self.step, self.weights = step, getattr(step, "weights", ())
-        if hasattr(step, "choose_fastest"):
-            self.choose_fastest = step.choose_fastest
+        self.step, self.weights = step, step.weights
 
     def forward(self, x, **weights):
         weights = {name: ops.expand_dims(w, 0) if name == "kernel" else w for name, w in weights.items()}
@@ -445,8 +445,11 @@ class OnARow:
         self.rows = len(y.shape) == 4  # a global pooling without keepdims returns (N, C): no row to drop
         return ops.squeeze(y, 1) if self.rows else y
 
+    def choose_fastest(self, compile=None) -> dict[str, float]:
+        return self.step.choose_fastest(compile)
+
     def backward(self, dout):
         dx = self.step.backward(ops.expand_dims(dout, 1) if self.rows else dout)
         self.grads = {name: ops.squeeze(g, 0) if name == "kernel" else g
-                      for name, g in getattr(self.step, "grads", {}).items()}
+                      for name, g in self.step.grads.items()}
         return ops.squeeze(dx, 1)

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from gradcheck.manual.step import Step
+
 
 def accumulate(sums: dict, key, value) -> None:
     """sums[key] += value, the first value stored as it is: the multivariable chain rule's sum over paths (a fork, a
@@ -23,8 +25,9 @@ def accumulate(sums: dict, key, value) -> None:
     sums[key] = value if key not in sums else sums[key] + value
 
 
-class Affine:
-    """y = x·W + b (Keras Dense without its activation; b absent when use_bias=False)."""
+class Dense(Step):
+    """y = x·W + b: the notes' Affine layer (C002-4), Keras's Dense without its activation (b absent when
+    use_bias=False)."""
     weights = ("kernel", "bias")
 
     def forward(self, x, kernel, bias=None):
@@ -42,7 +45,7 @@ class Affine:
         return ops.matmul(dout, ops.transpose(self.W))
 
 
-class ReLU:
+class ReLU(Step):
     KINKS = (0.0,)  # where the derivative jumps: what finite differences must not step across (kinks.py)
 
     def forward(self, x):
@@ -56,7 +59,7 @@ class ReLU:
         return dout * self.mask
 
 
-class Sigmoid:
+class Sigmoid(Step):
     def forward(self, x):
         self.y = ops.sigmoid(x)
         return self.y
@@ -65,7 +68,7 @@ class Sigmoid:
         return dout * self.y * (1 - self.y)  # σ′ = y(1 − y)  (C004-4)
 
 
-class Tanh:
+class Tanh(Step):
     def forward(self, x):
         self.y = ops.tanh(x)
         return self.y
@@ -74,7 +77,7 @@ class Tanh:
         return dout * (1 - self.y**2)  # tanh′ = 1 − y²
 
 
-class Identity:
+class Identity(Step):
     def forward(self, x):
         return x
 
@@ -82,7 +85,7 @@ class Identity:
         return dout
 
 
-class Softmax:
+class Softmax(Step):
     """y = softmax(x) along `axis`, not fused with a loss (a fused one is in manual/losses.py)."""
 
     def __init__(self, axis=-1):
@@ -111,7 +114,7 @@ def _positive(x, activation: str):
     return ops.greater_equal(x, 0) if right_at_zero else ops.greater(x, 0)
 
 
-class ReLU6:
+class ReLU6(Step):
     KINKS = (0.0, 6.0)
 
     def forward(self, x):
@@ -122,7 +125,7 @@ class ReLU6:
         return ops.where(ops.logical_and(self.x > 0, self.x < 6), dout, 0)  # 0 at both kinks, on every backend
 
 
-class LeakyReLU:
+class LeakyReLU(Step):
     """y = x for x > 0, else slope·x."""
     KINKS = (0.0,)
 
@@ -137,7 +140,7 @@ class LeakyReLU:
         return ops.where(_positive(self.x, "leaky_relu"), dout, dout * ops.cast(self.slope, dout.dtype))
 
 
-class ELU:
+class ELU(Step):
     """y = x for x > 0, else α(eˣ − 1); so y′ = 1, else αeˣ = y + α (the output gives the derivative, as
     σ′ = y(1 − y) does)."""
 
@@ -152,7 +155,7 @@ class ELU:
         return ops.where(self.x > 0, dout, dout * (self.y + ops.cast(self.alpha, dout.dtype)))
 
 
-class SELU:
+class SELU(Step):
     """y = scale·ELU_α(x) with Klambauer et al.'s fixed α and scale; y′ = scale for x > 0, else y + scale·α."""
     KINKS = (0.0,)
     ALPHA, SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
@@ -165,7 +168,7 @@ class SELU:
         return ops.where(_positive(self.x, "selu"), dout * self.SCALE, dout * (self.y + self.SCALE * self.ALPHA))
 
 
-class Softplus:
+class Softplus(Step):
     def forward(self, x):
         self.x = x
         return ops.softplus(x)  # log(1 + eˣ)
@@ -174,7 +177,7 @@ class Softplus:
         return dout * ops.sigmoid(self.x)  # d log(1 + eˣ)/dx = eˣ/(1 + eˣ) = σ(x)
 
 
-class SiLU:
+class SiLU(Step):
     """y = x·σ(x) (swish); y′ = σ + x·σ(1 − σ) = σ(1 + x(1 − σ))."""
 
     def forward(self, x):
@@ -185,7 +188,7 @@ class SiLU:
         return dout * self.s * (1 + self.x * (1 - self.s))
 
 
-class GELU:
+class GELU(Step):
     """y = x·Φ(x) = ½x(1 + erf(cx)), c = 1/√2, Φ the standard normal CDF; so y′ = ½(1 + erf(cx)) + x·c·e^(−c²x²)/√π,
     which is Φ(x) + x·φ(x). keras.activations.gelu ("gelu") is this exact one (keras.ops.gelu defaults to the tanh
     approximation: another function, so it gets no formula). c is cast as the backend's gelu casts it: through
@@ -200,7 +203,7 @@ class GELU:
         return dout * (0.5 * (1 + ops.erf(c * self.x)) + self.x * c * ops.exp(-(c * self.x) ** 2) / np.sqrt(np.pi))
 
 
-class PReLU:
+class PReLU(Step):
     """A leaky ReLU whose negative slope α is learned, per entry or shared along `shared_axes`: Keras computes
     y = relu(x) − α·relu(−x), so dL/dx = dout for x > 0, α·dout for x < 0 and 0 at exactly 0 (relu′(0) = 0 on both
     terms), and dL/dα = Σ dout·min(x, 0) over the batch and every shared axis."""
@@ -219,7 +222,7 @@ class PReLU:
         return ops.where(self.x > 0, dout, ops.where(self.x < 0, dout * self.alpha, 0))
 
 
-class HardSigmoid:
+class HardSigmoid(Step):
     """y = min(max(x/6 + ½, 0), 1) (MobileNetV3): y′ = 1/6 inside (−3, 3), 0 outside (and at its kinks ±3)."""
     KINKS = (-3.0, 3.0)
 
@@ -231,7 +234,7 @@ class HardSigmoid:
         return ops.where(ops.logical_and(self.x > -3, self.x < 3), dout / 6, 0)
 
 
-class HardSiLU:
+class HardSiLU(Step):
     """y = x·hard_sigmoid(x) (MobileNetV3's hard swish): y′ = (2x + 3)/6 inside (−3, 3), 1 above it, 0 below."""
     KINKS = (-3.0, 3.0)
 
@@ -244,7 +247,7 @@ class HardSiLU:
         return dout * ops.where(inside, (2 * self.x + 3) / 6, ops.where(self.x >= 3, 1, 0))
 
 
-class RepeatVector:
+class RepeatVector(Step):
     """y[n, r] = x[n] for each of the n repeats: x's gradient is dout summed over the repeats."""
 
     def __init__(self, repeats: int):
@@ -257,7 +260,7 @@ class RepeatVector:
         return ops.sum(dout, axis=1)
 
 
-class LayerScale:
+class LayerScale(Step):
     """y = x·γ with a learned γ per channel (the last axis; ConvNeXt): dL/dx = dout·γ, dL/dγ = Σ dout·x over every
     other axis."""
     weights = ("gamma",)
@@ -277,7 +280,7 @@ ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "linear": Identit
 # keyed by the keras.activations function's __name__ ("swish" is silu, "hard_swish" hard_silu)
 
 
-class Dropout:
+class Dropout(Step):
     """Inverted dropout with a given 0/1 mask (None: inference, the identity)."""
 
     def __init__(self, rate: float):
@@ -291,7 +294,7 @@ class Dropout:
         return dout if self.scale is None else dout * self.scale  # the forward's mask, reused
 
 
-class Reshape:
+class Reshape(Step):
     """Flatten, or Reshape to `target` (per sample); the backward puts the gradient back in the input's shape."""
 
     def __init__(self, target=(-1,)):
@@ -305,7 +308,7 @@ class Reshape:
         return ops.reshape(dout, self.shape)
 
 
-class Rescaling:
+class Rescaling(Step):
     """y = x·scale + offset (Keras's Rescaling: pixels to [0, 1] and the like; scale and offset are numbers or
     per-channel arrays), so dL/dx = dout·scale."""
 
@@ -320,7 +323,7 @@ class Rescaling:
         return dout * self.factor
 
 
-class ZeroPadding2D:
+class ZeroPadding2D(Step):
     """Zeros around the rows and columns: ((top, bottom), (left, right)); the backward crops them off."""
 
     def __init__(self, padding):
@@ -345,7 +348,7 @@ def summed_to_shape(grad, shape):
     return ops.sum(grad, axis=axes, keepdims=True) if axes else grad
 
 
-class _Merge:
+class _Merge(Step):
     """A merge of inputs that Keras broadcasts to one shape: `_forward` and `_backward` on the broadcast shape, each
     input's gradient then summed back to its own shape (summed_to_shape)."""
 
@@ -371,7 +374,7 @@ class Add(_Merge):
         return [dout] * self.count
 
 
-class Dot:
+class Dot(Step):
     """keras.layers.Dot without normalize, per sample: rank 2, y_n = Σ_k x_nk·z_nk (kept as (N, 1)); rank 3, the
     contraction of x's axis a with z's axis b, y_npq = Σ_k x_n[p, k]·z_n[q, k] (with a, b = 2, 2; an axis 1 takes the
     other place). Each input's gradient contracts dout with the other input: dx_npk = Σ_q dout_npq·z_nqk, and
@@ -397,7 +400,7 @@ class Dot:
                 ops.einsum(f"npq,{x_letters}->{z_letters}", dout, self.x)]
 
 
-class WithConstant:
+class WithConstant(Step):
     """A merge's op of one tensor and a number c, as Keras records `x + 3.0`, `x * (1/6)` or `1 - x` in a Functional
     graph (MobileNetV3's hard sigmoid): the merge's formula with c as the other, constant, input."""
 
@@ -501,7 +504,7 @@ class Minimum(Maximum):
     wins = staticmethod(ops.less)
 
 
-class Embedding:
+class Embedding(Step):
     """y = E[ids], the rows of the table E (input_dim × output_dim) that the token ids pick. dL/dE = onehot(ids)ᵀ·dout:
     row i sums dout over every place where token i occurs (a matrix product, as Affine's xᵀ·dout, with the one-hot
     rows as x). The ids get no gradient (zeros stand for it: nothing upstream of them has weights). With mask_zero,
@@ -523,7 +526,7 @@ class Embedding:
         return ops.zeros(ops.shape(self.ids), dout.dtype)
 
 
-class Masking:
+class Masking(Step):
     """y = x at the steps where some feature differs from mask_value, 0 at the others (a padded step), and that test is
     the output's Keras mask m (N, T). dL/dx = m·dout: a padded step passes nothing back."""
     follows_masks = True
@@ -540,7 +543,7 @@ class Masking:
         return ops.where(self.keep, dout, ops.zeros_like(dout))
 
 
-class UpSampling2D:
+class UpSampling2D(Step):
     """Nearest-neighbour upsampling by (s, t): y[:, i, j] = x[:, i // s, j // t]. Each input entry is copied to an
     s×t block, so its gradient is the sum of dout over that block."""
 
@@ -556,7 +559,7 @@ class UpSampling2D:
         return ops.sum(ops.reshape(dout, (-1, h // s, s, w // t, t, c)), axis=(2, 4))
 
 
-class Cropping2D:
+class Cropping2D(Step):
     """Rows and columns cut off: ((top, bottom), (left, right)); the backward pads the gradient back with zeros."""
 
     def __init__(self, cropping):
@@ -571,7 +574,7 @@ class Cropping2D:
         return ops.pad(dout, [[0, 0], [top, bottom], [left, right], [0, 0]])
 
 
-class Concatenate:
+class Concatenate(Step):
     """y = [x_1, x_2, ...] along `axis`; the backward splits dout at the same boundaries."""
 
     def __init__(self, axis=-1):

@@ -5,6 +5,8 @@ The cross-entropies take the logits u and are fused with their output activation
 """
 from keras import ops
 
+from gradcheck.manual.step import ScalarStep
+
 
 def _rows(u):
     """The number of loss terms Keras averages over: every axis but the last (the classes)."""
@@ -14,7 +16,7 @@ def _rows(u):
     return count
 
 
-class SoftmaxCrossEntropy:
+class SoftmaxCrossEntropy(ScalarStep):
     """L = −(1/N) Σ_n Σ_k t log y, y = softmax(u) per row; computed from the logits u, stably."""
     fuses = "softmax"
 
@@ -39,7 +41,7 @@ class SparseSoftmaxCrossEntropy(SoftmaxCrossEntropy):
         return super().forward(u, ops.one_hot(labels, u.shape[-1], dtype=u.dtype))
 
 
-class SigmoidBinaryCrossEntropy:
+class SigmoidBinaryCrossEntropy(ScalarStep):
     """L = mean over batch and units of −t log y − (1 − t) log(1 − y), y = σ(u); computed from u."""
     fuses = "sigmoid"
 
@@ -53,7 +55,7 @@ class SigmoidBinaryCrossEntropy:
         return (self.y - self.t) / self.count  # δ = y − t, averaged  (C004-2, C003-2)
 
 
-class HalfSquaredError:
+class HalfSquaredError(ScalarStep):
     """E = (1/N) Σ_n ½ Σ_k (y − t)² (the note's E for N = 1); with an identity output, δ = y − d (C004-1, C000-1)."""
     fuses = None
 
@@ -65,7 +67,7 @@ class HalfSquaredError:
         return (self.y - self.t) / self.n
 
 
-class MeanSquaredError:
+class MeanSquaredError(ScalarStep):
     """Keras's mean squared error: L = mean over every entry of (y − t)², so δ = 2(y − t)/(entries)."""
     fuses = None
 
@@ -77,7 +79,7 @@ class MeanSquaredError:
         return 2 * (self.y - self.t) / self.count
 
 
-class NoOutputLoss:
+class NoOutputLoss(ScalarStep):
     """No loss on the output (a model compiled without one, whose loss is its layers' add_loss): L = 0, δ = 0."""
     fuses = None
 

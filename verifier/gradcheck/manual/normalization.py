@@ -7,6 +7,8 @@ the spatial axes); LayerNormalization each sample over its feature axes.
 import keras
 from keras import ops
 
+from gradcheck.manual.step import Step
+
 
 def standardize(x, axes):
     mean = ops.mean(x, axis=axes, keepdims=True)
@@ -22,7 +24,7 @@ def standardize_backward(dxhat, xhat, inv_std, axes, m):
                           - xhat * ops.sum(dxhat * xhat, axis=axes, keepdims=True))
 
 
-class _Normalization:
+class _Normalization(Step):
     """Shared scale-and-shift: y = γ·x̂ + β with γ and β over the normalised feature axes."""
     weights = ("gamma", "beta")
 
@@ -41,7 +43,7 @@ class _Normalization:
         return dout if self.gamma is None else dout * self.gamma  # dL/dx̂
 
 
-class BatchNorm(_Normalization):
+class BatchNormalization(_Normalization):
     """Keras BatchNormalization on the last axis. Training: the batch's statistics (μ, σ² over every axis but
     the channels); inference: the moving averages, constants, so dx = dout·γ/√(σ²_moving + ε)."""
     weights = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -68,7 +70,7 @@ class BatchNorm(_Normalization):
         return standardize_backward(dxhat, self.xhat, self.inv_std, self.axes, m)
 
 
-class LayerNorm(_Normalization):
+class LayerNormalization(_Normalization):
     """Keras LayerNormalization: μ, σ² of each sample over `axes` (γ and β have those axes' shape)."""
 
     def __init__(self, axes, epsilon: float):
@@ -90,7 +92,7 @@ class LayerNorm(_Normalization):
         return standardize_backward(dxhat, self.xhat, self.inv_std, self.axes, m)
 
 
-class FeatureStandardization:
+class FeatureStandardization(Step):
     """Keras's Normalization (a preprocessing layer adapted to the data): y = (x − mean)/s with s = max(√variance, ε),
     fixed statistics, no trainable weights; so dL/dx = dout/s. With invert=True, y = mean + x·s and dL/dx = dout·s."""
 

@@ -17,13 +17,15 @@ way: m_t·dh_t goes through the cell, (1 − m_t)·dh_t straight to h_{t−1}.
 """
 from keras import ops
 
+from gradcheck.manual.step import Step
+
 
 def _sum(a, b):
     """a + b, where None is a gradient that does not arrive (the last step has no successor)."""
     return b if a is None else a if b is None else a + b
 
 
-class _Recurrent:
+class _Recurrent(Step):
     weights = ("kernel", "recurrent_kernel", "bias")
     follows_masks = True  # forward takes the Keras mask and sets output_mask (manual/layers.py)
 

@@ -7,8 +7,10 @@ class, as manual/table.py is keyed by the layer class; a user's regularizer (a s
 import keras
 from keras import ops
 
+from gradcheck.manual.step import ScalarStep
 
-class L1L2:
+
+class L1L2(ScalarStep):
     """R(w) = λ₁ Σ|w| + λ₂ Σw², so ∂R/∂w = λ₁ sign(w) + 2 λ₂ w (C003-3; sign(0) = 0, the subgradient autodiff
     takes at a zero weight)."""
 
@@ -30,7 +32,7 @@ class L1L2:
         return l1 * ops.sign(self.w) + 2 * l2 * self.w
 
 
-class ActivityPenalty:
+class ActivityPenalty(ScalarStep):
     """An activity regularizer's term of the loss: R(y)/N of a layer's output y, N its batch size (Keras divides by
     it, so that the strength does not depend on the batch), so ∂/∂y = R'(y)/N."""
 

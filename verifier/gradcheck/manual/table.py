@@ -133,7 +133,7 @@ def _channels_last(layer):
 
 
 def _dense(layer, training):
-    return [layers.Affine()] + _activation(layer.activation)
+    return [layers.Dense()] + _activation(layer.activation)
 
 
 def _conv2d(layer, training):
@@ -191,7 +191,7 @@ TORCH_SAME_AVERAGE_POOLING = ("Keras's PyTorch backend pads 'same' average pooli
 def _average_pooling(layer, training):
     _require(not (keras.backend.backend() == "torch" and layer.padding == "same"),
              f"padding='same' on the torch backend: {TORCH_SAME_AVERAGE_POOLING}")
-    return _pooling(conv.AvgPool2D)(layer, training)
+    return _pooling(conv.AveragePooling2D)(layer, training)
 
 
 def _global_pooling(manual_class, on_a_row=False):
@@ -224,7 +224,7 @@ def _rank(layer) -> int:
 def _batch_norm(layer, training):
     _require(layer.axis in (-1, _rank(layer) - 1), f"axis={layer.axis} (only the last axis)")
     _require(not getattr(layer, "renorm", False), "renorm=True")
-    return [normalization.BatchNorm(layer.epsilon, training and layer.trainable)]  # Keras: frozen BN infers
+    return [normalization.BatchNormalization(layer.epsilon, training and layer.trainable)]  # Keras: frozen BN infers
 
 
 def _layer_norm(layer, training):
@@ -232,7 +232,7 @@ def _layer_norm(layer, training):
     axes = sorted(a % rank for a in ([layer.axis] if isinstance(layer.axis, int) else layer.axis))
     _require(axes == list(range(rank - len(axes), rank)), f"axis={layer.axis} (only trailing axes)")
     _require(not layer.rms_scaling, "rms_scaling=True")
-    return [normalization.LayerNorm(axes, layer.epsilon)]
+    return [normalization.LayerNormalization(axes, layer.epsilon)]
 
 
 def _feature_standardization(layer, training):
@@ -275,10 +275,10 @@ MANUAL_LAYERS = {
     keras.layers.InputLayer: lambda layer, training: [],
     keras.layers.Dense: _dense,
     keras.layers.Conv2D: _conv2d,
-    keras.layers.MaxPooling2D: _pooling(conv.MaxPool2D),
+    keras.layers.MaxPooling2D: _pooling(conv.MaxPooling2D),
     keras.layers.AveragePooling2D: _average_pooling,
-    keras.layers.GlobalAveragePooling2D: _global_pooling(conv.GlobalAvgPool2D),
-    keras.layers.GlobalMaxPooling2D: _global_pooling(conv.GlobalMaxPool2D),
+    keras.layers.GlobalAveragePooling2D: _global_pooling(conv.GlobalAveragePooling2D),
+    keras.layers.GlobalMaxPooling2D: _global_pooling(conv.GlobalMaxPooling2D),
     keras.layers.BatchNormalization: _batch_norm,
     keras.layers.LayerNormalization: _layer_norm,
     keras.layers.Normalization: _feature_standardization,
@@ -306,10 +306,10 @@ MANUAL_LAYERS = {
     keras.layers.Conv2DTranspose: _conv2d_transpose,
     keras.layers.DepthwiseConv2D: _depthwise_conv2d,
     keras.layers.SeparableConv2D: _separable_conv2d,
-    keras.layers.MaxPooling1D: _pooling(conv.MaxPool2D),
+    keras.layers.MaxPooling1D: _pooling(conv.MaxPooling2D),
     keras.layers.AveragePooling1D: _average_pooling,
-    keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAvgPool1D),
-    keras.layers.GlobalMaxPooling1D: _global_pooling(conv.GlobalMaxPool2D, on_a_row=True),
+    keras.layers.GlobalAveragePooling1D: _global_pooling(conv.GlobalAveragePooling1D),
+    keras.layers.GlobalMaxPooling1D: _global_pooling(conv.GlobalMaxPooling2D, on_a_row=True),
     keras.layers.UpSampling2D: _upsampling,
     keras.layers.SimpleRNN: _recurrent,
     keras.layers.LSTM: _recurrent,
@@ -365,7 +365,7 @@ def output_masked(layer, steps: list, inputs_masked: list[bool]) -> bool:
         return True
     if not any(inputs_masked):
         return False
-    if len(steps) == 1 and getattr(steps[0], "follows_masks", False):
+    if len(steps) == 1 and steps[0].follows_masks:
         return bool(getattr(layer, "return_sequences", False))  # a recurrent layer's sequence keeps it, a pooling not
     reads_masks = any(name.endswith("mask") for name in inspect.signature(layer.call).parameters)
     _require(len(inputs_masked) == 1 and not reads_masks and type(layer).compute_mask is keras.Layer.compute_mask,

@@ -88,7 +88,7 @@ class ManualTwin:
             try:
                 steps = manual_steps(node.layer, training, node.arguments)
                 inputs_masked = [tensor in self.masked for tensor in node.inputs]
-                if len(node.outputs) != 1 and not (len(steps) == 1 and getattr(steps[0], "return_state", False)
+                if len(node.outputs) != 1 and not (len(steps) == 1 and steps[0].return_state
                                                    and not any(inputs_masked)):
                     raise Unsupported(f"{len(node.outputs)} outputs" + (" and a Keras mask" if any(inputs_masked)
                                                                          else ""))
@@ -162,7 +162,7 @@ class ManualTwin:
 
     def _weights(self, layer, step, values: dict) -> dict:
         own = weights_by_name(layer)
-        return {name: self._value(own[name], values) for name in getattr(step, "weights", ()) if name in own}
+        return {name: self._value(own[name], values) for name in step.weights if name in own}
 
     def _value(self, variable, values: dict | None):
         """The variable's value, or the one `values` gives for its parameter name (a frozen weight has none)."""
@@ -183,7 +183,7 @@ class ManualTwin:
             y = inputs if len(inputs) > 1 else inputs[0]
             keras_mask = keras_masks.get(node.inputs[0]) if len(inputs) == 1 else None  # passed on unless followed
             for step in steps:
-                follows = {"mask": keras_mask} if getattr(step, "follows_masks", False) else {}
+                follows = {"mask": keras_mask} if step.follows_masks else {}
                 y = step_forward(node.layer, step, y, self._weights(node.layer, step, values), dropout_masks, follows)
                 if follows:
                     keras_mask = step.output_mask
@@ -192,7 +192,7 @@ class ManualTwin:
                 keras_masks[node.outputs[0]] = keras_mask
         total = 0
         for (output, loss_step, weight), target in zip(self.loss_steps, as_list(t), strict=True):
-            target = target if getattr(loss_step, "integer_targets", False) else ops.cast(target, self.dtype)
+            target = target if loss_step.integer_targets else ops.cast(target, self.dtype)
             total = total + weight * loss_step.forward(env[output], target)  # Σ_k weight_k · L_k
         for name, penalty in self.weight_penalties.items():  # model.losses, as Keras's fit adds them
             total = total + penalty.forward(self._value(self.params[name], values))
@@ -219,7 +219,7 @@ class ManualTwin:
             for step in reversed(steps):
                 with naming_the_formula(node.layer, step, "backward"):
                     dout = step.backward(dout)
-                for weight, grad in getattr(step, "grads", {}).items():
+                for weight, grad in step.grads.items():
                     name = self.param_name.get(id(variables[weight]))
                     if name is not None:  # None: a frozen weight (trainable=False), not a parameter
                         manual.accumulate(grads, name, grad)
@@ -233,8 +233,8 @@ class ManualTwin:
         will run them, and keep the faster for the layer: {layer name: {formulation: seconds}}. Runs the forward
         once; call it eagerly, before compiling the step."""
         self.forward(x, t)
-        return {node.layer.name: step.choose_fastest(compile) for node, steps in self.nodes for step in steps
-                if hasattr(step, "choose_fastest")}
+        chosen = {node.layer.name: step.choose_fastest(compile) for node, steps in self.nodes for step in steps}
+        return {name: seconds for name, seconds in chosen.items() if seconds}
 
     def loss_and_gradient_tensors(self, x, t, dropout_masks=None, values=None) -> tuple:
         """forward then backward as tensors: traceable, so a training step can compile it into a tf.function."""
@@ -258,7 +258,7 @@ def step_forward(layer, step, y, weights: dict, dropout_masks=None, follows: dic
         if isinstance(step, manual.Dropout):
             mask = dropout_masks(step, y) if callable(dropout_masks) else (dropout_masks or {}).get(layer.name)
             return step.forward(y, mask)
-        if getattr(step, "weights", ()):
+        if step.weights:
             return step.forward(y, **(follows or {}), **weights)
         return step.forward(y, **(follows or {}))
 
@@ -269,15 +269,15 @@ def formula_vjp(layer, steps: list, inputs: list, weights: dict, dout, dropout_m
     ([input gradients], {weight name: gradient})."""
     y = inputs if len(inputs) > 1 else inputs[0]
     for step in steps:
-        follows = {"mask": mask} if getattr(step, "follows_masks", False) else {}
-        y = step_forward(layer, step, y, {n: weights[n] for n in getattr(step, "weights", ()) if n in weights},
+        follows = {"mask": mask} if step.follows_masks else {}
+        y = step_forward(layer, step, y, {n: weights[n] for n in step.weights if n in weights},
                          dropout_masks, follows)
         mask = step.output_mask if follows else mask
     grads: dict = {}
     for step in reversed(steps):
         with naming_the_formula(layer, step, "backward"):
             dout = step.backward(dout)
-        for name, grad in getattr(step, "grads", {}).items():
+        for name, grad in step.grads.items():
             manual.accumulate(grads, name, grad)
     return y, (list(dout) if len(inputs) > 1 else [dout]), grads
 

@@ -8,13 +8,14 @@ A wrapper's weights are its wrapped layers': TimeDistributed reads them by their
 from keras import ops
 
 from gradcheck.manual.layers import accumulate
+from gradcheck.manual.step import Step
 
 DIRECTIONS = ("forward", "backward")  # a Bidirectional's forward_layer and backward_layer
 
 
 def _their(step, weights: dict) -> dict:
     """The weights among `weights` that `step` reads (an absent bias stays absent)."""
-    return {name: weights[name] for name in getattr(step, "weights", ()) if name in weights}
+    return {name: weights[name] for name in step.weights if name in weights}
 
 
 def _under(direction: str, weights: dict) -> dict:
@@ -23,7 +24,7 @@ def _under(direction: str, weights: dict) -> dict:
             if name.startswith(f"{direction}/")}
 
 
-class Bidirectional:
+class Bidirectional(Step):
     """y = merge(F(x), flip_t(B(x))): F reads the sequence first step to last, B (the backward layer, go_backwards)
     last to first, and Keras flips B's sequence of outputs back into time order before merging (with
     return_sequences; a last state is not flipped). Backward: the merge's own backward splits dout (concat: each
@@ -61,7 +62,7 @@ class Bidirectional:
         return dx
 
 
-class TimeDistributed:
+class TimeDistributed(Step):
     """y[:, t] = f(x[:, t]) for every step t, with the same weights: the wrapped layer's formulas on each step's slice,
     as Keras computes it (a BatchNormalization in training takes each step's batch statistics). Backward: each step's
     formulas on its slice of dout; dL/dx stacks the slices, and a weight's gradient is the sum over the steps (shared
@@ -69,7 +70,7 @@ class TimeDistributed:
 
     def __init__(self, make_steps):
         self.make_steps = make_steps  # a fresh list of the wrapped layer's steps: one per time step keeps its values
-        self.weights = tuple(dict.fromkeys(name for step in make_steps() for name in getattr(step, "weights", ())))
+        self.weights = tuple(dict.fromkeys(name for step in make_steps() for name in step.weights))
 
     def forward(self, x, **weights):
         self.per_step, ys = [self.make_steps() for _ in range(x.shape[1])], []
@@ -86,7 +87,7 @@ class TimeDistributed:
             d = dout[:, t]
             for step in reversed(steps):
                 d = step.backward(d)
-                for name, grad in getattr(step, "grads", {}).items():
+                for name, grad in step.grads.items():
                     accumulate(self.grads, name, grad)
             dxs.append(d)
         return ops.stack(dxs, axis=1)
