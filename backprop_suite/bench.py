@@ -384,7 +384,7 @@ def _probe(config: str, batch_size: int, steps: int) -> None:
 
 def gradient_costs(repeats: int) -> dict:
     """C000-2, C001-1, C002-2 and the CNN's full-coverage check, by the suite's own experiments' code."""
-    from backprop_suite.compare_gradients import gradient_batch, gradient_model
+    from backprop_suite.check_gradients import gradient_batch, gradient_model
     from backprop_suite.worked_examples.gradient_cost import gradient_cost
     from gradcheck.methods import directional_check
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backprop_suite.compare_gradients import gradient_batch, gradient_model
+from backprop_suite.check_gradients import gradient_batch, gradient_model
 from backprop_suite.distribute import my_share, train_steps
 from gradcheck.dtypes import with_dtype
 from gradcheck.methods import tape_gradients

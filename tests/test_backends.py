@@ -100,8 +100,8 @@ def test_train_py_on_another_backend_is_a_variation_recorded_as_such(tmp_path, b
     assert not (tmp_path / "results" / "tiny").exists()  # the spec's own results are TensorFlow's
 
 
-def test_compare_gradients_on_jax_uses_jax_autodiff_and_keeps_the_reference_results(tmp_path):
-    done = run_child([sys.executable, str(SCRIPTS / "compare_gradients.py"), "--model", "net_222", "--backend",
+def test_check_gradients_on_jax_uses_jax_autodiff_and_keeps_the_reference_results(tmp_path):
+    done = run_child([sys.executable, str(SCRIPTS / "check_gradients.py"), "--model", "net_222", "--backend",
                       "jax", "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=600,
                      cwd=tmp_path, env=child_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
@@ -112,8 +112,8 @@ def test_compare_gradients_on_jax_uses_jax_autodiff_and_keeps_the_reference_resu
 
 
 @pytest.mark.parametrize("script, args, env, named", [
-    ("compare_gradients.py", ["--model", "net_222"], {"KERAS_BACKEND": "mxnet"}, "KERAS_BACKEND='mxnet'"),
-    ("compare_gradients.py", ["--model", "net_222", "--backend", "mxnet"], {}, "--backend"),
+    ("check_gradients.py", ["--model", "net_222"], {"KERAS_BACKEND": "mxnet"}, "KERAS_BACKEND='mxnet'"),
+    ("check_gradients.py", ["--model", "net_222", "--backend", "mxnet"], {}, "--backend"),
     ("train.py", ["c003_1_mnist_cnn_quick", "--backend", "jax", "--strategy", "mirrored"], {}, "--strategy mirrored"),
     ("reproduce.py", ["--only", "c000_1_net_222_identity"], {"KERAS_BACKEND": "jax"}, "KERAS_BACKEND=jax"),
 ])

@@ -38,7 +38,7 @@ MISFITS = {  # two_layer_net: 784 inputs, 10 softmax outputs, categorical cross-
 def test_data_that_does_not_fit_the_model_is_one_line_and_exit_2_not_a_failed_check(tmp_path, misfit, capsys):
     x, y, named = MISFITS[misfit]
     np.savez(tmp_path / "batch.npz", x=x, y=y)
-    code = script("compare_gradients").main(["--model", "two_layer_net", "--data", str(tmp_path / "batch.npz"),
+    code = script("check_gradients").main(["--model", "two_layer_net", "--data", str(tmp_path / "batch.npz"),
                                              "--out", str(tmp_path / "out")])
     one_line_exit_2(code, capsys, named)
     assert not (tmp_path / "out").exists()
@@ -47,7 +47,7 @@ def test_data_that_does_not_fit_the_model_is_one_line_and_exit_2_not_a_failed_ch
 def test_integer_labels_fit_a_sparse_cross_entropy(tmp_path):
     """The fit check refuses only what Keras would not take: integer labels under their own loss pass."""
     np.savez(tmp_path / "batch.npz", x=RNG.random((4, 784)), y=np.array([0, 1, 2, 3]))
-    assert script("compare_gradients").main(
+    assert script("check_gradients").main(
         ["--model", "two_layer_net", "--data", str(tmp_path / "batch.npz"), "--loss", "sparse_categorical_crossentropy",
          "--fd-entries", "2", "--directions", "1", "--out", str(tmp_path / "out")]) == 0
 
@@ -71,7 +71,7 @@ def test_a_users_builder_that_fails_is_named_by_its_own_file_and_line(tmp_path, 
     module = f"user_builder_{abs(hash(case))}"
     (tmp_path / f"{module}.py").write_text(source)
     monkeypatch.chdir(tmp_path)
-    code = script("compare_gradients").main(["--model", f"{module}:{function}", "--out", str(tmp_path / "out")])
+    code = script("check_gradients").main(["--model", f"{module}:{function}", "--out", str(tmp_path / "out")])
     line = one_line_exit_2(code, capsys, *named)
     assert f"{module}" in line and "backprop_suite" not in line
 
@@ -80,7 +80,7 @@ def test_a_users_builder_that_fails_is_named_by_its_own_file_and_line(tmp_path, 
 
 
 def test_a_batch_larger_than_the_digits_is_named_with_the_largest_that_fits(tmp_path, capsys):
-    code = script("compare_gradients").main(["--model", "mnist_cnn", "--batch-size", "100000",
+    code = script("check_gradients").main(["--model", "mnist_cnn", "--batch-size", "100000",
                                              "--out", str(tmp_path / "out")])
     one_line_exit_2(code, capsys, "--batch-size 100000", "at most 4000")
 
@@ -89,11 +89,11 @@ def test_a_batch_larger_than_the_digits_is_named_with_the_largest_that_fits(tmp_
 
 
 @pytest.mark.parametrize("script_name, args, named", [
-    ("compare_gradients.py", ["--model", "net_222", "--out", "/proc/gc"], "--out"),
+    ("check_gradients.py", ["--model", "net_222", "--out", "/proc/gc"], "--out"),
     ("train.py", ["c003_1_mnist_cnn_quick", "--save-weights", "/proc/x/w.weights.h5"], "--save-weights"),
     ("train.py", ["c003_1_mnist_cnn_quick", "--tensorboard", "{file}"], "--tensorboard"),
     ("train.py", ["c003_1_mnist_cnn_quick", "--save-weights", "{folder}.weights.h5"], "--save-weights"),
-    ("compare_gradients.py", ["--model", "{file}.keras", "--out", "{out}"], "not a Keras .keras archive"),
+    ("check_gradients.py", ["--model", "{file}.keras", "--out", "{out}"], "not a Keras .keras archive"),
 ])
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, script_name, args, named):
     (tmp_path / "a_file").write_text("text")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_child, sine_layer_source
 
-from backprop_suite.compare_gradients import gradient_batch
+from backprop_suite.check_gradients import gradient_batch
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.cross_backend import KNOWN_DIFFERENCES
@@ -21,7 +21,7 @@ from gradcheck.methods import dropout_masks_for
 from gradcheck.parameters import parameters
 from gradcheck.reference import reference_outputs
 
-SCRIPT = str(REPO_ROOT / "scripts" / "compare_gradients.py")
+SCRIPT = str(REPO_ROOT / "scripts" / "check_gradients.py")
 
 
 def zoo_batch(name, entry, model):
@@ -219,7 +219,7 @@ def test_cli_refuses_bad_arguments_in_one_line_before_anything_is_written(args, 
 
 def test_cli_registry_names_are_the_registry():
     """The script lists the registry's names itself, so that --help and bad arguments answer before Keras loads."""
-    spec = importlib.util.spec_from_file_location("compare_gradients_script", SCRIPT)
+    spec = importlib.util.spec_from_file_location("check_gradients_script", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert set(script.REGISTRY) == set(MODEL_BUILDERS)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backprop_suite.models.zoo import ZOO
-from gradcheck import check_gradients
+from gradcheck import Tolerances, check_gradients
 from gradcheck.check import random_batch
 from gradcheck.errors import InputError
 
@@ -29,6 +29,9 @@ def with_two_dropouts() -> keras.Sequential:
     ({"dtype": "float16"}, "dtype='float16' is not one of float64, float32"),
     ({"fd_entries": 0}, "fd_entries=0: give a positive whole number"),
     ({"seed": -1}, "seed=-1: give a whole number in [0, 2**32)"),
+    ({"tolerances": {"finite_differences": (1e-4, 1e-6)}}, "give a gradcheck.Tolerances"),
+    ({"tolerances": Tolerances(finite_differences=(1e-4,))}, "tolerances.finite_differences=(0.0001,): give (rtol"),
+    ({"tolerances": Tolerances(fd_step=0)}, "tolerances.fd_step=0: give a finite step > 0 (default 1e-06)"),
 ])
 def test_check_gradients_refuses_a_bad_argument_naming_it(options, named):
     model = with_two_dropouts()
@@ -187,3 +190,20 @@ def test_compiled_loss_weights_weigh_each_output_as_fit_does(loss_weights):
     assert report.data["three_way"]["tape_loss"] == pytest.approx(model.evaluate(x, y, verbose=0)[0], rel=1e-6)
     assert "loss 0.5·categorical_crossentropy + 3·mean_squared_error" in str(report) if isinstance(loss_weights, dict) \
         else "loss categorical_crossentropy + 0.25·mean_squared_error" in str(report)
+
+
+@pytest.mark.any_backend
+def test_tolerances_a_user_sets_are_the_ones_every_comparison_uses_and_the_report_records():
+    """The defaults pass this model; finite differences held to rtol 1e-13 with a step of 1e-3 (their truncation
+    error, ~h²·|L‴|/6, is far larger) fail at every layer, and the report records what was asked."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="tanh", name="hidden"),
+                              keras.layers.Dense(3, activation="softmax", name="head")], name="small")
+    x, y = random_batch(model, 6)
+    assert check_gradients(model, x, y, progress=False).passed
+    strict = Tolerances(finite_differences=(1e-13, 0.0), fd_step=1e-3, directional_step=1e-3)
+    report = check_gradients(model, x, y, progress=False, tolerances=strict)
+    assert not report.passed
+    assert {row["layer"] for row in report.failing_layers()} == {"hidden", "head"}
+    assert tuple(report.data["tolerances"]["finite_differences"]) == (1e-13, 0.0)
+    assert report.data["tolerances"]["fd_step"] == 1e-3

@@ -30,7 +30,7 @@ SCRIPTS = REPO_ROOT / "scripts"
     ("profile_step_ops.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--precisions", "float16"], "--precisions"),
     ("profile_step_ops.py", ["--batch-size", "4000"], "--batch-size 4000"),
-    ("compare_gradients.py", ["--model", "net_222", "--out", "{file}/x"], "--out"),
+    ("check_gradients.py", ["--model", "net_222", "--out", "{file}/x"], "--out"),
 ])
 def test_a_bad_argument_is_one_line_exit_2_and_writes_nothing(tmp_path, script, args, named):
     a_file = tmp_path / "a_file"
@@ -46,7 +46,7 @@ def test_a_bad_argument_is_one_line_exit_2_and_writes_nothing(tmp_path, script, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-ENTRY_POINTS = ("train.py", "reproduce.py", "compare_gradients.py", "check_distributed.py", "bench.py",
+ENTRY_POINTS = ("train.py", "reproduce.py", "check_gradients.py", "check_distributed.py", "bench.py",
                 "bench_gradcheck.py", "profile_manual_layers.py", "profile_step_ops.py")
 # A line of TensorFlow's C++ logging (I/W/E/F, then MMDD) or Abseil's note that precedes it.
 TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog", re.MULTILINE)
@@ -70,10 +70,10 @@ def test_help_answers_without_loading_tensorflow(script):
 def test_a_run_prints_no_tensorflow_log_line_unless_asked(tmp_path):
     """The default is quiet; TF_CPP_MIN_LOG_LEVEL=0 brings TensorFlow's lines back, so the probe can see them."""
     args = ["--model", "net_222", "--out", str(tmp_path / "check")]
-    quiet = run_script("compare_gradients.py", args, tmp_path)
+    quiet = run_script("check_gradients.py", args, tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-1500:]
     assert not TF_LOG_LINE.search(quiet.stderr), quiet.stderr[:1500]
-    loud = run_script("compare_gradients.py", args, tmp_path, TF_CPP_MIN_LOG_LEVEL="0")
+    loud = run_script("check_gradients.py", args, tmp_path, TF_CPP_MIN_LOG_LEVEL="0")
     assert loud.returncode == 0 and TF_LOG_LINE.search(loud.stderr), loud.stderr[:1500]
 
 

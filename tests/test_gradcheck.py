@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from backprop_suite.compare_gradients import compare_gradients
+from backprop_suite.check_gradients import check_model
 from backprop_suite.models import build_model
 from backprop_suite.models.net_222 import NET_222_PARAMETERS
 from backprop_suite.worked_examples.whole_batch_softmax import WholeBatchSoftmaxWithLoss
 from gradcheck.manual import conv, losses
 from gradcheck.manual import layers as manual
-from gradcheck.methods import TOLERANCES, FiniteDifferences, compare, directional_check, three_way_check
+from gradcheck.methods import DEFAULT_TOLERANCES, FiniteDifferences, compare, directional_check, three_way_check
 
 
 def cnn_batch(rng, n=2):
@@ -148,8 +148,8 @@ def test_mutation_sigmoid_derivative_missing_one_minus_y_fails(monkeypatch):
     assert failing_tensors(three_way_check(model, x, t, fd_entries=12)) == ["hidden/bias", "hidden/kernel"]
 
 
-def test_compare_gradients_writes_json_and_plot_and_prints_a_table(tmp_path, capsys):
-    assert compare_gradients("net_222", "float64", tmp_path / "net_222").passed
+def test_check_gradients_writes_json_and_plot_and_prints_a_table(tmp_path, capsys):
+    assert check_model("net_222", "float64", tmp_path / "net_222").passed
     printed = capsys.readouterr().out
     assert "hidden/kernel" in printed and "verdict: PASS" in printed
     report = json.loads((tmp_path / "net_222" / "gradcheck.json").read_text())
@@ -186,7 +186,7 @@ def test_a_small_kink_under_rounding_is_found_from_the_full_step():
     """Seen in the zoo's CIFAR convnet (weights of seed 350): one-sided slopes 6e-7 apart at a ReLU or max-pool kink,
     the tape on the right one. At steps h/10 and h/100 the loss's rounding moves the slopes by ~1e-7, so the jump was
     taken for noise and the check FAILED a right gradient; at h and h/10 it stands 20× out of the rounding."""
-    rtol, atol = TOLERANCES["vs_finite_differences"]
+    rtol, atol = DEFAULT_TOLERANCES.finite_differences
     kinked = FiniteDifferences(loss_with_a_small_kink_and_rounding(6e-7, 20), np.zeros(1))
     right_slope = 0.0028 + 6e-7
     assert abs(kinked.central((0,)) - right_slope) > atol + rtol * right_slope  # central differences disagree

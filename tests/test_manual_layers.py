@@ -14,9 +14,9 @@ from keras.src.applications import convnext, inception_resnet_v2
 from gradcheck.manual import conv, losses
 from gradcheck.manual import layers as manual
 from gradcheck.manual.table import MANUAL_LAYERS, Unsupported, manual_steps, weights_by_name
-from gradcheck.methods import TOLERANCES, central_differences, sample_indices
+from gradcheck.methods import DEFAULT_TOLERANCES, central_differences, sample_indices
 
-FD_RTOL, FD_ATOL = TOLERANCES["vs_finite_differences"]
+FD_RTOL, FD_ATOL = DEFAULT_TOLERANCES.finite_differences
 EXACT = {"rtol": 1e-12, "atol": 1e-14}  # two exact float64 computations of the same value
 L = keras.layers
 

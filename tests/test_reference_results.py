@@ -118,7 +118,7 @@ def test_a_variation_of_a_registry_check_never_overwrites_its_reference_report(t
     (results / "net_222").mkdir(parents=True)
     (results / "net_222" / "gradcheck.json").write_text("the reference")
     args = [a.replace("{npz}", str(npz)) for a in args]
-    assert script("compare_gradients").main(["--model", "net_222", "--results-dir", str(results),
+    assert script("check_gradients").main(["--model", "net_222", "--results-dir", str(results),
                                              "--fd-entries", "2", "--directions", "1", *args]) == 0
     assert sorted(p.name for p in results.iterdir()) == sorted(["net_222", folder.replace("{sha}", sha)])
     assert (results / "net_222" / "gradcheck.json").read_text() == "the reference"

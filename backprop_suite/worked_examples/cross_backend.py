@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from backprop_suite import artifacts
-from backprop_suite.compare_gradients import gradient_batch
+from backprop_suite.check_gradients import gradient_batch
 from backprop_suite.cross_backend import build_named, gradients_here, run_on_backend
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.result import WorkedResult

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from backprop_suite import artifacts
-from backprop_suite.compare_gradients import gradient_check_report
+from backprop_suite.check_gradients import gradient_check_report
 from backprop_suite.worked_examples.result import WorkedResult
 from gradcheck.gradient_report import GRADCHECK_CAPTION, format_table, plot_errors
 from gradcheck.manual import layers as manual

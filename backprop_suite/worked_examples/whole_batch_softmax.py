@@ -15,7 +15,7 @@ from backprop_suite.models import build_model
 from backprop_suite.worked_examples.result import WorkedResult
 from gradcheck.dtypes import with_dtype
 from gradcheck.manual.twin import ManualTwin
-from gradcheck.methods import TOLERANCES, central_differences, compare, sample_indices
+from gradcheck.methods import DEFAULT_TOLERANCES, central_differences, compare, sample_indices
 from gradcheck.parameters import parameters
 
 NOTE_TARGETS = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
@@ -37,7 +37,7 @@ class WholeBatchSoftmaxWithLoss:
 def consistency(twin: ManualTwin, x, t) -> tuple[bool, list[dict]]:
     """Does the twin's backward match central differences of its own forward, for every parameter?"""
     _, grads = twin.loss_and_gradients(x, t)
-    rtol, atol = TOLERANCES["vs_finite_differences"]
+    rtol, atol = DEFAULT_TOLERANCES.finite_differences
     rows = []
     for name, variable in parameters(twin.model).items():
         indices = sample_indices(variable.shape, 64, np.random.default_rng(0))

@@ -7,7 +7,8 @@ with a hand-derived formula where gradcheck/manual/ has one; a wrong one is name
 first use, so that `import gradcheck.errors` does not start Keras.
 """
 _API = {"check_gradients": "gradcheck.check", "assert_gradients": "gradcheck.check",
-        "random_batch": "gradcheck.check", "GradientReport": "gradcheck.gradient_report"}
+        "random_batch": "gradcheck.check", "GradientReport": "gradcheck.gradient_report",
+        "Tolerances": "gradcheck.methods"}
 __all__ = sorted(_API)
 
 

@@ -14,6 +14,8 @@ tensors no layer's check covers (or every tensor, given fd_entries), and random 
 which check the composition (the chain rule across layers, the loss and model.losses).
 """
 import contextlib
+import dataclasses
+import math
 import time
 
 import keras
@@ -28,7 +30,7 @@ from gradcheck.gradient_report import GradientReport
 from gradcheck.keras_graph import io_names, layer_graph
 from gradcheck.layer_check import check_layers
 from gradcheck.losses import NO_OUTPUT_LOSS, in_model_order, resolve_losses
-from gradcheck.methods import TOLERANCES, directional_check, float64_gradients, three_way_check
+from gradcheck.methods import DEFAULT_TOLERANCES, Tolerances, directional_check, float64_gradients, three_way_check
 from gradcheck.reference import as_list, masks_need_a_graph, penalty_terms, reference_outputs, takes_dropout_mask
 
 DTYPES = ("float64", "float32")
@@ -36,7 +38,8 @@ DTYPES = ("float64", "float32")
 
 def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_masks: dict | None = None,
                     training: bool = False, fd_entries: int | None = None, directions: int = 5, seed: int = 0,
-                    layers: bool = True, layer_entries: int = 2, progress: bool = True) -> GradientReport:
+                    layers: bool = True, layer_entries: int = 2, progress: bool = True,
+                    tolerances: Tolerances | None = None) -> GradientReport:
     """Compare the model's gradients of `loss` on the batch (x, y) three ways: layer by layer, per tensor and along
     directions.
 
@@ -55,10 +58,14 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
         parameters checked by finite differences, and by forward mode (along the first only where every layer's
         forward mode was checked alone).
     progress: show the layer-by-layer progress on stderr (on a terminal, after the first seconds).
+    tolerances: a Tolerances (rtol, atol of each comparison, the finite differences' steps); None: the defaults,
+        derived in methods.py, e.g. Tolerances(finite_differences=(1e-4, 1e-6), fd_step=1e-5) for a model whose
+        loss is noisier than float64 rounding.
     """
     start = time.perf_counter()
     x, y = in_model_order(model, x, "inputs", "x"), in_model_order(model, y, "outputs", "y")
     _validate(model, x, y, dtype, fd_entries, directions, seed, layer_entries)
+    tolerances = _validated_tolerances(tolerances)
     _validate_dropout_masks(model, dropout_masks, len(as_list(x)[0]))
     # One copy for both checks (each would make its own), and the model's own loss: Keras re-makes a copy's
     # compiled loss from its config, which loses options (Huber(delta=0.5) comes back with delta=1).
@@ -69,7 +76,7 @@ def check_gradients(model, x, y, loss=None, dtype: str = "float64", dropout_mask
                          "no loss to differentiate; pass loss=... (--loss NAME), or compile it with one")
     with float64_model(model, dtype) as (model64, cast_in_place_because):
         report = _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed,
-                        layer_entries if layers else None, progress)
+                        layer_entries if layers else None, progress, tolerances)
     report.data["cast_in_place"] = cast_in_place_because
     report.data["cost"]["seconds"] = round(time.perf_counter() - start, 2)
     report.data["cost"]["passes"] = round(report.data["cost"]["seconds"] /
@@ -106,17 +113,17 @@ def float64_model(model, dtype: str):
 
 
 def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entries, directions, seed,
-           layer_entries, progress) -> GradientReport:
+           layer_entries, progress, tolerances) -> GradientReport:
     computed = float64_gradients(model64, x, y, dropout_masks, seed, loss, training)  # for every check
     _refuse_a_loss_not_finite(model, computed.tape_loss)  # before any check spends time on it
     forward_backward = min(_seconds(computed.problem.tape) for _ in range(2))  # compiled, steady: the cost's unit
     layers = NOT_LAYER_BY_LAYER if layer_entries is None else check_layers(
-        model64, computed.problem.x, training, computed.dropout_masks, layer_entries, seed, progress)
+        model64, computed.problem.x, training, computed.dropout_masks, layer_entries, seed, progress, tolerances)
     fd_tensors = None if fd_entries is not None else \
         [name for name in computed.problem.params if name not in set(layers["covered"])]
     three_way = three_way_check(model64 if dtype == "float64" else model, x, y, dropout_masks, dtype=dtype,
                                 fd_entries=fd_entries or FD_ENTRIES, seed=seed, loss=loss, training=training,
-                                computed=computed, fd_tensors=fd_tensors)
+                                computed=computed, fd_tensors=fd_tensors, tolerances=tolerances)
     _refuse_a_loss_not_finite(model, three_way["tape_loss"])  # in `dtype`, where it differs from float64
     # Forward mode along one direction of the whole model where every layer's forward mode was checked alone: the
     # composition is checked along every direction by finite differences.
@@ -124,12 +131,12 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
     every_layer_forward = bool(checked) and all("jvp_vs_tape" in row["methods"] for row in checked)
     directional = directional_check(model64, x, y, dropout_masks, directions=directions, seed=seed, loss=loss,
                                     training=training, computed=computed,
-                                    forward_directions=1 if every_layer_forward else None)
+                                    forward_directions=1 if every_layer_forward else None, tolerances=tolerances)
     return GradientReport({
         "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
         "batch": {"size": len(as_list(x)[0])}, "dtype": dtype, "training": training,
-        "dropout_masks": three_way["dropout_masks"], "tolerances": TOLERANCES, "seed": seed,
+        "dropout_masks": three_way["dropout_masks"], "tolerances": dataclasses.asdict(tolerances), "seed": seed,
         "three_way": three_way, "directional": directional, "environment": environment(),
         "below_float64": parts_below_float64(model) if dtype == "float64" else [],
         "autodiff_not_the_derivative": autodiff_not_the_derivative(y, loss)
@@ -278,6 +285,27 @@ def _has_inputs(model) -> bool:
         return bool(model.inputs)
     except (AttributeError, ValueError):
         return False
+
+
+def _validated_tolerances(tolerances) -> Tolerances:
+    """The tolerances a check uses: the defaults for None; refused, naming the field, where a pair is not two finite
+    numbers >= 0 or a step is not a finite number > 0."""
+    if tolerances is None:
+        return DEFAULT_TOLERANCES
+    if not isinstance(tolerances, Tolerances):
+        raise InputError(f"tolerances={tolerances!r}: give a gradcheck.Tolerances, e.g. "
+                         "Tolerances(finite_differences=(1e-4, 1e-6)), or None for the defaults")
+    for field in dataclasses.fields(Tolerances):
+        value = getattr(tolerances, field.name)
+        if field.name.endswith("_step"):
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise InputError(f"tolerances.{field.name}={value!r}: give a finite step > 0 (default "
+                                 f"{getattr(DEFAULT_TOLERANCES, field.name)})")
+        elif not (isinstance(value, tuple) and len(value) == 2 and
+                  all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in value)):
+            raise InputError(f"tolerances.{field.name}={value!r}: give (rtol, atol), two finite numbers >= 0 "
+                             f"(default {getattr(DEFAULT_TOLERANCES, field.name)})")
+    return tolerances
 
 
 def _validate(model, x, y, dtype, fd_entries, directions, seed, layer_entries):

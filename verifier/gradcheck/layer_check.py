@@ -36,11 +36,11 @@ from gradcheck.keras_graph import Node, data_flow, layer_graph, masks_made_by_ke
 from gradcheck.manual.table import Unsupported, manual_steps, weights_by_name
 from gradcheck.manual.twin import FormulaError, followed_graph, formula_vjp
 from gradcheck.methods import (
-    FD_STEP,
+    DEFAULT_TOLERANCES,
     ROUNDING_MARGIN,
-    TOLERANCES,
     Comparison,
     FiniteDifferences,
+    Tolerances,
     compare,
     kink_layers,
     sample_indices,
@@ -184,7 +184,8 @@ class LocalProblem:
         return kinks.KinkProbe(points, self._kinked_at_point, lambda w: inputs_at(blocks_at(w)))
 
 
-def check_layer(call: LayerCall, training=False, dropout_masks=None, entries: int = 2, seed: int = 0) -> dict:
+def check_layer(call: LayerCall, training=False, dropout_masks=None, entries: int = 2, seed: int = 0,
+                tolerances: Tolerances = DEFAULT_TOLERANCES) -> dict:
     """One layer call checked alone (module docstring): its comparisons, verdict and the first failure, described."""
     start = time.perf_counter()
     rng = np.random.default_rng([seed, 2])
@@ -197,22 +198,24 @@ def check_layer(call: LayerCall, training=False, dropout_masks=None, entries: in
     _, tape = autodiff.value_and_gradients(problem.g, problem.point)
     tape = {name: ops.convert_to_numpy(grad) for name, grad in tape.items()}
     comparisons: list[Comparison] = []
-    rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
-    rtol_exact, atol_exact = TOLERANCES["manual_vs_tape/float64"]
+    rtol_fd, atol_fd = tolerances.finite_differences
+    rtol_exact, atol_exact = tolerances.exact
     directions = {name: rng.standard_normal(value.shape) for name, value in problem.point.items()}
     for name, value in problem.point.items():
         def moved_along(s, name=name):
             return problem.with_block(name, problem.point[name] + float(s) * directions[name])
         along = FiniteDifferences(lambda s, moved_along=moved_along: problem.moved(moved_along(s)), np.zeros(()),
-                                  FD_STEP, problem.kink_probe(moved_along))
+                                  tolerances.fd_step, problem.kink_probe(moved_along))
         comparisons.append(along.compare(f"{name} (along a random direction)", "tape_vs_finite_differences", [()],
                                          [float(np.sum(tape[name] * directions[name]))], rtol_fd, atol_fd))
         # Entries of each weight; of an input only where its direction met a kink (a max-pool's tie between ReLU
         # zeros), which one entry rarely sits on.
         if entries and (name in call.weights or comparisons[-1].kinks):
             indices = sample_indices(value.shape, entries, rng)
-            fd = FiniteDifferences(lambda w, name=name: problem.moved(problem.with_block(name, w)), value, FD_STEP,
-                                   problem.kink_probe(lambda w, name=name: problem.with_block(name, w)))
+            def with_entries(w, name=name):
+                return problem.with_block(name, w)
+            fd = FiniteDifferences(lambda w, with_entries=with_entries: problem.moved(with_entries(w)), value,
+                                   tolerances.fd_step, problem.kink_probe(with_entries))
             comparisons.append(fd.compare(name, "tape_vs_finite_differences", indices,
                                           [tape[name][i] for i in indices], rtol_fd, atol_fd))
     try:  # forward mode along all the directions at once: one forward, not one per block
@@ -333,7 +336,7 @@ def _duration(seconds: float) -> str:
 
 
 def check_layers(model, x, training=False, dropout_masks=None, entries: int = 2, seed: int = 0,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, tolerances: Tolerances = DEFAULT_TOLERANCES) -> dict:
     """Every layer call of the model checked alone (module docstring), in topological order: the rows, the verdict,
     the first failing layer, and which parameters the local checks covered (their weights' gradients checked against
     finite differences); {"available": False} for a subclassed model."""
@@ -346,7 +349,7 @@ def check_layers(model, x, training=False, dropout_masks=None, entries: int = 2,
     rows = []
     for done, call in enumerate(calls):
         shown.update(done, call.name)
-        rows.append(check_layer(call, training, dropout_masks, entries, seed))
+        rows.append(check_layer(call, training, dropout_masks, entries, seed, tolerances))
     shown.close()
     failed = [row for row in rows if not row["passed"]]
     covered = sorted({name for call, row in zip(calls, rows, strict=True) if row["checked"] for name in call.weights})

@@ -44,10 +44,31 @@ from gradcheck.manual.twin import FormulaError, ManualTwin, ManualUnavailable
 from gradcheck.parameters import parameters
 from gradcheck.reference import as_list, draw_dropout_masks, penalty_terms, reference_loss
 
-FD_STEP = 1e-6
 TINY = 1e-300  # floor of the relative error's denominator
-TOLERANCES = {"manual_vs_tape/float64": (1e-9, 1e-12), "manual_vs_tape/float32": (1e-3, 1e-6),
-              "vs_finite_differences": (1e-5, 1e-7)}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """What a check accepts, each an (rtol, atol) pair: a comparison passes where |a − b| <= atol + rtol·max(|a|, |b|)
+    at every entry. The defaults are derived in this module's docstring; check_gradients(tolerances=...) sets them.
+
+    exact: two exact derivatives in float64 (manual vs tape, forward vs reverse mode).
+    float32: manual vs tape in float32; atol is relative to the tensor's largest gradient.
+    finite_differences: the tape or manual gradient vs float64 central differences.
+    fd_step: the central differences' step h per entry; directional_step: along a unit direction of all parameters.
+    """
+    exact: tuple[float, float] = (1e-9, 1e-12)
+    float32: tuple[float, float] = (1e-3, 1e-6)
+    finite_differences: tuple[float, float] = (1e-5, 1e-7)
+    fd_step: float = 1e-6
+    directional_step: float = 1e-5
+
+    def manual_vs_tape(self, dtype: str) -> tuple[float, float]:
+        return self.exact if dtype == "float64" else self.float32
+
+
+DEFAULT_TOLERANCES = Tolerances()
+FD_STEP = DEFAULT_TOLERANCES.fd_step
 ONE_SIDED_TOLERANCE = (1e-3, 1e-5)  # one-sided slopes: truncation error h·|L''|/2
 # A kink's jump at steps h and h/10 must exceed 10·eps·|L|/(h/10): 100× a one-sided slope's rounding error at h.
 ROUNDING_MARGIN = 10
@@ -319,7 +340,8 @@ def float64_gradients(model, x, t, dropout_masks=None, seed=0, loss=None, traini
 
 
 def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries=32, seed=0, loss=None,
-                    training=False, computed: Float64Gradients | None = None, fd_tensors=None) -> dict:
+                    training=False, computed: Float64Gradients | None = None, fd_tensors=None,
+                    tolerances: Tolerances = DEFAULT_TOLERANCES) -> dict:
     """Manual vs tape (in `dtype`) and both vs float64 central differences, per weight tensor. Without a
     manual formula for every layer, tape vs central differences alone, and `manual` says what is missing.
     computed: the float64 gradients of this model and batch, where the caller has them. fd_tensors: the tensors
@@ -339,7 +361,7 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
         manual_loss, manual, manual_error = manual_gradients(twin, x_in, t_in, dropout_masks)
     comparisons = []
     for name in problem64.params:
-        rtol, atol = TOLERANCES[f"manual_vs_tape/{dtype}"]
+        rtol, atol = tolerances.manual_vs_tape(dtype)
         if dtype != "float64":
             atol *= float(np.abs(tape[name]).max(initial=0))
         if manual is not None:
@@ -347,10 +369,10 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
         if fd_tensors is not None and name not in fd_tensors:
             continue
         indices = sample_indices(problem64.point[name].shape, fd_entries, rng)
-        fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name],
+        fd = FiniteDifferences(problem64.loss_with(name), problem64.point[name], tolerances.fd_step,
                                kink_probe=problem64.kink_probe(lambda w, name=name: {name: w}))
         if dtype == "float64":
-            rtol, atol = TOLERANCES["vs_finite_differences"]  # else the float32 rtol, atol set above
+            rtol, atol = tolerances.finite_differences  # else the float32 rtol, atol set above
         for method, grads in (("manual", manual), ("tape", tape)):
             if grads is not None:
                 grad = grads[name]
@@ -365,9 +387,9 @@ def three_way_check(model, x, t, dropout_masks=None, dtype="float64", fd_entries
             "comparisons": [asdict(c) for c in comparisons]}
 
 
-def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, seed=0, loss=None,
+def directional_check(model, x, t, dropout_masks=None, directions=5, seed=0, loss=None,
                       training=False, computed: Float64Gradients | None = None,
-                      forward_directions: int | None = None) -> dict:
+                      forward_directions: int | None = None, tolerances: Tolerances = DEFAULT_TOLERANCES) -> dict:
     """Full coverage at the cost of a few forwards: for random unit directions v over all parameters,
     vᵀ∇L from the tape and the manual twin against (L(w + hv) − L(w − hv)) / 2h and against the
     forward-mode JVP. float64. computed: the float64 gradients of this model and batch, where the caller has them.
@@ -380,14 +402,14 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
                                             computed.manual)
     rows, on_kinks = [], []
     forward_mode = {"available": True, "method": autodiff.FORWARD_MODE.get(autodiff.BACKEND)}
-    rtol_fd, atol_fd = TOLERANCES["vs_finite_differences"]
+    rtol_fd, atol_fd = tolerances.finite_differences
     for k in range(directions):
         v = {name: rng.standard_normal(w.shape) for name, w in problem.point.items()}
         norm = np.sqrt(sum(np.sum(d**2) for d in v.values()))
         v = {name: d / norm for name, d in v.items()}
         def moved(s, v=v):
             return {n: problem.point[n] + float(s) * v[n] for n in v}
-        along = FiniteDifferences(lambda s: problem.loss_value(moved(s)), np.zeros(()), step,
+        along = FiniteDifferences(lambda s: problem.loss_value(moved(s)), np.zeros(()), tolerances.directional_step,
                                   kink_probe=problem.kink_probe(moved))
         row = {"tape": float(sum(np.sum(v[n] * tape[n]) for n in v)), "finite_differences": along.central(())}
         if forward_mode["available"] and (forward_directions is None or k < forward_directions):
@@ -403,7 +425,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
             row["kinks_crossed"] = along.kinks_crossed[()]
         rows.append(row)
         on_kinks.append(row["kink"])
-    rtol, atol = TOLERANCES["manual_vs_tape/float64"]
+    rtol, atol = tolerances.exact
     column = {key: [row[key] for row in rows if key in row] for key in rows[0]}
     checks = {"tape_vs_finite_differences": compare("all", "tape_vs_finite_differences", column["tape"],
                                                     column["finite_differences"], rtol_fd, atol_fd, on_kinks)}
@@ -417,7 +439,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, step=1e-5, 
     # Forward and reverse mode are exact derivatives of one function: a disagreement beyond float64 rounding but
     # within float32's says the model computes partly below float64, which finite differences meet as noise.
     jvp = checks.get("jvp_vs_tape")
-    below_float64 = jvp is not None and not jvp.passed and jvp.max_rel_error < TOLERANCES["manual_vs_tape/float32"][0]
+    below_float64 = jvp is not None and not jvp.passed and jvp.max_rel_error < DEFAULT_TOLERANCES.float32[0]
     return {"parameters": int(sum(w.size for w in problem.point.values())), "directions": rows,
             "manual": {"available": twin is not None, "missing": missing}, "forward_mode": forward_mode,
             "checks": {k: asdict(c) for k, c in checks.items()}, "passed": all(c.passed for c in checks.values()),

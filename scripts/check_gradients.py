@@ -99,9 +99,9 @@ def run(args, defaults: dict) -> int:
     backend = cli.select_backend(args.backend)
     out = validate(args, backend, defaults)
     cli.load_tensorflow_quietly()
-    from backprop_suite.compare_gradients import compare_gradients
+    from backprop_suite.check_gradients import check_model
 
-    report = compare_gradients(args.model, args.dtype, out, args.data, args.batch_size, args.fd_entries,
+    report = check_model(args.model, args.dtype, out, args.data, args.batch_size, args.fd_entries,
                                args.directions, args.seed, args.training, args.loss, args.imports)
     return 0 if report.passed else 1
 

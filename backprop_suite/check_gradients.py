@@ -1,4 +1,4 @@
-"""The compare_gradients command: check a registry model, a saved `.keras` model or a function's model.
+"""The check_gradients command: check a registry model, a saved `.keras` model or a function's model.
 
 Registry models are checked on real digits (or random data) at a generic point and their reports are the
 suite's reference results (results/<model>/); any other model writes only where --out says.
@@ -164,7 +164,7 @@ def load_npz(path: Path) -> tuple:
     return tuple(found)
 
 
-def compare_gradients(model_spec: str, dtype: str, out_dir: Path, data: Path | None = None, batch_size=8,
+def check_model(model_spec: str, dtype: str, out_dir: Path, data: Path | None = None, batch_size=8,
                       fd_entries=None, directions=5, seed=0, training=False, loss=None, imports=()) -> GradientReport:
     """Check the model, print the table, write gradcheck.json and gradcheck.png into out_dir."""
     if model_spec in MODEL_BUILDERS and data is None and not training and loss is None:
