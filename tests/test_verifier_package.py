@@ -24,11 +24,12 @@ def module_level_imports(path) -> set[str]:
     return names
 
 
-def test_the_verifier_loads_only_keras_numpy_and_itself_and_never_the_suite():
+def test_the_verifier_loads_only_keras_numpy_itself_and_the_backend_in_use_and_never_the_suite():
     sources = sorted((VERIFIER / "gradcheck").rglob("*.py"))
     assert len(sources) > 15
     for path in sources:
-        outside = module_level_imports(path) - STDLIB - {"keras", "numpy", "gradcheck"}
+        own_backend = {path.stem} if path.parent.name == "backends" else set()  # loaded only on that backend
+        outside = module_level_imports(path) - STDLIB - {"keras", "numpy", "gradcheck"} - own_backend
         assert not outside, (path.relative_to(REPO_ROOT), outside)
         every_import = {node.module or "" for node in ast.walk(ast.parse(path.read_text()))
                         if isinstance(node, ast.ImportFrom)} | {alias.name for node in ast.walk(ast.parse(
@@ -138,3 +139,19 @@ def test_keras_private_apis_are_named_in_one_module_checked_on_the_pinned_keras(
 
     pinned = re.search(r"^keras==(\S+)", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
     assert pinned in KERAS_VERSIONS_CHECKED, "a new Keras: check keras_internals.py's uses against it, then add it"
+
+
+def test_only_the_backend_adapters_name_a_backend():
+    """tensorflow, jax and torch are imported and named (as strings) in gradcheck/backends/ alone."""
+    names = {"tensorflow", "jax", "torch"}
+    adapters = VERIFIER / "gradcheck" / "backends"
+    assert {path.stem for path in adapters.glob("*.py")} == names | {"__init__"}
+    for path in sorted((VERIFIER / "gradcheck").rglob("*.py")):
+        if path.parent == adapters:
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names} | {(node.module or "").split(".")[0] for node in ast.walk(tree)
+                                                if isinstance(node, ast.ImportFrom) and node.level == 0}
+        named = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names}
+        assert not (imported | named) & names, (path.relative_to(REPO_ROOT), (imported | named) & names)

@@ -19,8 +19,8 @@ from backprop_suite.cross_backend import build_named, gradients_here, run_on_bac
 from backprop_suite.models.zoo import ZOO
 from backprop_suite.worked_examples.result import WorkedResult
 from gradcheck import autodiff
+from gradcheck.backends import TORCH_SAME_AVERAGE_POOLING
 from gradcheck.check import random_batch
-from gradcheck.manual.table import TORCH_SAME_AVERAGE_POOLING
 
 REFERENCE = "tensorflow"
 # Where Keras's own forward differs between backends: not a gradient error, the backends compute other functions.

@@ -133,7 +133,7 @@ def _check(model, model64, x, y, loss, dtype, dropout_masks, training, fd_entrie
                                     training=training, computed=computed,
                                     forward_directions=1 if every_layer_forward else None, tolerances=tolerances)
     return GradientReport({
-        "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.REVERSE_MODE[autodiff.BACKEND],
+        "model": model.name, "backend": autodiff.BACKEND, "reverse_mode": autodiff.reverse_mode(),
         "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
         "batch": {"size": len(as_list(x)[0])}, "dtype": dtype, "training": training,
         "dropout_masks": three_way["dropout_masks"], "tolerances": dataclasses.asdict(tolerances), "seed": seed,
@@ -190,15 +190,15 @@ def _tape_agrees_with_fd(three_way: dict, directional: dict) -> bool:
 
 def autodiff_not_the_derivative(y, losses) -> list[str]:
     """Where this backend's autodiff is known not to be the loss's derivative at these targets (a true finding about
-    the tape, not the model: autodiff.NOT_THE_DERIVATIVE), one line each."""
+    the tape, not the model: the backend adapter's NOT_THE_DERIVATIVE), one line each."""
     found = []
     for k, (targets, fn) in enumerate(zip(as_list(y), losses, strict=True)):
-        when = autodiff.NOT_THE_DERIVATIVE[autodiff.BACKEND].get(fn.name)
+        when = autodiff.not_the_derivative(fn.name)
         if when and fn.name == "categorical_crossentropy":
             sums = np.sum(np.asarray(targets, dtype=np.float64), axis=-1)
             if np.abs(sums - 1).max() > 1e-6:
                 found.append(f"output {k}: the targets of a categorical cross-entropy do not sum to 1 (rows sum to "
-                             f"{sums.min():.3g} to {sums.max():.3g}), and {autodiff.REVERSE_MODE[autodiff.BACKEND]} "
+                             f"{sums.min():.3g} to {sums.max():.3g}), and {autodiff.reverse_mode()} "
                              "disagrees with finite differences: where Keras computes this loss from the softmax's "
                              "logits, TensorFlow's registered gradient is softmax − t, not the derivative "
                              "softmax·Σt − t that the manual formula computes; normalise the targets, or give "

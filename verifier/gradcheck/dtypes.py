@@ -36,15 +36,9 @@ def _layers_computing_otherwise(model: keras.Model, dtype: str) -> list[str]:
 
 
 def parts_below_float64(model: keras.Model) -> list[str]:
-    """What the model computes in float32 even as a float64 model, by the backend's own kernels: on JAX, Keras's
-    MultiHeadAttention without dropout calls jax.nn.dot_product_attention, whose softmax runs in float32 whatever
-    its inputs' dtype (measured: the float64 check then fails by rounding alone; with dropout Keras computes the
-    softmax itself, in the model's dtype)."""
-    if autodiff.BACKEND != "jax":
-        return []
-    return [f"{layer.name} (MultiHeadAttention without dropout: jax.nn.dot_product_attention's float32 softmax)"
-            for layer in keras_internals.sublayers(model)
-            if isinstance(layer, keras.layers.MultiHeadAttention) and not layer.dropout]
+    """What the model computes in float32 even as a float64 model, by the backend's own kernels (backends/: on JAX,
+    MultiHeadAttention's softmax)."""
+    return autodiff.float32_parts(model)
 
 
 def checked_in(model: keras.Model, dtype: str) -> keras.Model:

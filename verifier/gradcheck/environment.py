@@ -10,13 +10,13 @@ def environment() -> dict:
     import keras
     import numpy
 
-    from gradcheck import autodiff
+    from gradcheck import autodiff, backends
 
     accelerators = autodiff.devices()
     return {
         "python": platform.python_version(),
         "keras_backend": autodiff.BACKEND,
-        **{package: _version(package) for package in ("tensorflow", "jax", "torch") if _version(package)},
+        **{package: _version(package) for package in backends.BACKENDS if _version(package)},
         "keras": keras.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),

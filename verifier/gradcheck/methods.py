@@ -401,7 +401,7 @@ def directional_check(model, x, t, dropout_masks=None, directions=5, seed=0, los
     problem, tape, twin, missing, manual = (computed.problem, computed.tape, computed.twin, computed.missing,
                                             computed.manual)
     rows, on_kinks = [], []
-    forward_mode = {"available": True, "method": autodiff.FORWARD_MODE.get(autodiff.BACKEND)}
+    forward_mode = {"available": True, "method": autodiff.forward_mode()}
     rtol_fd, atol_fd = tolerances.finite_differences
     for k in range(directions):
         v = {name: rng.standard_normal(w.shape) for name, w in problem.point.items()}

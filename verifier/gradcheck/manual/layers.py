@@ -12,10 +12,10 @@ Written in keras.ops with forward ops only (matmul, conv, where, pad, ...): neve
 gradient kernel, which would check the framework against itself (tests/test_manual_layers.py enforces this).
 `dout` is never modified in place.
 """
-import keras
 import numpy as np
 from keras import ops
 
+from gradcheck.backends import adapter
 from gradcheck.manual.step import Step
 
 
@@ -101,16 +101,15 @@ class Softmax(Step):
 
 
 # At a kink the derivative does not exist and each framework's autodiff takes a side of it; the formulas take the
-# backend's side, so that they agree with its autodiff there too (each measured in tests/test_manual_layers.py).
-# A leaky ReLU at 0: TensorFlow and PyTorch take the negative slope, JAX the slope 1 (jnp.where(x >= 0, ...)).
-# SELU at 0: TensorFlow takes the right slope (scale), JAX and PyTorch the left (scale·α). The other kinks here
+# backend's side (its adapter's RIGHT_SLOPE_AT_ZERO), so that they agree with its autodiff there too (each measured
+# in tests/test_manual_layers.py). A leaky ReLU at 0: TensorFlow and PyTorch take the negative slope, JAX the slope
+# 1. SELU at 0: TensorFlow takes the right slope (scale), JAX and PyTorch the left (scale·α). The other kinks here
 # (ReLU and ReLU6 at 0 and 6, ELU at 0) are the same on every backend.
-BACKENDS_TAKING_THE_RIGHT_SLOPE_AT_ZERO = {"leaky_relu": {"jax"}, "selu": {"tensorflow"}}
 
 
 def _positive(x, activation: str):
     """Where the activation takes its right-hand slope: x > 0, or x ≥ 0 on the backends that take it at 0."""
-    right_at_zero = keras.backend.backend() in BACKENDS_TAKING_THE_RIGHT_SLOPE_AT_ZERO.get(activation, ())
+    right_at_zero = activation in adapter().RIGHT_SLOPE_AT_ZERO
     return ops.greater_equal(x, 0) if right_at_zero else ops.greater(x, 0)
 
 
@@ -470,9 +469,8 @@ class Multiply(_Merge):
 
 
 # A tie between Maximum's (or Minimum's) inputs has no derivative; TensorFlow gives the whole gradient to the first
-# input, JAX and PyTorch half to each (measured in tests/test_manual_layers.py). Ties are common: two ReLU branches
-# that are both 0.
-FIRST_INPUTS_SHARE_OF_A_TIE = {"tensorflow": 1.0, "jax": 0.5, "torch": 0.5}
+# input, JAX and PyTorch half to each (the adapter's FIRST_INPUTS_SHARE_OF_A_TIE, measured in
+# tests/test_manual_layers.py). Ties are common: two ReLU branches that are both 0.
 
 
 class Maximum(_Merge):
@@ -489,7 +487,7 @@ class Maximum(_Merge):
         return y
 
     def _backward(self, dout):
-        tie = FIRST_INPUTS_SHARE_OF_A_TIE[keras.backend.backend()]
+        tie = adapter().FIRST_INPUTS_SHARE_OF_A_TIE
         grads = []
         for left, right in reversed(self.pairs):  # the last pair first: its left side is the running result
             share = ops.where(self.wins(left, right), 1.0, ops.where(ops.equal(left, right), tie, 0.0))

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from gradcheck import keras_internals
+from gradcheck.backends import adapter
 from gradcheck.keras_graph import mask_arguments
 from gradcheck.manual import attention, conv, layers, normalization, recurrent, wrappers
 
@@ -184,13 +185,12 @@ def _pooling(manual_class):
 # Where Keras's own forward differs by backend, the layer computes another function there, so it gets no formula
 # rather than one for a different function. The formulas are TensorFlow's (and JAX's). worked_examples/cross_backend.py
 # names the zoo models this reaches.
-TORCH_SAME_AVERAGE_POOLING = ("Keras's PyTorch backend pads 'same' average pooling evenly, so the edge windows "
-                              "average other entries than on TensorFlow and JAX (keras-team/keras#18452)")
 
 
 def _average_pooling(layer, training):
-    _require(not (keras.backend.backend() == "torch" and layer.padding == "same"),
-             f"padding='same' on the torch backend: {TORCH_SAME_AVERAGE_POOLING}")
+    differs = adapter().SAME_AVERAGE_POOLING
+    _require(not (differs and layer.padding == "same"), f"padding='same' on the {keras.backend.backend()} backend: "
+             f"{differs}")
     return _pooling(conv.AveragePooling2D)(layer, training)
 
 
