@@ -16,7 +16,7 @@
   first allocations), so a `fit` call's fixed cost is counted once per epoch, as in training.
 - Side by side: each round runs every configuration once, in turn, so a slow moment on the shared
   machine hits them all; ratios are taken within a round, and the median over rounds reported (for
-  HEADLINE_RATIOS, the ratios issue 13 set goals for, their range over the rounds too).
+  HEADLINE_RATIOS, the ratios with goals (docs/benchmarks.md), their range over the rounds too).
 - Peak memory: each configuration in its own process, which loads the data, resets the kernel's
   peak-RSS counter, then builds and trains: the peak while training, and its rise over the start.
 """
@@ -447,7 +447,7 @@ def verifier_costs(names, measured=lambda costs: None) -> dict:
     return costs
 
 
-# The ratios issue 13 set goals for: (name, numerator config, denominator config, what the ratio is of, goal).
+# The ratios with goals (docs/benchmarks.md): (name, numerator config, denominator config, what the ratio is of, goal).
 # Speeds are samples/s; "time" ratios invert them. Each is taken within a round.
 HEADLINE_RATIOS = (
     ("suite path ÷ tape step, speed", "train_py", "tape_step", "speed", "≥ 0.95 at batch 128"),

@@ -123,7 +123,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.rows.append({"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_COLUMNS[1:]}})
         weights_name = f"epoch-{epoch + 1:04d}.weights.npz"
         with atomic_path(self.state_dir / weights_name) as tmp, open(tmp, "wb") as stream:
-            # NumPy's own format: 3× faster here than Keras's save_weights (.h5), 2-3 % of a short epoch (issue 13)
+            # NumPy's own format: 3× faster here than Keras's save_weights (.h5) (docs/benchmarks.md)
             np.savez(stream, *(keras.ops.convert_to_numpy(v) for v in saved_variables(self.model)))
         # The epoch before is the one this run stands on, not what state.json says: after a cluster's rollback
         # state.json still names the epoch being redone, which must not become its own "previous".

@@ -1,6 +1,6 @@
 """Where a compiled training step spends its time, op by op, from TensorFlow's own profiler trace.
 
-Issue 13 asks the suite's training path to reach 60 % of the float32 matmul limit; the bench finds the
+The benchmark's goal is a training path at 60 % of the float32 matmul limit (docs/benchmarks.md); the bench finds the
 compiled GradientTape step itself at ~45 %. This module answers why: it traces calls of a step with
 `tf.profiler`, reads each op's duration from the trace (XPlane), and sorts the ops into the products that
 the limit counts (Conv2D and MatMul, forward and both backward ones, as oneDNN runs them) and everything else

@@ -32,7 +32,7 @@ def in_memory_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
     These pipelines only slice arrays already in memory, so autotuning has nothing to tune, and its thread
     costs time: destroying an autotuned iterator waits for that thread's next wake-up (up to about 0.5 s on
     TF 2.21, in `~RootDataset::Iterator`), and Keras destroys the validation iterator after every epoch,
-    which cost 10-40 % of an epoch of the C003-1 CNN on mnist-5k, at random (issue 13).
+    which cost a large, random share of a short epoch of the C003-1 CNN (docs/benchmarks.md).
     """
     options = tf.data.Options()
     options.autotune.enabled = False

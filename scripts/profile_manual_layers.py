@@ -1,4 +1,4 @@
-"""Which manual formula makes the manual-backprop step slower than the tape on this CPU (issue 13, item 4)?
+"""Which manual formula makes the manual-backprop step slower than the tape on this CPU?
 
 For each layer of the C003-1 CNN, as the step trains it (float32, the layer's own input shape at the batch
 size): the compiled manual forward + backward (verifier/gradcheck/manual/) against the compiled tape of the Keras

@@ -1,4 +1,4 @@
-"""Where the compiled GradientTape step of the C003-1 CNN spends its time, op by op (issue 13): how close each
+"""Where the compiled GradientTape step of the C003-1 CNN spends its time, op by op: how close each
 convolution and matrix product comes to the float32 matmul limit, what the other ops cost, and the ceiling
 on the step's share of the limit if those others took no time at all.
 

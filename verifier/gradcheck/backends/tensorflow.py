@@ -44,8 +44,8 @@ def once(fn):
 
 
 def value_and_gradients(fn, values: dict, compile: bool, compiled_once):
-    """By tape; compiled whole (once per fn) when asked: a model's forward and backward, 0.8 s compiled against 3 s
-    eager for ResNet50 in float64."""
+    """By tape; compiled whole (once per fn) when asked: a large model's forward and backward runs several times
+    faster compiled (docs/benchmarks.md)."""
     return (compiled_once(_tape_of, fn) if compile else _tape_of(fn))(values)
 
 
@@ -59,8 +59,8 @@ def _tape_of(fn):
 
 
 def jvp(fn, point: dict, tangent: dict, compiled_once):
-    """Eager: the ForwardAccumulator cannot pass a recurrent layer's while_loop inside a tf.function, and tracing
-    costs more than a check's few calls save (ResNet50: 8.3 s to trace, then 0.8 s a call, against 3 s eager)."""
+    """Eager: the ForwardAccumulator cannot pass a recurrent layer's while_loop inside a tf.function, and tracing a
+    large model costs more than a check's few calls save."""
     with tf.autodiff.ForwardAccumulator(list(point.values()), [tangent[n] for n in point]) as accumulator:
         value = fn(point)
     return value, accumulator.jvp(value, unconnected_gradients=tf.UnconnectedGradients.ZERO)

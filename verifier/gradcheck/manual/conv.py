@@ -104,9 +104,9 @@ def kernel_gradient_by_shifted_rows(xp, dout, kernel_size, strides, dilation):
         for a in range(kernel_size[0])])
 
 
-# Formulations of the kernel gradient; which is faster depends on the CPU and the shapes (C003-1's conv2 at batch 128
-# on a 2-core AMD EPYC: shifted rows 6.3 ms, window products 6.9, batch as channels 10.4; another machine had the
-# convolution fastest). Conv2D.choose_fastest times those that apply to the layer; the first is the default.
+# Formulations of the kernel gradient; which is faster depends on the CPU and the shapes (docs/benchmarks.md and
+# results/manual_layer_profile.json give measured times). Conv2D.choose_fastest times those that apply to the layer;
+# the first is the default.
 KERNEL_GRADIENTS = {"window_products": kernel_gradient_by_window_products,
                     "batch_as_channels": kernel_gradient_by_batch_as_channels,
                     "shifted_rows": kernel_gradient_by_shifted_rows}
@@ -305,10 +305,8 @@ class MaxPooling2D(_Pooling):
     2×2 pool) are a 6-D view of it, (N, H/p_h, p_h, W/p_w, p_w, C), a reshape and no copy: y is the framework's
     max_pool, the first maximum of each window takes the gradient as a 0/1 factor, and the gradient returns
     through the same reshape. Any other pool (overlapping, strided, same-padded) routes window position by
-    window position: a strided slice, a first-max mask and a padded copy each. On the CNN's 2×2 pool at batch
-    128, forward and backward compiled on two threads, the view takes 3.2–3.5 ms, windows regrouped onto one
-    axis by transposes took 3.7–4.2, and window by window 20 (TensorFlow's MaxPool and fused MaxPoolGrad:
-    1.5–1.8; results/manual_layer_profile.json has the committed per-layer profile)."""
+    window position: a strided slice, a first-max mask and a padded copy each. The view is the faster on the CNN's
+    2×2 pool, several times faster than window by window (results/manual_layer_profile.json)."""
 
     def forward(self, x):
         self.tiled = self.padding == "valid" and self.pool == self.strides
