@@ -15,6 +15,7 @@ import numpy as np
 from backprop_suite.datasets import load_dataset, read_npz, to_model_inputs
 from backprop_suite.models import MODEL_BUILDERS, build_model
 from backprop_suite.models.net_222 import NET_222_PARAMETERS
+from backprop_suite.provenance import environment
 from gradcheck.check import check_gradients, random_batch
 from gradcheck.errors import InputError
 from gradcheck.gradient_report import GradientReport
@@ -70,7 +71,8 @@ def gradient_check_report(model_name: str, dtype: str, batch_size=8, fd_entries=
     x, t, masks, data = gradient_batch(model, batch_size, rng)
     report = check_gradients(model, x, t, dtype=dtype, dropout_masks=masks or None, fd_entries=fd_entries,
                              directions=directions, seed=seed).data
-    report.update(model=model_name, batch={"size": batch_size, **data}, point=CHECK_POINT)
+    # The suite's record of the machine: the verifier's, with the revision of the code that made it.
+    report.update(model=model_name, batch={"size": batch_size, **data}, point=CHECK_POINT, environment=environment())
     return report
 
 
@@ -165,7 +167,7 @@ def load_npz(path: Path) -> tuple:
 
 
 def check_model(model_spec: str, dtype: str, out_dir: Path, data: Path | None = None, batch_size=8,
-                      fd_entries=None, directions=5, seed=0, training=False, loss=None, imports=()) -> GradientReport:
+                fd_entries=None, directions=5, seed=0, training=False, loss=None, imports=()) -> GradientReport:
     """Check the model, print the table, write gradcheck.json and gradcheck.png into out_dir."""
     if model_spec in MODEL_BUILDERS and data is None and not training and loss is None:
         report = GradientReport(gradient_check_report(model_spec, dtype, batch_size, fd_entries, directions, seed))
