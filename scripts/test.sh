@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tests: set up if needed, then pytest. Arguments go to pytest (e.g. -m slow, -k loader).
+# Tests: set up if needed, then pytest. Without arguments, the everyday tier (about 5 minutes on 2 cores);
+# --all runs every test, the ones marked full too (CI). Other arguments go to pytest (-k loader, -x, -m slow).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup.sh"
