@@ -1,4 +1,9 @@
-"""Keras definitions of the notes' models, and the registry that scripts and tests build them from."""
+"""Keras definitions of the notes' models, and the registry that scripts and tests build them from.
+
+This folder is the package `backprop_suite.models`: pyproject.toml's [tool.setuptools.package-dir] maps it there
+(a distribution must not claim the generic top-level name `models`), so the suite imports
+`from backprop_suite.models import build_model` and these modules import one another the same way.
+"""
 import inspect
 
 from backprop_suite.models.mlp import build_deep_mlp, build_two_layer_net
