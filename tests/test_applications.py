@@ -13,6 +13,8 @@ import pytest
 
 from gradcheck import autodiff, check_gradients
 
+pytestmark = pytest.mark.full  # keras.applications architectures, 20-30 s each: scripts/test.sh --all
+
 ARCHITECTURES = {  # name: input size
     "MobileNetV3Small": 32, "EfficientNetB0": 32,  # the default run
     "ResNet50": 32, "ResNet50V2": 32, "DenseNet121": 32, "VGG16": 32, "Xception": 71, "InceptionV3": 75,

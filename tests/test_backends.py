@@ -54,6 +54,7 @@ def test_float64_stays_float64_on_this_backend():
     assert float(keras.ops.convert_to_numpy(mean)) == float(np.mean(values))
 
 
+@pytest.mark.full  # every backend in child processes (20-45 s)
 def test_every_backend_gives_tensorflows_gradients_but_where_keras_computes_another_forward():
     report = cross_backend_agreement(models=("two_layer_net", "pooling_and_reshaping"), batch_size=2)
     rows = {(r["model"], r["backend"]): r for r in report.details["rows"]}
@@ -86,6 +87,7 @@ def test_a_gradient_zero_by_symmetry_is_rounding_noise_not_a_difference_but_a_sm
     assert row["autodiff"] == pytest.approx(1e-3)
 
 
+@pytest.mark.full  # every backend in child processes (20-45 s)
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_train_py_on_another_backend_is_a_variation_recorded_as_such(tmp_path, backend):
     spec = tiny_spec(tmp_path, epochs=1, batch_size=128)
@@ -127,6 +129,7 @@ def test_a_backend_the_script_cannot_use_is_one_line_exit_2(tmp_path, script, ar
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.full  # every backend in child processes (20-45 s)
 def test_the_bench_times_the_suites_training_path_on_every_backend_in_the_same_rounds():
     from backprop_suite import bench
 
@@ -137,6 +140,7 @@ def test_the_bench_times_the_suites_training_path_on_every_backend_in_the_same_r
     assert set(rounds) == set(configs) and all(len(v) == 2 and min(v) > 0 for v in rounds.values())
 
 
+@pytest.mark.full  # every backend in child processes (20-45 s)
 def test_one_spec_trained_on_two_backends_gives_each_runs_metrics_and_curves_side_by_side(tmp_path):
     from backprop_suite.worked_examples.cross_backend_training import cross_backend_training
 

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_child, tiny_spec
 
+pytestmark = pytest.mark.full  # worker processes, 15-60 s each: scripts/test.sh --all
+
 TRAIN = str(REPO_ROOT / "scripts" / "train.py")
 CHECK = str(REPO_ROOT / "scripts" / "check_distributed.py")
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BACKPROP_SUITE_OFFLINE": "1"}
@@ -99,7 +101,8 @@ def finish(workers, timeout) -> list[int]:
         except subprocess.TimeoutExpired:
             for other, _ in workers:
                 other.kill()
-            pytest.fail(f"a worker was still running after {timeout} s: it hangs")
+            pytest.fail(f"a worker was still running after {timeout} s, its safety limit, far above its usual time "
+                        "(15-60 s): it hangs, or this machine is much slower or busier than usual", pytrace=False)
         finally:
             log.close()
     return codes
@@ -233,8 +236,14 @@ def launch_alone(tmp_path, *extra):
 def test_a_worker_whose_peer_never_starts_says_so_while_waiting_and_gives_up_after_its_timeout(tmp_path):
     process = launch_alone(tmp_path, "--peer-timeout", "12")
     start = time.monotonic()
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and time.monotonic() - start < 60
+    try:
+        out, err = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("a worker told to wait 12 s for its peer was still running after 300 s: it does not give up",
+                    pytrace=False)
+    waited = time.monotonic() - start
+    assert process.returncode == 2 and waited < 150, f"it gave up after {waited:.0f} s, not about 12 s"
     assert "[cluster] waiting for worker 1 at 127.0.0.1:" in out
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: a worker of the cluster failed or cannot be reached (no cluster after")
@@ -247,8 +256,9 @@ def test_a_waiting_worker_ends_at_once_on_sigterm_or_ctrl_c(tmp_path, stop):
     assert process.stdout.readline().startswith("[cluster] waiting for worker 1")  # it is waiting now
     process.send_signal(stop)
     try:
-        _, err = process.communicate(timeout=15)
+        _, err = process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()
-        pytest.fail(f"{stop.name} did not end a worker waiting for its cluster")
+        pytest.fail(f"{stop.name} did not end a worker waiting for its cluster within 120 s (it ends in about a "
+                    "second)", pytrace=False)
     assert process.returncode == 128 + stop and f"stopped by {stop.name}" in err

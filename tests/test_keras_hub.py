@@ -8,6 +8,8 @@ import pytest
 
 from gradcheck import check_gradients
 
+pytestmark = pytest.mark.full  # keras-hub backbones: scripts/test.sh --all
+
 SEQUENCE, VOCABULARY = 6, 30
 TINY = {"num_layers": 1, "num_heads": 2, "hidden_dim": 8}
 

@@ -10,7 +10,8 @@ from keras import layers, ops
 from gradcheck import autodiff, check_gradients
 from gradcheck.manual.layers import Add, Maximum, Multiply, Subtract
 
-pytestmark = pytest.mark.any_backend
+# keras-io's examples as their authors wrote them: scripts/test.sh --all
+pytestmark = [pytest.mark.any_backend, pytest.mark.full]
 
 
 def generic_biases(model, rng):

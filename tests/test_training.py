@@ -80,6 +80,7 @@ def run_train_script(*args, **kwargs):
                      timeout=600, **kwargs)
 
 
+@pytest.mark.full  # a killed and resumed run (30 s)
 def test_killed_run_resumes_to_the_history_of_an_uninterrupted_run(tmp_path):
     # The CNN has dropout: an exact match needs the optimizer state and the dropout RNG state restored too.
     spec = tiny_spec(tmp_path, "cnn", model='name = "mnist_cnn"', epochs=4, batch_size=128, learning_rate=0.001)

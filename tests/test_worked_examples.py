@@ -110,6 +110,7 @@ def test_c003_2_logistic_regression_gradient_and_training(tmp_path):
     assert record["metrics"]["mnist_cost_first_over_last"] > 5  # the learning curve falls
 
 
+@pytest.mark.full  # training runs (10-20 s)
 def test_c003_3_l1_leaves_several_times_more_near_zero_weights_than_l2_at_equal_accuracy(tmp_path):
     metrics = run_worked_example(load_spec("c003_3_l1_vs_l2"), tmp_path)["metrics"]
     assert metrics["l1_near_zero_0.001"] >= 5 * metrics["l2_near_zero_0.001"]
@@ -117,6 +118,7 @@ def test_c003_3_l1_leaves_several_times_more_near_zero_weights_than_l2_at_equal_
     assert matplotlib.image.imread(tmp_path / "c003_3_l1_vs_l2" / "l1_vs_l2.png").ndim == 3
 
 
+@pytest.mark.full  # training runs (10-20 s)
 def test_c003_6_sigmoid_gradients_vanish_at_depth_20_and_large_relu_weights_explode(tmp_path):
     metrics = run_worked_example(load_spec("c003_6_vanishing_gradients"), tmp_path)["metrics"]
     assert metrics["sigmoid_first_over_last_depth20"] <= 1 / 100

@@ -14,6 +14,7 @@ from backprop_suite import artifacts
 from backprop_suite.models import build_model
 from backprop_suite.worked_examples.result import WorkedResult
 from gradcheck.dtypes import with_dtype
+from gradcheck.manual.step import ScalarStep
 from gradcheck.manual.twin import ManualTwin
 from gradcheck.methods import DEFAULT_TOLERANCES, central_differences, compare, sample_indices
 from gradcheck.parameters import parameters
@@ -22,7 +23,7 @@ NOTE_TARGETS = [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
 NOTE_LOSS = 2.1972294090761904
 
 
-class WholeBatchSoftmaxWithLoss:
+class WholeBatchSoftmaxWithLoss(ScalarStep):
     """The note's SoftmaxWithLoss as it ran: softmax over all N·K logits at once, backward (y − t)/N."""
 
     def forward(self, u, t):
