@@ -17,6 +17,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CLAIMS_FILE = REPO_ROOT.parent / "shared" / "CLAIMS.md"  # the original of experiments/CLAIMS.md
 
 
+def tiered(cases, *, everyday=None, long=()) -> list:
+    """Parametrize `cases` (names, or a dict's keys) for the two tiers: those in `long`, and those not in `everyday`
+    where it is given, are marked full (scripts/test.sh --all runs them; the everyday tier leaves them out)."""
+    names = list(cases)
+    unknown = (set(everyday or ()) | set(long)) - set(names)
+    assert not unknown, f"not among the cases: {sorted(map(str, unknown))}"
+    is_long = {name: name in long or (everyday is not None and name not in everyday) for name in names}
+    return [pytest.param(name, marks=pytest.mark.full) if is_long[name] else name for name in names]
+
+
 def pytest_addoption(parser):
     parser.addoption("--all", action="store_true", dest="all_tiers",
                      help="run every test, the tests marked full too (about 40 minutes on 2 cores); without it the "

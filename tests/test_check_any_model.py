@@ -6,7 +6,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_child, sine_layer_source
+from conftest import REPO_ROOT, run_child, sine_layer_source, tiered
 
 from backprop_suite.check_gradients import gradient_batch
 from backprop_suite.models import MODEL_BUILDERS, build_model
@@ -32,7 +32,8 @@ def zoo_batch(name, entry, model):
 
 
 @pytest.mark.any_backend
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", tiered(ZOO, everyday=("simple_conv_net", "resnet_block", "subclassed_mlp",
+                                                         "two_inputs_two_outputs")))
 def test_every_zoo_model_passes_the_full_check(name):
     keras.utils.set_random_seed(0)
     entry = ZOO[name]
@@ -137,7 +138,7 @@ def test_the_check_never_changes_the_model_its_moving_statistics_or_seed_state(n
 
 
 @pytest.mark.any_backend
-@pytest.mark.parametrize("seed", [0, 1, 16, 31])
+@pytest.mark.parametrize("seed", tiered([0, 1, 16, 31], everyday=(0,)))
 def test_kinks_are_found_without_looking_inside_the_model(seed):
     """At Keras's zero biases, blank 3×3 patches of digits put conv pre-activations exactly on ReLU's kink: the
     generic check flags those finite-difference entries as kinks instead of failing them. The seeds are ones where
@@ -174,6 +175,7 @@ model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="t
 model.compile(loss="categorical_crossentropy", optimizer="adam")
 model.save("user_model.keras")
 """
+@pytest.mark.full  # 10-25 s
 @pytest.mark.parametrize("broken, exit_code, verdict", [(False, 0, True), (True, 1, False)])
 def test_cli_checks_a_model_saved_by_a_users_own_script(tmp_path, broken, exit_code, verdict):
     (tmp_path / "mylayers.py").write_text(sine_layer_source("mylayers"))
@@ -324,6 +326,7 @@ def test_a_model_computing_partly_in_float32_fails_with_the_reason_and_no_noise_
         assert "part of the model most likely computes below float64" in str(report)
 
 
+@pytest.mark.full  # 10-25 s
 @pytest.mark.any_backend
 def test_layers_wrapping_another_are_copied_to_float64_with_it():
     """Bidirectional and TimeDistributed carry their inner layer's config, dtype included: copied with the outer

@@ -11,10 +11,16 @@ from conftest import REPO_ROOT, run_child, wheel_of
 SCRIPTS = REPO_ROOT / "scripts"
 
 
+# Refused after TensorFlow loads (5-13 s each): scripts/test.sh --all runs them.
+LOADS_TENSORFLOW = pytest.mark.full
+
+
 @pytest.mark.parametrize("script, args, named", [
-    ("train.py", ["c003_1_mnist_cnn_quick", "--strategy", "mirrored", "--cpu-devices", "0"], "--cpu-devices"),
+    pytest.param("train.py", ["c003_1_mnist_cnn_quick", "--strategy", "mirrored", "--cpu-devices", "0"],
+                 "--cpu-devices", marks=LOADS_TENSORFLOW),
     ("train.py", ["c003_1_mnist_cnn_quick", "--peer-timeout", "-1"], "--peer-timeout"),
-    ("train.py", ["c003_1_mnist_cnn_quick", "--results-dir", "{file}"], "--results-dir"),
+    pytest.param("train.py", ["c003_1_mnist_cnn_quick", "--results-dir", "{file}"], "--results-dir",
+                 marks=LOADS_TENSORFLOW),
     ("train.py", ["c003_1_mnist_cnn_quick", "--save-weights", "x.h5"], "--save-weights"),
     ("train.py", ["c000_1_net_222_identity"], "worked example"),
     ("reproduce.py", ["--only", "nope"], "unknown experiment 'nope'"),
@@ -23,13 +29,14 @@ SCRIPTS = REPO_ROOT / "scripts"
     ("check_distributed.py", ["--models", "nope"], "--models"),
     ("bench.py", ["--rounds", "0"], "--rounds"),
     ("bench.py", ["--out", "{file}/bench.json"], "--out"),
-    ("bench.py", ["--batch-sizes", "32", "100000"], "--batch-sizes 100000"),
-    ("bench_gradcheck.py", ["--out", "{file}/bench.json"], "--out"),
-    ("bench_gradcheck.py", ["--models", "zoo,ResNet5O"], "--models: ResNet5O is not a benchmarked model"),
+    pytest.param("bench.py", ["--batch-sizes", "32", "100000"], "--batch-sizes 100000", marks=LOADS_TENSORFLOW),
+    pytest.param("bench_gradcheck.py", ["--out", "{file}/bench.json"], "--out", marks=LOADS_TENSORFLOW),
+    pytest.param("bench_gradcheck.py", ["--models", "zoo,ResNet5O"], "--models: ResNet5O is not a benchmarked model",
+                 marks=LOADS_TENSORFLOW),
     ("profile_manual_layers.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--out", "{file}/profile.json"], "--out"),
     ("profile_step_ops.py", ["--precisions", "float16"], "--precisions"),
-    ("profile_step_ops.py", ["--batch-size", "4000"], "--batch-size 4000"),
+    pytest.param("profile_step_ops.py", ["--batch-size", "4000"], "--batch-size 4000", marks=LOADS_TENSORFLOW),
     ("check_gradients.py", ["--model", "net_222", "--out", "{file}/x"], "--out"),
 ])
 def test_a_bad_argument_is_one_line_exit_2_and_writes_nothing(tmp_path, script, args, named):
@@ -67,6 +74,7 @@ def test_help_answers_without_loading_tensorflow(script):
     assert "usage:" in done.stdout and done.stdout.strip().endswith("LOADED False"), done.stdout[-500:]
 
 
+@pytest.mark.full  # training runs
 def test_a_run_prints_no_tensorflow_log_line_unless_asked(tmp_path):
     """The default is quiet; TF_CPP_MIN_LOG_LEVEL=0 brings TensorFlow's lines back, so the probe can see them."""
     args = ["--model", "net_222", "--out", str(tmp_path / "check")]
@@ -77,6 +85,7 @@ def test_a_run_prints_no_tensorflow_log_line_unless_asked(tmp_path):
     assert loud.returncode == 0 and TF_LOG_LINE.search(loud.stderr), loud.stderr[:1500]
 
 
+@pytest.mark.full  # training runs
 def test_train_overrides_make_a_recorded_variation_and_leave_the_spec_results_alone(tmp_path):
     """--epochs/--batch-size/--learning-rate/--dataset: a run of another setting, in its own folder, verdict
     'measured only' (the spec's expectations are for the spec's settings), and a TensorBoard log on request."""

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiered
 from keras.src.applications import convnext, inception_resnet_v2
 
 from gradcheck.manual import conv, losses
@@ -181,7 +181,13 @@ def fd_check(loss_of, point, manual_grad, rng):
     np.testing.assert_allclose([np.asarray(manual_grad)[i] for i in indices], fd, rtol=FD_RTOL, atol=FD_ATOL)
 
 
-@pytest.mark.parametrize("case", LAYERS)
+# Grouped convolutions (XLA's float64 grouped convolution is slow on the CPU) and two-direction recurrent layers take
+# 5-15 s each: scripts/test.sh --all runs them.
+LONG_LAYERS = ("conv_grouped_same_relu", "conv_grouped_strided", "bidirectional_lstm_sequences_concat",
+               "bidirectional_gru_last_state_sum", "bidirectional_lstm_and_gru_ave")
+
+
+@pytest.mark.parametrize("case", tiered(LAYERS, long=LONG_LAYERS))
 def test_manual_layer_forward_matches_keras_and_backward_matches_tape_and_finite_differences(case):
     make, shape, training = LAYERS[case]
     rng = np.random.default_rng(0)
@@ -232,7 +238,8 @@ MASKED = {
 MASKED_STEPS = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 1, 0]], bool)
 
 
-@pytest.mark.parametrize("case", MASKED)
+@pytest.mark.parametrize("case", tiered(MASKED, long=("bidirectional_lstm_sequences_concat",
+                                                       "bidirectional_gru_last_state_sum")))
 def test_a_masked_layer_skips_the_masked_steps_as_keras_does(case):
     make, shape = MASKED[case]
     rng = np.random.default_rng(4)
@@ -267,7 +274,8 @@ def test_masking_zeroes_the_padded_steps_and_makes_the_mask_keras_makes():
 
 
 @pytest.mark.parametrize("formulation", conv.KERNEL_GRADIENTS)
-@pytest.mark.parametrize("case", [name for name in LAYERS if name.startswith("conv")])
+@pytest.mark.parametrize("case", tiered([name for name in LAYERS if name.startswith("conv")],
+                                       long=("conv_grouped_same_relu", "conv_grouped_strided")))
 def test_each_kernel_gradient_formulation_matches_the_tape_and_finite_differences(case, formulation, monkeypatch):
     """Conv2D has several formulations of dL/dK (the fastest depends on the CPU and the shapes): each must be right."""
     make, shape, _ = LAYERS[case]
@@ -471,7 +479,8 @@ ATTENTION = {
 ATTENTION_SHAPES = [(2, 4, 5), (2, 3, 6), (2, 3, 7)]  # query (T = 4), value and key (S = 3)
 
 
-@pytest.mark.parametrize("case", ATTENTION)
+@pytest.mark.parametrize("case", tiered(ATTENTION, long=("cross_attention_with_a_key",
+                                                          "cross_attention_dropout_in_inference")))
 def test_attention_forward_matches_keras_and_backward_matches_tape_and_finite_differences(case):
     make, call, options = ATTENTION[case]
     rng = np.random.default_rng(0)

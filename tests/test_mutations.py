@@ -6,6 +6,7 @@ import functools
 import keras
 import numpy as np
 import pytest
+from conftest import tiered
 from keras import ops
 
 from backprop_suite.models.zoo import ZOO
@@ -404,7 +405,14 @@ def first_slip_of_each_model() -> list[str]:
     return list(firsts.values())
 
 
-@pytest.mark.parametrize("mutation", MUTATIONS if autodiff.BACKEND == "tensorflow" else first_slip_of_each_model())
+# A mutation of each kind of formula in the everyday tier (a merge, a normalization, an activation, a convolution);
+# all of them with --all.
+EVERYDAY_MUTATIONS = ("add_sends_dout_to_its_first_input_only", "batch_norm_treats_batch_statistics_as_constants",
+                      "relu6_passes_the_gradient_below_zero", "conv_same_crop_ignores_the_padding_offset")
+
+
+@pytest.mark.parametrize("mutation", tiered(MUTATIONS, everyday=EVERYDAY_MUTATIONS) if autodiff.BACKEND == "tensorflow"
+                         else first_slip_of_each_model())
 def test_mutation_fails_the_check_at_exactly_the_corrupted_tensors(mutation, monkeypatch):
     model_name, loss, (owner, attribute, replacement), expected = MUTATIONS[mutation]
     if (model_name, autodiff.BACKEND) in KNOWN_DIFFERENCES:

@@ -178,6 +178,7 @@ def test_a_record_of_the_wrong_shape_is_out_of_date_not_a_crash(tmp_path, conten
     assert rerun["status"] == "ran"
 
 
+@pytest.mark.full  # training runs
 def test_a_training_record_without_data_is_out_of_date_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
     spec, results = tiny_spec(tmp_path, epochs=1), tmp_path / "results"
@@ -217,6 +218,7 @@ def fill(folder):
     return filler
 
 
+@pytest.mark.full  # training runs
 def test_a_disk_that_fills_after_the_last_epoch_keeps_the_old_result_whole_and_the_run_resumes(tmp_path,
                                                                                               monkeypatch, capsys):
     monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
@@ -250,6 +252,7 @@ def test_a_disk_that_fills_after_the_last_epoch_keeps_the_old_result_whole_and_t
         assert not list(results.glob(".tiny.*")), "no staging folder left behind"
 
 
+@pytest.mark.full  # training runs
 def test_a_folder_made_read_only_after_epoch_one_is_one_line_and_the_run_resumes_after_it(tmp_path, monkeypatch,
                                                                                        capsys):
     """The resume state's folder turns read-only (a read-only bind mount over it) once epoch 1 is saved."""

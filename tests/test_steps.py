@@ -56,6 +56,7 @@ def test_manual_step_trains_two_layer_net_as_the_tape_step_does():
     assert max_rel_difference(tape_weights, manual_weights) < 1e-10
 
 
+@pytest.mark.full  # CNN training steps
 def test_manual_step_trains_the_cnn_with_the_same_dropout_masks_as_the_tape_step():
     tape_weights, manual_weights = train_twice("mnist_cnn", steps=3, masked=True)
     assert max_rel_difference(tape_weights, manual_weights) < 1e-10
@@ -85,6 +86,7 @@ def test_cnn_forward_flops_are_the_hand_counted_multiply_adds():
     assert sum(expected.values()) == pytest.approx(12.19e6, rel=1e-3)
 
 
+@pytest.mark.full  # CNN training steps
 def test_the_compiled_manual_step_is_deterministic_run_after_run():
     """Twelve identical short runs of the compiled manual step end at identical weights. Before its update
     waited for the backward, about one run in ten read weights the optimizer had already changed."""

@@ -107,6 +107,7 @@ def test_killed_run_resumes_to_the_history_of_an_uninterrupted_run(tmp_path):
     assert metrics["resumed_after_epoch"] == killed_after and metrics["metrics"]["epochs"] == 4
 
 
+@pytest.mark.full  # training runs
 def test_resuming_with_a_changed_spec_is_refused(tmp_path):
     spec = tiny_spec(tmp_path, epochs=1)
     state_dir = tmp_path / "results" / "tiny" / ".in_progress"
@@ -207,6 +208,7 @@ def test_after_a_cluster_rollback_the_next_save_keeps_the_epoch_it_redid_from(tm
     assert again.restore(compiled_two_layer_net(), agree=lambda mine: 2) == 2
 
 
+@pytest.mark.full  # training runs
 def test_mixed_bfloat16_trains_in_bfloat16_with_float32_weights_and_learns(tmp_path, monkeypatch):
     """precision = "mixed_bfloat16": every layer computes in bfloat16 and keeps float32 weights (Keras's dtype
     policy), the run learns as the float32 one does, and the process's global policy is left as it was."""

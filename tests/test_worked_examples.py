@@ -56,6 +56,7 @@ def test_manual_sgd_follows_keras_fit_step_for_step():
     assert metrics["max_abs_weight_diff_float32"] < 1e-6
 
 
+@pytest.mark.full  # the CNN's full check (10 s)
 def test_cnn_gradient_check_writes_its_figure(tmp_path):
     spec = load_spec("c003_1_cnn_gradcheck")
     record = run_worked_example(spec, tmp_path)
