@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_child, tiered, tiny_spec
+from conftest import REPO_ROOT, run_child, tiny_spec
 from test_faults import interrupted, script  # noqa: F401  (interrupted: a fixture)
 
 from backprop_suite.reproduce import run_experiments
@@ -132,7 +132,8 @@ WRONG_TYPES = {
 }
 
 
-@pytest.mark.parametrize("key", tiered(WRONG_TYPES, everyday=("rng_states",)))
+@pytest.mark.full  # an interrupted training run, then the main job (10-15 s each)
+@pytest.mark.parametrize("key", WRONG_TYPES)
 def test_a_resume_state_of_the_wrong_types_is_one_line_and_the_main_job_discards_it(interrupted, key,  # noqa: F811
                                                                                    capsys):
     spec, results, state = interrupted

@@ -8,12 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiered, tiny_spec
+from conftest import REPO_ROOT, tiny_spec
 
 from backprop_suite import checkpoint as checkpoint_module
 from backprop_suite.reproduce import out_of_date_reason, run_experiments
 from backprop_suite.training import train_experiment
 from gradcheck.errors import InputError
+
+pytestmark = pytest.mark.full  # interrupted and damaged training runs, 5-15 s each: scripts/test.sh --all
 
 
 def script(name):
@@ -54,7 +56,7 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", tiered(DAMAGE, everyday=("truncated state.json",)))
+@pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_checkpoint_is_one_line_with_restart_and_restart_works(interrupted, damage, capsys):
     spec, results, state = interrupted
     DAMAGE[damage](state)
@@ -66,7 +68,6 @@ def test_a_damaged_checkpoint_is_one_line_with_restart_and_restart_works(interru
     assert json.loads((results / "tiny" / "metrics.json").read_text())["metrics"]["epochs"] == 2
 
 
-@pytest.mark.full  # training runs
 def test_the_main_job_discards_a_damaged_checkpoint_with_a_line_and_trains_afresh(interrupted, capsys):
     spec, results, state = interrupted
     DAMAGE["garbage weights"](state)
@@ -77,7 +78,6 @@ def test_the_main_job_discards_a_damaged_checkpoint_with_a_line_and_trains_afres
         (results.parent / "uninterrupted" / "tiny" / "history.csv").read_text()  # as if never interrupted
 
 
-@pytest.mark.full  # training runs
 def test_a_resumed_run_equals_an_uninterrupted_one(interrupted, capsys):
     spec, results, _ = interrupted
     train_experiment(spec, results)
@@ -90,6 +90,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(interrupted, capsys):
 HOLD_THE_LOCK = """
 import sys, time
 from backprop_suite.artifacts import sole_writer
+
 with sole_writer(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -130,7 +131,6 @@ def test_train_py_exits_1_when_the_verdict_is_failed(tmp_path, monkeypatch):
     assert script("train").main([str(path), "--results-dir", str(tmp_path / "results")]) == 1
 
 
-@pytest.mark.full  # training runs
 def test_a_damaged_or_incomplete_stored_result_is_out_of_date_and_force_remakes_it(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
     spec = tiny_spec(tmp_path, epochs=1)

@@ -53,6 +53,7 @@ def test_reproduce_data_path_never_trains_another_dataset_and_says_which_experim
     assert not results.exists() or not any(results.iterdir())
 
 
+@pytest.mark.full  # training runs
 def test_the_main_job_gives_data_path_to_the_experiments_on_mnist_only(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
     npz = small_mnist_npz(tmp_path / "mnist.npz", np.random.default_rng(0))
@@ -77,6 +78,7 @@ def test_train_refuses_data_path_for_a_spec_on_another_dataset_before_training(t
 # ---- 2. an edited copy of a spec is not the experiment ----------------------------------------------------------
 
 
+@pytest.mark.full  # training runs
 def test_an_edited_copy_of_a_spec_elsewhere_writes_its_own_folder_not_the_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKPROP_SUITE_OFFLINE", "1")
     results = tmp_path / "results"
