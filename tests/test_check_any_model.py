@@ -138,7 +138,8 @@ def test_the_check_never_changes_the_model_its_moving_statistics_or_seed_state(n
 
 
 @pytest.mark.any_backend
-@pytest.mark.parametrize("seed", tiered([0, 1, 16, 31], everyday=(0,)))
+@pytest.mark.full  # 6-12 s each
+@pytest.mark.parametrize("seed", [0, 1, 16, 31])
 def test_kinks_are_found_without_looking_inside_the_model(seed):
     """At Keras's zero biases, blank 3×3 patches of digits put conv pre-activations exactly on ReLU's kink: the
     generic check flags those finite-difference entries as kinks instead of failing them. The seeds are ones where
@@ -189,6 +190,7 @@ def test_cli_checks_a_model_saved_by_a_users_own_script(tmp_path, broken, exit_c
     assert report["three_way"]["losses"] == ["categorical_crossentropy"]  # the model's compiled loss
 
 
+@pytest.mark.full  # 5-10 s
 def test_cli_takes_a_function_and_an_npz(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "batch.npz", x=rng.standard_normal((3, 15, 15, 1)), y=np.eye(10)[[1, 4, 7]])
@@ -637,6 +639,7 @@ def test_a_base_model_with_its_own_dropout_is_not_followed_in_training_mode():
     assert "Sequential (base: no manual formula for this layer class)" in str(report)
 
 
+@pytest.mark.full  # 5-10 s
 def test_a_masking_layers_mask_is_followed_through_a_sequential_model():
     """Masking on padded series (steps of zeros, before or after each), then a backwards SimpleRNN that zeroes its
     masked outputs and an LSTM that keeps its state through them: all three methods agree."""

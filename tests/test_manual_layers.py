@@ -184,7 +184,7 @@ def fd_check(loss_of, point, manual_grad, rng):
 # Grouped convolutions (XLA's float64 grouped convolution is slow on the CPU) and two-direction recurrent layers take
 # 5-15 s each: scripts/test.sh --all runs them.
 LONG_LAYERS = ("conv_grouped_same_relu", "conv_grouped_strided", "bidirectional_lstm_sequences_concat",
-               "bidirectional_gru_last_state_sum", "bidirectional_lstm_and_gru_ave")
+               "bidirectional_gru_last_state_sum", "bidirectional_lstm_and_gru_ave", "lstm_sequences_backwards")
 
 
 @pytest.mark.parametrize("case", tiered(LAYERS, long=LONG_LAYERS))
@@ -239,7 +239,8 @@ MASKED_STEPS = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 1, 1, 0]], boo
 
 
 @pytest.mark.parametrize("case", tiered(MASKED, long=("bidirectional_lstm_sequences_concat",
-                                                       "bidirectional_gru_last_state_sum")))
+                                                       "bidirectional_gru_last_state_sum",
+                                                       "gru_sequences_zero_output")))
 def test_a_masked_layer_skips_the_masked_steps_as_keras_does(case):
     make, shape = MASKED[case]
     rng = np.random.default_rng(4)
@@ -480,7 +481,8 @@ ATTENTION_SHAPES = [(2, 4, 5), (2, 3, 6), (2, 3, 7)]  # query (T = 4), value and
 
 
 @pytest.mark.parametrize("case", tiered(ATTENTION, long=("cross_attention_with_a_key",
-                                                          "cross_attention_dropout_in_inference")))
+                                                          "cross_attention_dropout_in_inference",
+                                                          "causal_self_attention_without_bias")))
 def test_attention_forward_matches_keras_and_backward_matches_tape_and_finite_differences(case):
     make, call, options = ATTENTION[case]
     rng = np.random.default_rng(0)

@@ -69,6 +69,7 @@ def test_plots_are_pngs_that_open(short_run):
         assert image.ndim == 3 and min(image.shape[:2]) > 100, name
 
 
+@pytest.mark.full  # TensorFlow in a child process, 5-8 s
 def test_same_seed_and_data_give_an_identical_history_csv(tmp_path, short_run):
     _, first = short_run
     train_experiment(tiny_spec(tmp_path), tmp_path / "again")
@@ -117,6 +118,7 @@ def test_resuming_with_a_changed_spec_is_refused(tmp_path):
     assert result.returncode == 2 and "different spec or data; rerun with --restart" in result.stderr
 
 
+@pytest.mark.full  # TensorFlow in a child process, 5-8 s
 @pytest.mark.parametrize("args, message", [
     (["no_such_experiment"], "error: unknown experiment 'no_such_experiment'"),
     (["c003_1_mnist_cnn", "--data-path", "/nonexistent/mnist.npz"], "error: /nonexistent/mnist.npz: file not found"),

@@ -42,6 +42,7 @@ def test_c001_3_whole_batch_loss_is_ln9_and_per_row_is_ln3(tmp_path):
     assert all(metrics[f"whole_batch_db2_{i}"] == pytest.approx(-2 / 9, abs=2e-3) for i in range(3))
 
 
+@pytest.mark.full  # training or many forwards, 4-7 s
 def test_numerical_gradient_calls_forward_twice_per_parameter_c002_2():
     result = gradient_cost(hidden_size=2, batch_size=20, repeats=2)
     assert result.metrics["parameters"] == 795 * 2 + 10
@@ -50,6 +51,7 @@ def test_numerical_gradient_calls_forward_twice_per_parameter_c002_2():
     # Timing ratios are reported, not asserted: the machines are shared and noisy.
 
 
+@pytest.mark.full  # training or many forwards, 4-7 s
 def test_manual_sgd_follows_keras_fit_step_for_step():
     metrics = manual_sgd_vs_keras_fit(steps=100, compare_after=100, every=50).metrics
     assert metrics["max_abs_weight_diff_float64"] < 1e-12
@@ -91,6 +93,7 @@ def test_c003_5_chain_products_equal_the_tape_and_shrink_with_the_sigmoid(tmp_pa
     assert matplotlib.image.imread(tmp_path / "c003_5_chain_network" / "chain_gradients.png").ndim == 3
 
 
+@pytest.mark.full  # training or many forwards, 4-7 s
 def test_c003_4_gradient_ascent_finds_the_top_eigenvector_of_the_covariance(tmp_path):
     # Two independent routes (eigh, and ascent with the tape's gradient) must agree: with fewer steps
     # than convergence needs, the cosine check would fail.
@@ -99,12 +102,14 @@ def test_c003_4_gradient_ascent_finds_the_top_eigenvector_of_the_covariance(tmp_
     assert matplotlib.image.imread(tmp_path / "c003_4_pca" / "pca.png").ndim == 3
 
 
+@pytest.mark.full  # training or many forwards, 4-7 s
 def test_c003_4_check_fails_when_the_ascent_has_not_converged():
     from backprop_suite.worked_examples.pca import pca
 
     assert pca(mnist_samples=500, steps=3).metrics["mnist_abs_cosine"] < 1 - 1e-9
 
 
+@pytest.mark.full  # training or many forwards, 4-7 s
 def test_c003_2_logistic_regression_gradient_and_training(tmp_path):
     record = run_worked_example(load_spec("c003_2_logistic_regression"), tmp_path)
     assert record["verdict"] == "reproduced", [c for c in record["checks"] if not c["met"]]
