@@ -29,7 +29,7 @@ def tiered(cases, *, everyday=None, long=()) -> list:
 
 def pytest_addoption(parser):
     parser.addoption("--all", action="store_true", dest="all_tiers",
-                     help="run every test, the tests marked full too (about 40 minutes on 2 cores); without it the "
+                     help="run every test, the tests marked full too (about 45 minutes on 2 cores); without it the "
                           "everyday tier runs (about 5 minutes)")
 
 
